@@ -1,0 +1,285 @@
+"""Train the emotion CNN on FER2013 and write the shipped model.
+
+    python -m emotion.train --data ../shared/data/fer2013 --out model/emotion_cnn.keras
+
+Every epoch writes `last.keras` (with optimizer state) and a CSV row to --checkpoints;
+`--resume` continues from there. Selection is on val accuracy only; a softmax temperature is
+then fitted on val and baked into the written model together with its metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from emotion.labels import EMOTIONS, FACE_SIZE
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that decides the trained weights, saved into the model's metadata."""
+
+    epochs: int = 50
+    batch_size: int = 128
+    peak_learning_rate: float = 0.05  # SGD with Nesterov momentum, cosine decay
+    warmup_epochs: int = 2
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    widths: tuple[int, ...] = (32, 64, 128, 256)
+    convs_per_stage: int = 2
+    dense_units: int = 256
+    dropout: float = 0.4
+    max_rotation_deg: float = 10.0
+    max_zoom: float = 0.1  # scale drawn from [1 - max_zoom, 1 + max_zoom]
+    max_shift_px: float = 4.0
+    seed: int = 1337
+
+
+def load_split(data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 48, 48) uint8 images and (N,) int labels from `<data_dir>/<split>.npz`."""
+    path = Path(data_dir) / f"{split}.npz"
+    if not path.is_file():
+        raise FileNotFoundError(f"No {split} split at {path}")
+    with np.load(path) as archive:
+        classes = tuple(str(name) for name in archive["classes"])
+        if classes != EMOTIONS:
+            raise ValueError(f"{path} has classes {classes}, expected {EMOTIONS}")
+        images, labels = archive["images"], archive["labels"].astype("int32")
+    if images.shape[1:] != (FACE_SIZE, FACE_SIZE):
+        raise ValueError(f"{path} holds {images.shape[1:]} images, expected 48x48")
+    return images, labels
+
+
+def augment_batch(images, recipe: Recipe):
+    """Random flip, rotation, zoom and shift, one affine warp per image.
+
+    images: (N, 48, 48, 1) float32 -> same shape.
+    """
+    import tensorflow as tf
+
+    count = tf.shape(images)[0]
+    angle = tf.random.uniform([count], -1.0, 1.0) * recipe.max_rotation_deg * math.pi / 180.0
+    scale = 1.0 + tf.random.uniform([count], -recipe.max_zoom, recipe.max_zoom)
+    flip = tf.where(tf.random.uniform([count]) < 0.5, -1.0, 1.0)
+    shift_x = tf.random.uniform([count], -recipe.max_shift_px, recipe.max_shift_px)
+    shift_y = tf.random.uniform([count], -recipe.max_shift_px, recipe.max_shift_px)
+    # The transform maps each output pixel to the input pixel it samples, about the centre.
+    center = (FACE_SIZE - 1) / 2.0
+    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
+    a0, a1 = cos * flip, -sin
+    b0, b1 = sin * flip, cos
+    a2 = center - a0 * center - a1 * center + shift_x
+    b2 = center - b0 * center - b1 * center + shift_y
+    zeros = tf.zeros([count])
+    transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images,
+        transforms=transforms,
+        output_shape=[FACE_SIZE, FACE_SIZE],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="REFLECT",
+    )
+
+
+def make_dataset(images: np.ndarray, labels: np.ndarray, recipe: Recipe, training: bool):
+    import tensorflow as tf
+
+    one_hot = np.eye(len(EMOTIONS), dtype="float32")[labels]
+    dataset = tf.data.Dataset.from_tensor_slices((images[..., None], one_hot))
+    if training:
+        dataset = dataset.shuffle(len(images), seed=recipe.seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(recipe.batch_size)
+    dataset = dataset.map(lambda x, y: (tf.cast(x, "float32"), y))
+    if training:
+        dataset = dataset.map(lambda x, y: (augment_batch(x, recipe), y))
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def choose_precision(requested: str) -> str:
+    """bfloat16 where the hardware runs it natively (GPUs, AVX512-BF16/AMX CPUs), else float32."""
+    if requested != "auto":
+        return requested
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        return "mixed_bfloat16"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "float32"
+    return "mixed_bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+
+
+def compile_model(recipe: Recipe, steps_per_epoch: int):
+    import keras
+
+    from emotion.model import build_model
+
+    model = build_model(
+        widths=recipe.widths,
+        convs_per_stage=recipe.convs_per_stage,
+        dense_units=recipe.dense_units,
+        dropout=recipe.dropout,
+    )
+    warmup_steps = recipe.warmup_epochs * steps_per_epoch
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0,
+        decay_steps=max(1, recipe.epochs * steps_per_epoch - warmup_steps),
+        warmup_target=recipe.peak_learning_rate,
+        warmup_steps=warmup_steps,
+    )
+    optimizer = keras.optimizers.SGD(
+        learning_rate=schedule,
+        momentum=recipe.momentum,
+        nesterov=True,
+        weight_decay=recipe.weight_decay,
+    )
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def _save_atomically(model, path: Path) -> None:
+    partial = path.with_name(path.stem + ".partial.keras")
+    model.save(partial)
+    os.replace(partial, path)
+
+
+def train(
+    data_dir: Path,
+    out_path: Path,
+    checkpoint_dir: Path,
+    recipe: Recipe,
+    resume: bool = False,
+    limit: int | None = None,
+    precision: str = "auto",
+) -> dict:
+    """Train (or continue), select on val, calibrate, write `out_path`; return its metrics."""
+    import keras
+
+    from emotion.evaluate import evaluate_model, fit_temperature, predict_logits
+    from emotion.model import build_model
+    from emotion.model_file import save_model
+
+    keras.utils.set_random_seed(recipe.seed)
+    train_images, train_labels = load_split(data_dir, "train")
+    val_images, val_labels = load_split(data_dir, "val")
+    if limit:
+        train_images, train_labels = train_images[:limit], train_labels[:limit]
+        val_images, val_labels = val_images[:limit], val_labels[:limit]
+
+    precision = choose_precision(precision)
+    keras.mixed_precision.set_global_policy(precision)
+    logger.info("Training with %s precision on %d images", precision, len(train_images))
+
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    last_path, best_path = checkpoint_dir / "last.keras", checkpoint_dir / "best.keras"
+    state_path, log_path = checkpoint_dir / "state.json", checkpoint_dir / "log.csv"
+    steps_per_epoch = math.ceil(len(train_images) / recipe.batch_size)
+
+    state = {"epoch": 0, "best_val_accuracy": -1.0, "recipe": asdict(recipe)}
+    if resume and last_path.is_file() and state_path.is_file():
+        state = json.loads(state_path.read_text())
+        if state["recipe"] != json.loads(json.dumps(asdict(recipe))):
+            raise ValueError(f"{checkpoint_dir} was trained with another recipe: {state['recipe']}")
+        model = keras.saving.load_model(last_path)
+        logger.info("Resuming after epoch %d", state["epoch"])
+    else:
+        if resume:
+            logger.warning("Nothing to resume in %s: starting afresh", checkpoint_dir)
+        model = compile_model(recipe, steps_per_epoch)
+        log_path.unlink(missing_ok=True)
+
+    class Checkpoint(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            state["epoch"] = epoch + 1
+            _save_atomically(self.model, last_path)
+            if logs["val_accuracy"] > state["best_val_accuracy"]:
+                state["best_val_accuracy"] = float(logs["val_accuracy"])
+                _save_atomically(self.model, best_path)
+            state_path.write_text(json.dumps(state, indent=2))
+
+    if state["epoch"] < recipe.epochs:
+        model.fit(
+            make_dataset(train_images, train_labels, recipe, training=True),
+            validation_data=make_dataset(val_images, val_labels, recipe, training=False),
+            epochs=recipe.epochs,
+            initial_epoch=state["epoch"],
+            callbacks=[Checkpoint(), keras.callbacks.CSVLogger(str(log_path), append=True)],
+            verbose=2,
+        )
+
+    # Rebuild in float32 so the shipped model runs anywhere, then calibrate on val.
+    keras.mixed_precision.set_global_policy("float32")
+    trained = keras.saving.load_model(best_path, compile=False)
+    architecture = {
+        "widths": list(recipe.widths),
+        "convs_per_stage": recipe.convs_per_stage,
+        "dense_units": recipe.dense_units,
+        "dropout": recipe.dropout,
+    }
+    uncalibrated = build_model(**architecture)
+    uncalibrated.set_weights(trained.get_weights())
+    val_logits = predict_logits(uncalibrated, val_images)
+    temperature = fit_temperature(val_logits, val_labels)
+    final = build_model(**architecture, temperature=temperature)
+    final.set_weights(trained.get_weights())
+
+    metrics = evaluate_model(final, val_images, val_labels, uncalibrated_logits=val_logits)
+    metrics.update(
+        temperature=temperature,
+        epochs_trained=state["epoch"],
+        train_images=len(train_images),
+        parameters=int(final.count_params()),
+    )
+    save_model(final, out_path, recipe=asdict(recipe), metrics=metrics)
+    metrics["file_size_bytes"] = out_path.stat().st_size
+    return metrics
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    defaults = Recipe()
+    parser = argparse.ArgumentParser(prog="python -m emotion.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="folder with train.npz and val.npz")
+    parser.add_argument("--out", type=Path, default=Path("model/emotion_cnn.keras"))
+    parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"), help="git-ignored")
+    parser.add_argument("--metrics", type=Path, help="where to write metrics JSON (default: beside --out)")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--limit", type=int, help="use only the first N images of each split (smoke tests)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "float32", "mixed_bfloat16"])
+    parser.add_argument("--resume", action="store_true", help="continue from --checkpoints/last.keras")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = parse_args(argv)
+    recipe = Recipe(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
+    metrics = train(
+        args.data, args.out, args.checkpoints, recipe,
+        resume=args.resume, limit=args.limit, precision=args.precision,
+    )
+    metrics_path = args.metrics or args.out.with_name("metrics.json")
+    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    logger.info("val accuracy %.4f (flip-averaged %.4f); wrote %s and %s",
+                metrics["val_accuracy"], metrics["val_accuracy_flip"], args.out, metrics_path)
+
+
+if __name__ == "__main__":
+    main()
