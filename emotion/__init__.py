@@ -5,11 +5,15 @@ Importing this package is cheap: TensorFlow is only loaded by `load_classifier`.
 
 from emotion.classifier import EmotionClassifier, ModelError, load_classifier
 from emotion.labels import EMOTIONS, FACE_SIZE
+from emotion.remote import ModelDownloadError, load_configured_classifier, resolve_model
 
 __all__ = [
     "EMOTIONS",
     "FACE_SIZE",
     "EmotionClassifier",
+    "ModelDownloadError",
     "ModelError",
     "load_classifier",
+    "load_configured_classifier",
+    "resolve_model",
 ]

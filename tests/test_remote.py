@@ -1,0 +1,239 @@
+"""Downloading the model from MODEL_URL, for real, from an HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import io
+import threading
+import zipfile
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from emotion import ModelDownloadError, resolve_model
+from emotion.classifier import BUNDLED_MODEL
+from emotion.remote import ModelSource, default_model_path, fetch_model, load_configured_classifier
+
+MODEL_SETTINGS = ("MODEL_URL", "MODEL_SHA256", "MODEL_CACHE_DIR")
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class FileServer:
+    """Serves `files` (path -> bytes) on 127.0.0.1; any other path is a 404."""
+
+    def __init__(self, files: dict[str, bytes]):
+        self.files = files_served = files
+        self.requests: list[str] = []
+        requests = self.requests
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                requests.append(self.path)
+                body = files_served.get(self.path)
+                if body is None:
+                    self.send_error(HTTPStatus.NOT_FOUND)
+                    return
+                self.send_response(HTTPStatus.OK)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format, *args):  # keep the test output quiet
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}{path}"
+
+    def __enter__(self) -> FileServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+@pytest.fixture(scope="module")
+def model_bytes() -> bytes:
+    return BUNDLED_MODEL.read_bytes()
+
+
+@pytest.fixture
+def server(model_bytes):
+    half = model_bytes[: len(model_bytes) // 2]
+    not_a_model = io.BytesIO()
+    with zipfile.ZipFile(not_a_model, "w") as archive:
+        archive.writestr("readme.txt", "a zip archive, but no Keras model in it")
+    files = {
+        "/emotion_cnn.keras": model_bytes,
+        "/half.keras": half,
+        "/not_a_model.zip": not_a_model.getvalue(),
+    }
+    with FileServer(files) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch, tmp_path):
+    """No model settings, no proxy for 127.0.0.1, and gdown's lock file under tmp_path."""
+    for name in MODEL_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setattr(
+        importlib.import_module("gdown.cached_download"), "cache_root", str(tmp_path / "gdown")
+    )
+
+
+def secrets_for(url: str, checksum: str | None) -> dict[str, str]:
+    return {"MODEL_URL": url} if checksum is None else {"MODEL_URL": url, "MODEL_SHA256": checksum}
+
+
+def test_unset_settings_give_the_bundled_model_silently(tmp_path, caplog):
+    assert resolve_model({}, cache_dir=tmp_path) == (BUNDLED_MODEL, None)
+    assert default_model_path() == BUNDLED_MODEL
+    assert not caplog.records
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_model_with_the_right_checksum_is_downloaded_and_loads(server, model_bytes, tmp_path):
+    secrets = secrets_for(server.url("/emotion_cnn.keras"), sha256(model_bytes).upper())
+    path, warning = resolve_model(secrets, cache_dir=tmp_path)
+    assert warning is None
+    assert path == tmp_path / f"{sha256(model_bytes)}.keras"
+    assert path.read_bytes() == model_bytes
+
+    # Validated once per process: a rerun only re-hashes the cached file, no new request.
+    assert resolve_model(secrets, cache_dir=tmp_path) == (path, None)
+    assert server.requests == ["/emotion_cnn.keras"]
+
+
+def test_load_configured_classifier_returns_the_downloaded_model(server, model_bytes, tmp_path):
+    secrets = secrets_for(server.url("/emotion_cnn.keras"), sha256(model_bytes))
+    loaded = load_configured_classifier(secrets, cache_dir=tmp_path)
+    assert loaded.warning is None
+    assert loaded.path == tmp_path / f"{sha256(model_bytes)}.keras"
+    assert loaded.classifier.source == loaded.path
+    assert loaded.classifier.predict_proba(np.zeros((1, 48, 48), np.uint8)).shape == (1, 7)
+
+
+def test_not_found_falls_back_with_a_warning(server, model_bytes, tmp_path, caplog):
+    secrets = secrets_for(server.url("/missing.keras"), sha256(model_bytes))
+    path, warning = resolve_model(secrets, cache_dir=tmp_path)
+    assert path == BUNDLED_MODEL
+    assert warning.startswith("Could not load the model from MODEL_URL (")
+    assert "HTTP 404" in warning
+    assert warning.endswith("; using the bundled model.")
+    assert "Using the bundled model" in caplog.text
+    assert not any(tmp_path.glob("*.keras"))
+
+
+def test_wrong_checksum_falls_back_and_keeps_no_file(server, tmp_path):
+    secrets = secrets_for(server.url("/emotion_cnn.keras"), "0" * 64)
+    path, warning = resolve_model(secrets, cache_dir=tmp_path)
+    assert path == BUNDLED_MODEL
+    assert "checksum is not MODEL_SHA256" in warning
+    assert not any(tmp_path.glob("*.keras"))
+
+
+def test_truncated_file_fails_the_checksum_of_the_full_model(server, model_bytes, tmp_path):
+    secrets = secrets_for(server.url("/half.keras"), sha256(model_bytes))
+    path, warning = resolve_model(secrets, cache_dir=tmp_path)
+    assert path == BUNDLED_MODEL
+    assert "checksum is not MODEL_SHA256" in warning
+    assert not any(tmp_path.glob("*.keras"))
+
+
+def test_truncated_file_with_its_own_checksum_is_not_a_model(server, model_bytes, tmp_path):
+    half = model_bytes[: len(model_bytes) // 2]
+    secrets = secrets_for(server.url("/half.keras"), sha256(half))
+    path, warning = resolve_model(secrets, cache_dir=tmp_path)
+    assert path == BUNDLED_MODEL
+    assert "not a Keras model archive" in warning
+    assert not (tmp_path / f"{sha256(half)}.keras").exists()
+
+
+def test_archive_that_is_not_a_keras_model_is_rejected_by_loading_it(server, tmp_path):
+    checksum = sha256(server.files["/not_a_model.zip"])
+    with pytest.raises(ModelDownloadError, match="not a usable emotion model"):
+        fetch_model(server.url("/not_a_model.zip"), checksum, cache_dir=tmp_path)
+    assert not any(tmp_path.glob("*.keras"))
+
+
+def test_missing_checksum_falls_back(server, tmp_path):
+    path, warning = resolve_model(secrets_for(server.url("/emotion_cnn.keras"), None), cache_dir=tmp_path)
+    assert path == BUNDLED_MODEL
+    assert "MODEL_SHA256 is not set" in warning
+    assert server.requests == []
+
+
+def test_unreachable_server_falls_back(tmp_path, monkeypatch):
+    import emotion.remote
+
+    monkeypatch.setattr(emotion.remote, "DOWNLOAD_RETRIES", 0)
+    with FileServer({}) as stopped:
+        url = stopped.url("/emotion_cnn.keras")
+    path, warning = resolve_model(secrets_for(url, "a" * 64), cache_dir=tmp_path)
+    assert path == BUNDLED_MODEL
+    assert "could not connect to the server" in warning
+
+
+def test_a_stale_file_under_the_checksum_name_is_replaced(server, model_bytes, tmp_path):
+    stale = tmp_path / f"{sha256(model_bytes)}.keras"
+    stale.write_bytes(b"left over from an interrupted copy")
+    path = fetch_model(server.url("/emotion_cnn.keras"), sha256(model_bytes), tmp_path, validate=False)
+    assert path == stale
+    assert path.read_bytes() == model_bytes
+
+
+def test_default_model_path_reads_the_environment(server, model_bytes, tmp_path, monkeypatch):
+    monkeypatch.setenv("MODEL_URL", server.url("/emotion_cnn.keras"))
+    monkeypatch.setenv("MODEL_SHA256", sha256(model_bytes))
+    monkeypatch.setenv("MODEL_CACHE_DIR", str(tmp_path / "models"))
+    assert default_model_path() == tmp_path / "models" / f"{sha256(model_bytes)}.keras"
+
+    monkeypatch.setenv("MODEL_URL", server.url("/missing.keras"))
+    monkeypatch.setenv("MODEL_SHA256", "b" * 64)
+    assert default_model_path() == BUNDLED_MODEL
+
+
+@pytest.mark.parametrize(
+    ("url", "checksum", "message"),
+    [
+        ("ftp://example.org/model.keras", "a" * 64, "not an http"),
+        ("drive.google.com/file/d/x/view", "a" * 64, "not an http"),
+        ("https://example.org/model.keras", "abc", "not a SHA-256 checksum"),
+    ],
+)
+def test_bad_settings_are_explained(url, checksum, message):
+    with pytest.raises(ModelDownloadError, match=message):
+        ModelSource(url, checksum)
+
+
+def test_model_source_from_settings_normalises_the_checksum():
+    source = ModelSource.from_settings(
+        {"MODEL_URL": " https://example.org/m.keras ", "MODEL_SHA256": "SHA256:" + "AB" * 32}
+    )
+    assert source == ModelSource("https://example.org/m.keras", "ab" * 32)
+    with pytest.raises(ModelDownloadError, match="MODEL_URL is not"):
+        ModelSource.from_settings({"MODEL_SHA256": "ab" * 32})
+
+
+def test_google_drive_share_links_are_resolved_by_gdown():
+    # fetch_model passes share links to gdown unchanged: this pins that gdown extracts the id.
+    from gdown.parse_url import parse_url
+
+    file_id = "1AbCdEfGhIjKlMnOpQrStUvWxYz012345"
+    assert parse_url(f"https://drive.google.com/file/d/{file_id}/view?usp=sharing")[0] == file_id
