@@ -1,0 +1,228 @@
+"""Draw faces and their emotions on images: the photo result and the live video overlay.
+
+Every primitive draws in place on a uint8 (H, W, 3) array in either colour order: colours are
+given in the array's own order (`emotion_color(emotion, order="bgr")` for OpenCV/video frames).
+Line widths and text scale with the image, so labels read the same on a 200 px thumbnail and a
+4000 px photo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from emotion.faces import Box
+from emotion.pipeline import Face
+
+ColorOrder = Literal["rgb", "bgr"]
+Color = tuple[int, int, int]
+
+# Okabe & Ito's palette, chosen to stay distinct for the common forms of colour blindness;
+# exactly one colour per emotion, RGB.
+EMOTION_COLORS: dict[str, Color] = {
+    "angry": (213, 94, 0),  # vermillion
+    "disgust": (0, 158, 115),  # bluish green
+    "fear": (204, 121, 167),  # reddish purple
+    "happy": (240, 228, 66),  # yellow
+    "sad": (0, 114, 178),  # blue
+    "surprise": (230, 159, 0),  # orange
+    "neutral": (86, 180, 233),  # sky blue
+}
+
+BLACK: Color = (0, 0, 0)
+WHITE: Color = (255, 255, 255)
+BAR_BACKGROUND: Color = (64, 64, 64)  # the unfilled part of a confidence bar
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+# Sizes relative to the image's longer side, with floors that keep a 200 px image legible:
+LINE_PER_PIXEL = 1 / 320  # box line: 2 px at 640, 12 px at 4000
+FONT_SCALE_PER_PIXEL = 1 / 1100  # text: ~13 px capitals at 640, ~80 px at 4000
+MIN_FONT_SCALE = 0.4  # ~9 px capitals: the smallest Hershey text that still reads
+
+
+@dataclass(frozen=True)
+class DrawStyle:
+    """Pixel sizes for one image size; see `style_for`."""
+
+    line_thickness: int
+    font_scale: float
+    text_thickness: int
+    margin: int  # around label text, pixels
+    bar_height: int  # confidence bar, pixels
+
+
+def style_for(shape: tuple[int, ...]) -> DrawStyle:
+    """The style for an image of this shape ((H, W) or (H, W, C))."""
+    longer_side = max(shape[0], shape[1])
+    font_scale = max(MIN_FONT_SCALE, longer_side * FONT_SCALE_PER_PIXEL)
+    line_thickness = max(1, round(longer_side * LINE_PER_PIXEL))
+    return DrawStyle(
+        line_thickness=line_thickness,
+        font_scale=font_scale,
+        text_thickness=max(1, round(font_scale * 1.6)),
+        margin=max(2, round(font_scale * 5)),
+        bar_height=max(3, 2 * line_thickness),
+    )
+
+
+def emotion_color(emotion: str, order: ColorOrder = "rgb") -> Color:
+    """The emotion's colour in the given channel order."""
+    return in_order(EMOTION_COLORS[emotion], order)
+
+
+def in_order(rgb_color: Color, order: ColorOrder) -> Color:
+    """An RGB colour reordered for an array in `order`."""
+    if order == "rgb":
+        return rgb_color
+    if order == "bgr":
+        return rgb_color[::-1]
+    raise ValueError(f"order must be 'rgb' or 'bgr', got {order!r}")
+
+
+def text_color_on(background: Color) -> Color:
+    """Black or white, whichever reads better on `background` (either order: both are grey)."""
+    # Rec. 601 luma; the weights are close enough in both orders to pick the same side.
+    red, green, blue = background
+    luma = 0.299 * red + 0.587 * green + 0.114 * blue
+    return BLACK if luma >= 140 else WHITE
+
+
+def face_label(face: Face) -> str:
+    """'happy 87%'."""
+    return f"{face.emotion} {round(100 * face.confidence)}%"
+
+
+def _check_canvas(image: np.ndarray) -> None:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError("draw on a uint8 (H, W, 3) array")
+    if not (image.flags.c_contiguous and image.flags.writeable):
+        raise ValueError("draw on a writeable C-contiguous array (np.ascontiguousarray(image).copy())")
+
+
+def draw_label(
+    image: np.ndarray, text: str, x: int, y: int, color: Color, style: DrawStyle | None = None
+) -> tuple[int, int, int, int]:
+    """A filled label with `text` whose bottom-left corner is near (x, y), kept inside the image.
+
+    Returns the label's rectangle (left, top, right, bottom).
+    """
+    _check_canvas(image)
+    style = style or style_for(image.shape)
+    height, width = image.shape[:2]
+    (text_width, text_height), baseline = cv2.getTextSize(text, FONT, style.font_scale, style.text_thickness)
+    label_width = text_width + 2 * style.margin
+    label_height = text_height + baseline + 2 * style.margin
+    left = min(max(0, x), max(0, width - label_width))
+    top = min(max(0, y - label_height), max(0, height - label_height))
+    right, bottom = left + label_width, top + label_height
+    cv2.rectangle(image, (left, top), (right - 1, bottom - 1), color, thickness=cv2.FILLED)
+    cv2.putText(
+        image,
+        text,
+        (left + style.margin, bottom - style.margin - baseline),
+        FONT,
+        style.font_scale,
+        text_color_on(color),
+        style.text_thickness,
+        cv2.LINE_AA,
+    )
+    return left, top, right, bottom
+
+
+def draw_face_box(
+    image: np.ndarray,
+    box: Box,
+    label: str,
+    color: Color,
+    confidence: float | None = None,
+    style: DrawStyle | None = None,
+) -> None:
+    """In place: the box, its label above it (inside it when the box touches the top edge) and,
+    given a confidence in [0, 1], a bar under the box filled that far."""
+    _check_canvas(image)
+    style = style or style_for(image.shape)
+    height, width = image.shape[:2]
+    x, y, w, h = (int(value) for value in box)
+    cv2.rectangle(image, (x, y), (x + w - 1, y + h - 1), color, style.line_thickness, cv2.LINE_AA)
+    (_, text_height), baseline = cv2.getTextSize(label, FONT, style.font_scale, style.text_thickness)
+    label_height = text_height + baseline + 2 * style.margin
+    label_bottom = y if y >= label_height else min(height, y + label_height)
+    draw_label(image, label, x, label_bottom, color, style)
+    if confidence is None:
+        return
+    bar_top = y + h if y + h + style.bar_height <= height else y + h - style.bar_height
+    bar_top = max(0, bar_top)
+    bar_bottom = min(height, bar_top + style.bar_height) - 1
+    right = min(width, x + w) - 1
+    filled = x + round((right - x) * min(max(float(confidence), 0.0), 1.0))
+    cv2.rectangle(image, (x, bar_top), (right, bar_bottom), BAR_BACKGROUND, cv2.FILLED)
+    if filled > x:
+        cv2.rectangle(image, (x, bar_top), (filled, bar_bottom), color, cv2.FILLED)
+
+
+def draw_face(
+    image: np.ndarray,
+    face: Face,
+    order: ColorOrder = "rgb",
+    label: str | None = None,
+    style: DrawStyle | None = None,
+) -> None:
+    """In place: one face in its emotion's colour, labelled 'happy 87%' (or `label`)."""
+    draw_face_box(
+        image,
+        face.box,
+        label if label is not None else face_label(face),
+        emotion_color(face.emotion, order),
+        confidence=face.confidence,
+        style=style,
+    )
+
+
+def draw_banner(
+    image: np.ndarray,
+    text: str,
+    position: Literal["top", "bottom"] = "top",
+    background: Color = BLACK,
+    text_color: Color = WHITE,
+    opacity: float = 0.6,
+    style: DrawStyle | None = None,
+) -> None:
+    """In place: a full-width translucent strip with one line of text (shrunk to fit)."""
+    _check_canvas(image)
+    style = style or style_for(image.shape)
+    height, width = image.shape[:2]
+    font_scale = style.font_scale
+    (text_width, text_height), baseline = cv2.getTextSize(text, FONT, font_scale, style.text_thickness)
+    if text_width + 2 * style.margin > width:
+        font_scale *= (width - 2 * style.margin) / max(1, text_width)
+        (text_width, text_height), baseline = cv2.getTextSize(text, FONT, font_scale, style.text_thickness)
+    strip_height = min(height, text_height + baseline + 2 * style.margin)
+    top = 0 if position == "top" else height - strip_height
+    strip = image[top : top + strip_height]
+    strip[:] = (strip * (1.0 - opacity) + np.asarray(background, dtype=np.float32) * opacity).astype(np.uint8)
+    cv2.putText(
+        image,
+        text,
+        (style.margin, top + strip_height - style.margin - baseline),
+        FONT,
+        font_scale,
+        text_color,
+        style.text_thickness,
+        cv2.LINE_AA,
+    )
+
+
+def annotate(rgb: np.ndarray, faces: Iterable[Face]) -> np.ndarray:
+    """A copy of the RGB (H, W, 3) (or grayscale) uint8 image with every face drawn on it."""
+    image = np.asarray(rgb)
+    if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
+        raise ValueError(f"annotate takes an RGB (H, W, 3) or grayscale uint8 image, got {image.shape}")
+    canvas = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else np.array(image, order="C")
+    style = style_for(canvas.shape)
+    # Smallest first, so the largest (main) face's label ends up on top where labels overlap.
+    for face in sorted(faces, key=lambda face: face.box.w * face.box.h):
+        draw_face(canvas, face, "rgb", style=style)
+    return canvas

@@ -1,0 +1,181 @@
+"""Decode an uploaded photo into the RGB array the engine works on, or say why it cannot be.
+
+Everything happens in memory; nothing is written to disk.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import ExifTags, Image, ImageFile
+
+logger = logging.getLogger(__name__)
+
+MAX_PIXELS = 50_000_000  # 50 megapixels: above any phone camera, ~150 MB as RGB, checked before decoding
+# What Pillow may decode. MPO is how many cameras' JPEGs identify (a JPEG with a second frame).
+FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+SUPPORTED = "JPEG, PNG, WebP, GIF, BMP, TIFF"  # the same, as a person reads it
+
+# A truncated file must be refused, not decoded as a half-grey picture.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+# EXIF orientation -> the transpose that makes the picture upright.
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+_TRANSPARENT_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+
+
+class InvalidImage(ValueError):
+    """The data is not an image we can read, or it is too large; the message says which."""
+
+
+def load_image(data: bytes | str | Path | BinaryIO, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """An image file's bytes (or its path, or an open binary file) -> RGB uint8 (H, W, 3).
+
+    The picture is turned upright by its EXIF orientation; transparency is laid on white;
+    grayscale, palette, CMYK and 16-bit images become 8-bit RGB; of an animation, the first frame.
+    Raises InvalidImage for anything else, and for images over `max_pixels` before decoding them.
+    """
+    data = _read_bytes(data)
+    if not data:
+        raise InvalidImage("The file is empty.")
+    with warnings.catch_warnings():
+        # Pillow only warns between its own limit and twice it; any such image is refused.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            raise InvalidImage(_too_large_message(_header_size(data), max_pixels)) from error
+        except Image.UnidentifiedImageError as error:
+            raise InvalidImage(_not_an_image_message(data)) from error
+        except Exception as error:  # plugins raise many types on malformed headers
+            raise InvalidImage(f"This file is damaged and cannot be read as an image ({error}).") from error
+        width, height = image.size
+        if width * height > max_pixels:
+            raise InvalidImage(_too_large_message((width, height), max_pixels))
+        if width < 1 or height < 1:
+            raise InvalidImage(f"This image is {width} x {height} pixels: it has no picture in it.")
+        try:
+            image.load()  # the first frame of an animation
+        except Image.DecompressionBombError as error:
+            raise InvalidImage(_too_large_message(image.size, max_pixels)) from error
+        except Exception as error:  # decoders raise OSError, SyntaxError, ValueError, EOFError...
+            raise InvalidImage(
+                f"This {image.format} file is damaged or incomplete and cannot be decoded."
+            ) from error
+    orientation = _exif_orientation(image)
+    rgb = _to_rgb(image)
+    if orientation in _UPRIGHT:
+        rgb = rgb.transpose(_UPRIGHT[orientation])
+    return np.array(rgb, dtype=np.uint8)  # a writeable, C-contiguous copy, (H, W, 3)
+
+
+def _read_bytes(data: bytes | str | Path | BinaryIO) -> bytes:
+    if isinstance(data, bytes | bytearray | memoryview):
+        return bytes(data)
+    if isinstance(data, str | Path):
+        try:
+            return Path(data).read_bytes()
+        except OSError as error:
+            raise InvalidImage(f"Cannot read {data}: {error.strerror or error}.") from error
+    if hasattr(data, "read"):
+        return data.read()
+    raise TypeError(f"load_image takes bytes, a path or a binary file, not {type(data).__name__}")
+
+
+def _too_large_message(size: tuple[int, int] | None, max_pixels: int) -> str:
+    limit = f"the limit is {max_pixels / 1e6:g} megapixels"
+    if size is None:
+        return f"This image is too large; {limit}."
+    width, height = size
+    return f"This image is {width} x {height} pixels; {limit}. Please use a smaller image."
+
+
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    """The width and height in the header, read without Pillow's size guard (nothing is decoded)."""
+    prefix = data[:16]
+    for name in FORMATS:
+        factory, accept = Image.OPEN.get(name, (None, None))
+        if factory is None or (accept is not None and accept(prefix) is not True):
+            continue
+        try:
+            return factory(io.BytesIO(data), "").size
+        except Exception:  # not this format after all; try the next
+            continue
+    return None
+
+
+def _not_an_image_message(data: bytes) -> str:
+    head = data[:512]
+    lowered = head.lstrip().lower()
+    if head.startswith(b"%PDF"):
+        kind = "a PDF document"
+    elif head.startswith(b"PK\x03\x04"):
+        kind = "a ZIP archive (or an Office document)"
+    elif b"<svg" in lowered:
+        kind = "an SVG drawing"
+    elif lowered.startswith((b"<!doctype html", b"<html")):
+        kind = "a web page (HTML)"
+    elif head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"mif1", b"msf1", b"avif"):
+        kind = "a HEIC/AVIF photo (save it as JPEG first)"
+    else:
+        kind = None
+    if kind is None:
+        return f"This file is not an image we can read ({SUPPORTED})."
+    return f"This file is {kind}, not an image we can read ({SUPPORTED})."
+
+
+def _exif_orientation(image: Image.Image) -> int:
+    try:
+        return int(image.getexif().get(ExifTags.Base.Orientation, 1))
+    except Exception as error:  # EXIF parsers raise many types; a broken tag must not refuse the photo
+        logger.warning("Ignoring unreadable EXIF data: %s", error)
+        return 1
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Any decoded Pillow image -> mode RGB, 8 bits per channel."""
+    if image.mode in _SIXTEEN_BIT_MODES or image.mode in ("I", "F"):
+        gray = _to_eight_bit(np.asarray(image), sixteen_bit=image.mode in _SIXTEEN_BIT_MODES)
+        return Image.fromarray(gray).convert("RGB")
+    if image.mode in _TRANSPARENT_MODES or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if image.mode == "RGB":
+        return image
+    try:
+        return image.convert("RGB")
+    except ValueError as error:
+        raise InvalidImage(f"This image's colour mode ({image.mode}) is not supported.") from error
+
+
+def _to_eight_bit(values: np.ndarray, sixteen_bit: bool) -> np.ndarray:
+    """Single-channel 16-bit, 32-bit or float pixel values -> uint8 (H, W)."""
+    if sixteen_bit:
+        return ((values.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)  # 65535 -> 255
+    is_float = values.dtype.kind == "f"
+    values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if is_float and low >= 0.0 and high <= 1.0:
+        scaled = values * 255.0  # floats in [0, 1]
+    elif low >= 0.0 and high <= 255.0:
+        scaled = values  # 8-bit values in a wider type
+    elif low >= 0.0 and high <= 65535.0:
+        scaled = values / 257.0  # 16-bit values in a 32-bit image
+    else:
+        scaled = (values - low) * (255.0 / max(high - low, 1e-12))  # anything else: its own range
+    return np.clip(scaled, 0.0, 255.0).round().astype(np.uint8)

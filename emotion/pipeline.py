@@ -1,0 +1,73 @@
+"""The photo pipeline in one place: RGB image -> gray -> faces -> 48x48 crops -> emotions."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+
+from emotion.faces import DEFAULT_SETTINGS, Box, DetectorSettings, crop_faces, detect_faces, to_gray
+from emotion.labels import EMOTIONS
+
+if TYPE_CHECKING:
+    from emotion.classifier import EmotionClassifier
+
+logger = logging.getLogger(__name__)
+
+
+class Face(NamedTuple):
+    """One face found in an image and what the model reads in it."""
+
+    box: Box  # input-image pixels
+    probabilities: np.ndarray  # (7,) float32, in EMOTIONS order, summing to 1
+    emotion: str  # EMOTIONS[argmax(probabilities)]
+
+    @property
+    def confidence(self) -> float:
+        """The probability of `emotion`."""
+        return float(self.probabilities.max())
+
+
+_default_classifier: EmotionClassifier | None = None
+_default_classifier_lock = threading.Lock()
+
+
+def default_classifier() -> EmotionClassifier:
+    """The default model, loaded on first use (a few seconds) and shared afterwards."""
+    global _default_classifier
+    with _default_classifier_lock:
+        if _default_classifier is None:
+            from emotion.classifier import load_classifier
+
+            _default_classifier = load_classifier()
+        return _default_classifier
+
+
+def classify_faces(gray: np.ndarray, boxes: Sequence[Box], classifier: EmotionClassifier) -> list[Face]:
+    """Faces for `boxes` in a grayscale (H, W) uint8 image, in the boxes' order; one model call."""
+    if len(boxes) == 0:
+        return []
+    probabilities = classifier.predict_proba(crop_faces(gray, boxes))  # (N, 7)
+    return [
+        Face(Box(*box), row.astype(np.float32), EMOTIONS[int(np.argmax(row))])
+        for box, row in zip(boxes, probabilities, strict=True)
+    ]
+
+
+def analyze_image(
+    rgb: np.ndarray,
+    classifier: EmotionClassifier | None = None,
+    settings: DetectorSettings = DEFAULT_SETTINGS,
+) -> list[Face]:
+    """Every face in an RGB (H, W, 3) (or grayscale) uint8 image, largest first; [] if none.
+
+    classifier: None means the default model, loaded once per process.
+    """
+    gray = to_gray(rgb)
+    boxes = detect_faces(gray, settings)
+    if not boxes:
+        return []
+    return classify_faces(gray, boxes, classifier if classifier is not None else default_classifier())
