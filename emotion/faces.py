@@ -54,11 +54,16 @@ class DetectorSettings:
     min_neighbors: overlapping raw detections a face needs; 5 drops most false alarms
         (textures, background) while keeping real faces, which collect many.
     min_size_fraction: smallest face searched for, as a fraction of the image's shorter
-        side; faces smaller than this are too small to read an emotion from anyway, and
-        skipping the smallest pyramid levels is most of the speed.
-    max_detection_side: images whose longer side is larger are shrunk to this for
-        detection (boxes are mapped back); faces above the minimum size stay well above the
-        cascade's 24 px window, and detection time stays flat for large photos.
+        side (0.05: a face a twentieth of a group photo's height).
+    min_face_pixels: and never smaller than this many input pixels: a face smaller than the
+        model's 48 px input has too little detail to read an emotion from.
+    max_detection_side: cap on the longer side of the image the cascade scans.
+
+    The image is shrunk (area-averaged) so that the smallest face sought just fills the
+    cascade's 24 px window, and to at most max_detection_side: the smallest pyramid levels
+    hold most of the windows, so this is most of the speed (a 640x480 frame is scanned at
+    320x240, a 12 MP photo at 640x480) while every face above the minimum is still seen.
+    Boxes are mapped back to input pixels.
     equalize_histogram: spread the grey levels before detecting, so that dark and
         low-contrast faces are found (the crop for the classifier is taken unequalised).
     padding: fraction of the box side added on each side (see FACE_PADDING).
@@ -66,7 +71,8 @@ class DetectorSettings:
 
     scale_factor: float = 1.1
     min_neighbors: int = 5
-    min_size_fraction: float = 0.08
+    min_size_fraction: float = 0.05
+    min_face_pixels: int = 48  # input pixels, FACE_SIZE
     max_detection_side: int = 640  # pixels
     equalize_histogram: bool = True
     padding: float = FACE_PADDING
@@ -78,6 +84,8 @@ class DetectorSettings:
             raise ValueError(f"min_neighbors must be 0 or more, got {self.min_neighbors}")
         if not 0.0 <= self.min_size_fraction <= 1.0:
             raise ValueError(f"min_size_fraction must be between 0 and 1, got {self.min_size_fraction}")
+        if self.min_face_pixels < 1:
+            raise ValueError(f"min_face_pixels must be 1 or more, got {self.min_face_pixels}")
         if self.max_detection_side < CASCADE_WINDOW:
             raise ValueError(
                 f"max_detection_side must be at least {CASCADE_WINDOW} px, got {self.max_detection_side}"
@@ -158,18 +166,16 @@ def detect_faces(image: np.ndarray, settings: DetectorSettings = DEFAULT_SETTING
     """
     gray = to_gray(image)
     height, width = gray.shape
-    if min(height, width) < CASCADE_WINDOW:
-        return []
-    scale = min(1.0, settings.max_detection_side / max(height, width))
-    if scale < 1.0:
-        # INTER_AREA averages the pixels it drops, so small faces keep their features.
-        detection_size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        small = cv2.resize(gray, detection_size, interpolation=cv2.INTER_AREA)
-    else:
-        small = gray
+    min_face = max(settings.min_size_fraction * min(height, width), settings.min_face_pixels)  # input px
+    scale = min(1.0, settings.max_detection_side / max(height, width), CASCADE_WINDOW / min_face)
+    detection_size = (round(width * scale), round(height * scale))
+    if min(detection_size) < CASCADE_WINDOW:
+        return []  # no face of the minimum size fits
+    # INTER_AREA averages the pixels it drops, so small faces keep their features.
+    small = cv2.resize(gray, detection_size, interpolation=cv2.INTER_AREA) if scale < 1.0 else gray
     if settings.equalize_histogram:
         small = cv2.equalizeHist(small)
-    min_side = max(CASCADE_WINDOW, round(settings.min_size_fraction * min(small.shape)))
+    min_side = max(CASCADE_WINDOW, round(min_face * scale))
     with _CASCADES.borrow() as cascade:
         raw_boxes = cascade.detectMultiScale(
             small,
