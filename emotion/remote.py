@@ -98,7 +98,7 @@ def fetch_model(url: str, sha256: str, cache_dir: str | Path | None = None, *, v
     `validate`, the file is also loaded once per process to prove it is a usable model;
     without, only its checksum and archive are checked. Raises ModelDownloadError.
     """
-    path, _ = _fetch(ModelSource(url=url, sha256=normalize_sha256(sha256)), cache_dir, load=validate)
+    path, _ = _fetch(ModelSource(url=url, sha256=normalize_sha256(sha256)), cache_dir, None, load=validate)
     return path
 
 
@@ -114,7 +114,7 @@ def resolve_model(
         source = ModelSource.from_settings(secrets)
         if source is None:
             return ResolvedModel(BUNDLED_MODEL, None)
-        path, _ = _fetch(source, cache_dir, load=True)
+        path, _ = _fetch(source, cache_dir, secrets, load=True)
         return ResolvedModel(path, None)
     except ModelDownloadError as error:
         return ResolvedModel(BUNDLED_MODEL, _fallback_warning(error))
@@ -127,7 +127,7 @@ def load_configured_classifier(
     try:
         source = ModelSource.from_settings(secrets)
         if source is not None:
-            path, classifier = _fetch(source, cache_dir, load=True, keep=True)
+            path, classifier = _fetch(source, cache_dir, secrets, load=True, keep=True)
             return LoadedModel(classifier, path, None)
         warning = None
     except ModelDownloadError as error:
@@ -145,7 +145,7 @@ def default_model_path() -> Path:
         source = ModelSource.from_settings()
         if source is None:
             return BUNDLED_MODEL
-        path, _ = _fetch(source, None, load=False)
+        path, _ = _fetch(source, None, None, load=False)
         return path
     except ModelDownloadError as error:
         _fallback_warning(error)
@@ -163,10 +163,15 @@ _validated_lock = threading.Lock()
 
 
 def _fetch(
-    source: ModelSource, cache_dir: str | Path | None, *, load: bool, keep: bool = False
+    source: ModelSource,
+    cache_dir: str | Path | None,
+    secrets: Mapping[str, Any] | None,
+    *,
+    load: bool,
+    keep: bool = False,
 ) -> tuple[Path, EmotionClassifier | None]:
     """Download and verify `source`; with `load`, also load it (returned when `keep`)."""
-    cache_dir = Path(cache_dir or get_setting("MODEL_CACHE_DIR", None, DEFAULT_CACHE_DIR)).expanduser()
+    cache_dir = Path(cache_dir or get_setting("MODEL_CACHE_DIR", secrets, DEFAULT_CACHE_DIR)).expanduser()
     path = cache_dir / f"{source.sha256}.keras"  # Keras only loads files named *.keras
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)

@@ -122,11 +122,19 @@ def test_a_model_with_the_right_checksum_is_downloaded_and_loads(server, model_b
 
 def test_load_configured_classifier_returns_the_downloaded_model(server, model_bytes, tmp_path):
     secrets = secrets_for(server.url("/emotion_cnn.keras"), sha256(model_bytes))
-    loaded = load_configured_classifier(secrets, cache_dir=tmp_path)
+    secrets["MODEL_CACHE_DIR"] = str(tmp_path / "from-secrets")
+    loaded = load_configured_classifier(secrets)
     assert loaded.warning is None
-    assert loaded.path == tmp_path / f"{sha256(model_bytes)}.keras"
+    assert loaded.path == tmp_path / "from-secrets" / f"{sha256(model_bytes)}.keras"
     assert loaded.classifier.source == loaded.path
     assert loaded.classifier.predict_proba(np.zeros((1, 48, 48), np.uint8)).shape == (1, 7)
+
+
+def test_load_configured_classifier_falls_back_to_the_bundled_model(server, tmp_path):
+    loaded = load_configured_classifier(secrets_for(server.url("/missing.keras"), "c" * 64), tmp_path)
+    assert loaded.path == BUNDLED_MODEL
+    assert loaded.classifier.source == BUNDLED_MODEL
+    assert "HTTP 404" in loaded.warning
 
 
 def test_not_found_falls_back_with_a_warning(server, model_bytes, tmp_path, caplog):
