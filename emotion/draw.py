@@ -139,20 +139,26 @@ def draw_face_box(
     color: Color,
     confidence: float | None = None,
     style: DrawStyle | None = None,
-) -> None:
+) -> tuple[int, int, int, int]:
     """In place: the box, its label above it (inside it when the box touches the top edge) and,
-    given a confidence in [0, 1], a bar under the box filled that far."""
+    given a confidence in [0, 1], a bar under the box filled that far.
+
+    Returns the label's rectangle (left, top, right, bottom).
+    """
     _check_canvas(image)
     style = style or style_for(image.shape)
     height, width = image.shape[:2]
     x, y, w, h = (int(value) for value in box)
-    cv2.rectangle(image, (x, y), (x + w - 1, y + h - 1), color, style.line_thickness, cv2.LINE_AA)
+    inset = style.line_thickness // 2  # OpenCV centres thick lines on the edge: keep them inside the box
+    cv2.rectangle(
+        image, (x + inset, y + inset), (x + w - 1 - inset, y + h - 1 - inset), color, style.line_thickness
+    )
     (_, text_height), baseline = cv2.getTextSize(label, FONT, style.font_scale, style.text_thickness)
     label_height = text_height + baseline + 2 * style.margin
     label_bottom = y if y >= label_height else min(height, y + label_height)
-    draw_label(image, label, x, label_bottom, color, style)
+    label_rectangle = draw_label(image, label, x, label_bottom, color, style)
     if confidence is None:
-        return
+        return label_rectangle
     bar_top = y + h if y + h + style.bar_height <= height else y + h - style.bar_height
     bar_top = max(0, bar_top)
     bar_bottom = min(height, bar_top + style.bar_height) - 1
@@ -161,6 +167,7 @@ def draw_face_box(
     cv2.rectangle(image, (x, bar_top), (right, bar_bottom), BAR_BACKGROUND, cv2.FILLED)
     if filled > x:
         cv2.rectangle(image, (x, bar_top), (filled, bar_bottom), color, cv2.FILLED)
+    return label_rectangle
 
 
 def draw_face(
@@ -169,9 +176,12 @@ def draw_face(
     order: ColorOrder = "rgb",
     label: str | None = None,
     style: DrawStyle | None = None,
-) -> None:
-    """In place: one face in its emotion's colour, labelled 'happy 87%' (or `label`)."""
-    draw_face_box(
+) -> tuple[int, int, int, int]:
+    """In place: one face in its emotion's colour, labelled 'happy 87%' (or `label`).
+
+    Returns the label's rectangle (left, top, right, bottom).
+    """
+    return draw_face_box(
         image,
         face.box,
         label if label is not None else face_label(face),

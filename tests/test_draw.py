@@ -1,0 +1,177 @@
+"""Drawing faces: colours, sizes that follow the image, labels that stay inside, both colour orders."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from emotion import EMOTIONS, Box, Face, annotate
+from emotion.draw import (
+    EMOTION_COLORS,
+    MIN_FONT_SCALE,
+    draw_banner,
+    draw_face,
+    draw_face_box,
+    emotion_color,
+    face_label,
+    style_for,
+    text_color_on,
+)
+
+
+def make_face(box: Box, emotion: str = "happy", confidence: float = 0.87) -> Face:
+    probabilities = np.full(len(EMOTIONS), (1.0 - confidence) / (len(EMOTIONS) - 1), dtype=np.float32)
+    probabilities[EMOTIONS.index(emotion)] = confidence
+    return Face(box, probabilities, emotion)
+
+
+def gray_image(height: int, width: int) -> np.ndarray:
+    return np.full((height, width, 3), 128, dtype=np.uint8)
+
+
+def test_one_distinct_colour_per_emotion():
+    assert tuple(EMOTION_COLORS) == EMOTIONS
+    assert len(set(EMOTION_COLORS.values())) == len(EMOTIONS)
+    for color in EMOTION_COLORS.values():
+        assert len(color) == 3 and all(0 <= channel <= 255 for channel in color)
+
+
+def test_colours_in_both_orders():
+    assert emotion_color("angry", "rgb") == (213, 94, 0)
+    assert emotion_color("angry", "bgr") == (0, 94, 213)
+    with pytest.raises(ValueError, match="order"):
+        emotion_color("angry", "hsv")
+
+
+def test_label_text_contrasts_with_its_background():
+    assert text_color_on(EMOTION_COLORS["happy"]) == (0, 0, 0)  # yellow
+    assert text_color_on(EMOTION_COLORS["sad"]) == (255, 255, 255)  # blue
+
+
+def test_face_label_reads_emotion_and_percent():
+    assert face_label(make_face(Box(0, 0, 10, 10), "happy", 0.87)) == "happy 87%"
+    assert face_label(make_face(Box(0, 0, 10, 10), "surprise", 1.0)) == "surprise 100%"
+
+
+def test_sizes_grow_with_the_image_and_stay_legible_when_small():
+    styles = [style_for((side, side, 3)) for side in (200, 640, 1280, 4000)]
+
+    assert styles[0].font_scale >= MIN_FONT_SCALE
+    for smaller, larger in itertools.pairwise(styles):
+        assert smaller.font_scale <= larger.font_scale
+        assert smaller.line_thickness <= larger.line_thickness
+    assert styles[-1].font_scale >= 3 and styles[-1].line_thickness >= 8
+
+
+@pytest.mark.parametrize("side", [200, 640, 4000])
+def test_label_height_is_readable_and_proportionate(side):
+    image = gray_image(side, side)
+    box = Box(side // 4, side // 2, side // 4, side // 4)
+
+    _, top, _, bottom = draw_face(image, make_face(box))
+
+    label_height = bottom - top
+    assert label_height >= 14  # ~9 px capitals plus margins at 200 px
+    assert label_height <= max(0.12 * side, 40)
+    assert bottom == box.y  # above the box
+
+
+def test_label_goes_inside_the_box_when_the_box_touches_the_top():
+    image = gray_image(300, 400)
+    box = Box(100, 0, 120, 120)
+
+    left, top, _, bottom = draw_face(image, make_face(box))
+
+    assert top == 0 and bottom <= box.h
+    assert left == box.x
+
+
+def test_label_stays_inside_at_the_right_and_bottom_edges():
+    image = gray_image(200, 200)
+    box = Box(170, 170, 30, 30)
+
+    left, top, right, bottom = draw_face_box(image, box, "surprise 100%", (230, 159, 0), confidence=0.5)
+
+    assert left >= 0 and right <= 200
+    assert top >= 0 and bottom <= 200
+
+
+def test_box_label_and_bar_are_drawn_in_the_emotions_colour():
+    image = gray_image(400, 400)
+    box = Box(100, 150, 200, 200)
+
+    draw_face(image, make_face(box, "sad", confidence=0.5))
+
+    blue = np.array(EMOTION_COLORS["sad"])
+    style = style_for(image.shape)
+    assert (image[250, 100] == blue).all()  # the box's left edge
+    assert (image[250, 299] == blue).all()  # the box's right edge
+    # The confidence bar under the box, half filled.
+    bar_row = 350 + style.bar_height // 2
+    assert (image[bar_row, 120] == blue).all()
+    assert not (image[bar_row, 280] == blue).all()
+
+
+def test_confidence_bar_goes_inside_the_box_at_the_bottom_edge():
+    image = gray_image(400, 400)
+    box = Box(100, 200, 200, 200)
+
+    draw_face(image, make_face(box, "sad", confidence=0.5))
+
+    bar_row = 399 - style_for(image.shape).bar_height // 2
+    assert (image[bar_row, 120] == np.array(EMOTION_COLORS["sad"])).all()
+
+
+def test_drawing_on_bgr_is_drawing_on_rgb_mirrored():
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    bgr = np.ascontiguousarray(rgb[..., ::-1])
+    face = make_face(Box(50, 60, 150, 150), "angry", 0.6)
+
+    draw_face(rgb, face, "rgb")
+    draw_face(bgr, face, "bgr")
+    draw_banner(rgb, "2 faces")
+    draw_banner(bgr, "2 faces")
+
+    np.testing.assert_array_equal(bgr[..., ::-1], rgb)
+
+
+def test_banner_darkens_only_its_strip_and_fits_long_text():
+    image = gray_image(240, 320)
+
+    draw_banner(image, "a banner far too long to fit on one line of a small image at this size")
+
+    assert image[0].mean() < 128  # darkened, with white text
+    assert (image[-1] == 128).all()
+    bottom = gray_image(240, 320)
+    draw_banner(bottom, "No face found", position="bottom")
+    assert (bottom[0] == 128).all()
+    assert bottom[-1].mean() < 128
+
+
+def test_annotate_returns_a_new_image_and_leaves_the_input_alone(astronaut_rgb):
+    original = astronaut_rgb.copy()
+    faces = [make_face(Box(174, 64, 98, 98)), make_face(Box(10, 10, 50, 50), "fear", 0.4)]
+
+    annotated = annotate(astronaut_rgb, faces)
+
+    np.testing.assert_array_equal(astronaut_rgb, original)
+    assert annotated.shape == astronaut_rgb.shape and annotated.dtype == np.uint8
+    assert (annotated != astronaut_rgb).any()
+    np.testing.assert_array_equal(annotate(astronaut_rgb, []), astronaut_rgb)
+
+
+def test_annotate_takes_grayscale_and_refuses_other_arrays():
+    assert annotate(np.zeros((50, 60), np.uint8), []).shape == (50, 60, 3)
+    with pytest.raises(ValueError, match="RGB"):
+        annotate(np.zeros((50, 60, 4), np.uint8), [])
+
+
+def test_primitives_refuse_arrays_they_cannot_draw_on_in_place():
+    face = make_face(Box(0, 0, 10, 10))
+    with pytest.raises(ValueError, match="contiguous"):
+        draw_face(gray_image(50, 50)[:, ::2], face)
+    with pytest.raises(ValueError, match="uint8"):
+        draw_face(np.zeros((50, 50, 3), np.float32), face)

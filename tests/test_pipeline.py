@@ -1,0 +1,119 @@
+"""The photo pipeline: detect -> crop -> one batched classification, on real faces.
+
+The bundled model may be untrained, so no test asserts which emotion a face shows.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from emotion import (
+    EMOTIONS,
+    Box,
+    DetectorSettings,
+    Face,
+    analyze_image,
+    classify_faces,
+    detect_faces,
+    pipeline,
+)
+
+
+class CountingClassifier:
+    """Wraps a classifier and records the batch size of every predict_proba call."""
+
+    def __init__(self, classifier):
+        self.classifier = classifier
+        self.batch_sizes: list[int] = []
+
+    def predict_proba(self, faces: np.ndarray) -> np.ndarray:
+        self.batch_sizes.append(len(faces))
+        return self.classifier.predict_proba(faces)
+
+
+def check_face(face: Face) -> None:
+    assert isinstance(face.box, Box)
+    assert face.probabilities.shape == (len(EMOTIONS),)
+    assert face.probabilities.dtype == np.float32
+    assert face.probabilities.sum() == pytest.approx(1.0, abs=1e-5)
+    assert face.emotion == EMOTIONS[int(np.argmax(face.probabilities))]
+    assert face.confidence == pytest.approx(float(face.probabilities.max()))
+
+
+def test_one_face_in_a_portrait(astronaut_rgb, classifier):
+    faces = analyze_image(astronaut_rgb, classifier)
+
+    assert len(faces) == 1
+    check_face(faces[0])
+    assert faces[0].box == detect_faces(astronaut_rgb)[0]
+
+
+def test_every_face_in_a_group_photo_in_one_model_call(group_photo_rgb, classifier):
+    counting = CountingClassifier(classifier)
+
+    faces = analyze_image(group_photo_rgb, counting)
+
+    assert len(faces) >= 10
+    assert counting.batch_sizes == [len(faces)]
+    for face in faces:
+        check_face(face)
+    areas = [face.box.area for face in faces]
+    assert areas == sorted(areas, reverse=True)
+
+
+def test_no_face_gives_an_empty_list_without_calling_the_model(classifier):
+    counting = CountingClassifier(classifier)
+
+    assert analyze_image(np.full((480, 640, 3), 200, dtype=np.uint8), counting) == []
+    assert counting.batch_sizes == []
+
+
+def test_grayscale_images_work_too(astronaut_rgb, classifier):
+    gray = cv2.cvtColor(astronaut_rgb, cv2.COLOR_RGB2GRAY)
+
+    (from_gray,) = analyze_image(gray, classifier)
+    (from_rgb,) = analyze_image(astronaut_rgb, classifier)
+
+    assert from_gray.box == from_rgb.box
+    np.testing.assert_allclose(from_gray.probabilities, from_rgb.probabilities, atol=1e-6)
+
+
+def test_settings_reach_the_detector(astronaut_rgb, classifier):
+    assert analyze_image(astronaut_rgb, classifier, DetectorSettings(min_face_pixels=300)) == []
+
+
+def test_classify_faces_keeps_the_boxes_order(astronaut_rgb, classifier):
+    gray = cv2.cvtColor(astronaut_rgb, cv2.COLOR_RGB2GRAY)
+    boxes = [Box(0, 0, 100, 100), Box(174, 64, 98, 98), Box(400, 400, 60, 60)]
+
+    faces = classify_faces(gray, boxes, classifier)
+
+    assert [face.box for face in faces] == boxes
+    for face in faces:
+        check_face(face)
+    assert classify_faces(gray, [], classifier) == []
+
+
+def test_without_a_classifier_the_default_is_loaded_once(astronaut_rgb, classifier, monkeypatch):
+    loads = []
+
+    def fake_load_classifier(path=None):
+        loads.append(path)
+        return classifier
+
+    monkeypatch.setattr("emotion.classifier.load_classifier", fake_load_classifier)
+    monkeypatch.setattr(pipeline, "_default_classifier", None)
+
+    first = analyze_image(astronaut_rgb)
+    second = analyze_image(astronaut_rgb)
+
+    assert loads == [None]
+    assert len(first) == len(second) == 1
+    np.testing.assert_array_equal(first[0].probabilities, second[0].probabilities)
+
+
+def test_analyze_refuses_arrays_that_are_not_images(classifier):
+    with pytest.raises(ValueError, match="image must be"):
+        analyze_image(np.zeros((10, 10, 2), np.uint8), classifier)
