@@ -17,8 +17,8 @@ from PIL import ExifTags, Image, ImageFile
 logger = logging.getLogger(__name__)
 
 MAX_PIXELS = 50_000_000  # 50 megapixels: above any phone camera, ~150 MB as RGB, checked before decoding
-# What Pillow may decode. MPO is how many cameras' JPEGs identify (a JPEG with a second frame).
-FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+# What Pillow may decode ("JPEG" includes the MPO JPEGs many cameras write).
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 SUPPORTED = "JPEG, PNG, WebP, GIF, BMP, TIFF"  # the same, as a person reads it
 
 # A truncated file must be refused, not decoded as a half-grey picture.
