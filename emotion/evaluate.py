@@ -80,7 +80,7 @@ def evaluate_model(model, images: np.ndarray, labels: np.ndarray, uncalibrated_l
     figures = classification_figures(probabilities, labels)
     uncalibrated = softmax(uncalibrated_logits)
     return {
-        "val_images": int(len(labels)),
+        "val_images": len(labels),
         "val_accuracy": figures["accuracy"],
         "val_accuracy_flip": float((((probabilities + flipped) / 2).argmax(axis=1) == labels).mean()),
         "per_class": figures["per_class"],

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -247,6 +248,7 @@ def train(
         parameters=int(final.count_params()),
     )
     save_model(final, out_path, recipe=asdict(recipe), metrics=metrics)
+    shutil.copyfile(log_path, out_path.with_name("training_log.csv"))  # the learning curves, for the card
     metrics["file_size_bytes"] = out_path.stat().st_size
     return metrics
 
@@ -272,13 +274,23 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     recipe = Recipe(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
     metrics = train(
-        args.data, args.out, args.checkpoints, recipe,
-        resume=args.resume, limit=args.limit, precision=args.precision,
+        args.data,
+        args.out,
+        args.checkpoints,
+        recipe,
+        resume=args.resume,
+        limit=args.limit,
+        precision=args.precision,
     )
     metrics_path = args.metrics or args.out.with_name("metrics.json")
     metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
-    logger.info("val accuracy %.4f (flip-averaged %.4f); wrote %s and %s",
-                metrics["val_accuracy"], metrics["val_accuracy_flip"], args.out, metrics_path)
+    logger.info(
+        "val accuracy %.4f (flip-averaged %.4f); wrote %s and %s",
+        metrics["val_accuracy"],
+        metrics["val_accuracy_flip"],
+        args.out,
+        metrics_path,
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,128 @@
+import json
+import threading
+import zipfile
+
+import numpy as np
+import pytest
+
+from emotion import EMOTIONS, ModelError, load_classifier
+from emotion.model import build_model
+from emotion.model_file import read_metadata, save_model
+from tests.conftest import REPO
+
+
+def test_bundled_model_outputs_one_probability_per_emotion(classifier):
+    assert classifier.metadata["classes"] == list(EMOTIONS)
+    faces = np.zeros((3, 48, 48), dtype=np.uint8)
+    assert classifier.predict_proba(faces).shape == (3, len(EMOTIONS))
+
+
+@pytest.mark.parametrize("count", [1, 2, 32, 65])
+def test_predict_proba_shape_dtype_and_row_sums(classifier, val_faces, count):
+    probabilities = classifier.predict_proba(val_faces[0][:count])
+    assert probabilities.shape == (count, 7)
+    assert probabilities.dtype == np.float32
+    assert np.all(probabilities >= 0)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_empty_batch(classifier):
+    probabilities = classifier.predict_proba(np.zeros((0, 48, 48), dtype=np.uint8))
+    assert probabilities.shape == (0, 7)
+    assert probabilities.dtype == np.float32
+
+
+def test_batching_does_not_change_answers(classifier, val_faces):
+    faces = val_faces[0][:8]
+    together = classifier.predict_proba(faces)
+    alone = np.concatenate([classifier.predict_proba(faces[i : i + 1]) for i in range(len(faces))])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_wrong_face_shape_is_refused(classifier):
+    with pytest.raises(ValueError, match=r"shape \(N, 48, 48\)"):
+        classifier.predict_proba(np.zeros((2, 64, 64), dtype=np.uint8))
+
+
+def test_runtime_agrees_with_keras_model(classifier, val_faces):
+    import keras
+
+    model = keras.saving.load_model(REPO / "model" / "emotion_cnn.keras", compile=False)
+    faces = val_faces[0][:64]
+    expected = model.predict(faces[..., None].astype("float32"), verbose=0)
+    np.testing.assert_allclose(classifier.predict_proba(faces), expected, atol=0.02)
+    np.testing.assert_array_equal(classifier.predict_proba(faces).argmax(1)[:16], expected.argmax(1)[:16])
+
+
+def test_threads_get_the_same_answers_as_one_thread(classifier, val_faces):
+    batches = [val_faces[0][start : start + size] for start, size in [(0, 1), (1, 5), (6, 32), (38, 7)]]
+    expected = [classifier.predict_proba(batch) for batch in batches]
+    results: dict[tuple[int, int], np.ndarray] = {}
+    errors = []
+
+    def work(thread: int) -> None:
+        try:
+            for repeat in range(10):
+                index = (thread + repeat) % len(batches)
+                results[(thread, repeat)] = (index, classifier.predict_proba(batches[index]))
+        except Exception as error:  # collected and re-raised in the main thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(thread,)) for thread in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert len(results) == 60
+    for index, probabilities in results.values():
+        np.testing.assert_array_equal(probabilities, expected[index])
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ModelError, match="No model file"):
+        load_classifier(tmp_path / "absent.keras")
+
+
+def test_file_that_is_not_a_model(tmp_path):
+    path = tmp_path / "model.keras"
+    path.write_bytes(b"<html>quota exceeded</html>")
+    with pytest.raises(ModelError, match="not a readable Keras model"):
+        load_classifier(path)
+
+
+def test_model_with_other_output_width_is_refused(tmp_path):
+    import keras
+
+    inputs = keras.Input((48, 48, 1))
+    outputs = keras.layers.Dense(5, activation="softmax")(keras.layers.Flatten()(inputs))
+    path = tmp_path / "five.keras"
+    keras.Model(inputs, outputs).save(path)
+    with pytest.raises(ModelError, match="not 7 emotions"):
+        load_classifier(path)
+
+
+def test_model_with_other_input_shape_is_refused(tmp_path):
+    import keras
+
+    inputs = keras.Input((64, 64, 3))
+    outputs = keras.layers.Dense(7, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inputs))
+    path = tmp_path / "rgb.keras"
+    keras.Model(inputs, outputs).save(path)
+    with pytest.raises(ModelError, match="expects input"):
+        load_classifier(path)
+
+
+def test_model_trained_for_other_classes_is_refused(tmp_path):
+    path = tmp_path / "other.keras"
+    save_model(build_model(widths=(8,)), path, recipe={}, metrics={})
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    metadata = read_metadata(path)
+    metadata["classes"] = list(reversed(EMOTIONS))
+    members["emotion_metadata.json"] = json.dumps(metadata)
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    with pytest.raises(ModelError, match="trained for classes"):
+        load_classifier(path)

@@ -1,0 +1,88 @@
+import json
+
+import numpy as np
+import pytest
+
+from emotion import EMOTIONS, load_classifier
+from emotion.model import build_model
+from emotion.model_file import read_metadata
+from emotion.train import Recipe, augment_batch, load_split, main
+from tests.conftest import FER2013
+
+
+def test_model_output_width_is_pinned_to_emotions():
+    model = build_model()
+    assert model.output_shape == (None, len(EMOTIONS))
+    assert model.input_shape == (None, 48, 48, 1)
+
+
+def test_augmentation_keeps_shape_and_range(val_faces):
+    images = val_faces[0][:16, ..., None].astype("float32")
+    augmented = augment_batch(images, Recipe()).numpy()
+    assert augmented.shape == images.shape
+    assert augmented.min() >= 0 and augmented.max() <= 255
+    assert not np.allclose(augmented, images)
+
+
+def test_augmentation_without_randomness_is_identity(val_faces):
+    still = Recipe(max_rotation_deg=0, max_zoom=0, max_shift_px=0)
+    images = val_faces[0][:4, ..., None].astype("float32")
+    augmented = augment_batch(images, still).numpy()
+    # Each image is either unchanged or mirrored, never warped.
+    for original, result in zip(images, augmented, strict=True):
+        assert np.allclose(result, original, atol=1e-3) or np.allclose(result, original[:, ::-1], atol=1e-3)
+
+
+def test_split_with_other_classes_is_refused(tmp_path):
+    np.savez(
+        tmp_path / "train.npz",
+        images=np.zeros((2, 48, 48), np.uint8),
+        labels=np.zeros(2, np.uint8),
+        classes=np.array(["a", "b"]),
+    )
+    with pytest.raises(ValueError, match="expected"):
+        load_split(tmp_path, "train")
+
+
+def test_one_epoch_on_a_slice_writes_a_loadable_model_and_resumes(tmp_path):
+    out = tmp_path / "model" / "emotion_cnn.keras"
+    checkpoints = tmp_path / "checkpoints"
+    argv = [
+        "--data",
+        str(FER2013),
+        "--out",
+        str(out),
+        "--checkpoints",
+        str(checkpoints),
+        "--epochs",
+        "1",
+        "--limit",
+        "300",
+        "--batch-size",
+        "64",
+    ]
+    main(argv)
+
+    log_rows = (checkpoints / "log.csv").read_text().strip().splitlines()
+    assert {"epoch", "loss", "accuracy", "val_loss", "val_accuracy"} <= set(log_rows[0].split(","))
+    assert len(log_rows) == 2  # header + one epoch
+    metrics = json.loads((out.parent / "metrics.json").read_text())
+    assert 0.0 <= metrics["val_accuracy"] <= 1.0
+    assert metrics["temperature"] > 0
+    assert set(metrics["per_class"]) == set(EMOTIONS)
+    assert np.array(metrics["confusion_matrix"]).sum() == metrics["val_images"] == 300
+    assert (out.parent / "training_log.csv").read_text() == (checkpoints / "log.csv").read_text()
+
+    metadata = read_metadata(out)
+    assert metadata["classes"] == list(EMOTIONS)
+    assert metadata["input_shape"] == [48, 48, 1]
+    classifier = load_classifier(out)
+    probabilities = classifier.predict_proba(np.zeros((2, 48, 48), np.uint8))
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+    # --resume after the last epoch trains nothing more and writes the same selection again.
+    out.unlink()
+    main([*argv, "--resume"])
+    assert len((checkpoints / "log.csv").read_text().strip().splitlines()) == 2
+    assert json.loads((checkpoints / "state.json").read_text())["epoch"] == 1
+    assert out.is_file()
