@@ -1,0 +1,284 @@
+"""Emotions in a video file: decode -> (downscale) -> track and classify -> draw -> H.264 MP4.
+
+Frames go through the same `LiveAnalyzer` as the webcam, so a video and the live view track,
+smooth and draw faces the same way. Everything happens in memory: the input is read from a
+path or from bytes (PyAV opens a BytesIO) and the annotated MP4 comes back as bytes, so no
+file is written at all. The output keeps the input's frame count and frame rate; it has no
+audio, and variable frame-rate input comes out at its average rate.
+
+Limits (the maximum file size is the page's upload limit):
+- MAX_DURATION_S: longer videos are refused, processing takes about as long as playing.
+- Videos larger than PROCESSING_MAX_SIDE (a 4K video, say) are downscaled to it for processing
+  and output: the detector works on a downscaled image anyway and an annotated 4K MP4 would only
+  be slower to encode and to send. Videos above MAX_INPUT_PIXELS (beyond 4K) are refused:
+  decoding alone would take too long.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from pathlib import Path
+from types import MappingProxyType
+from typing import NamedTuple
+
+import av
+import numpy as np
+
+from emotion.faces import DetectorSettings
+from emotion.labels import EMOTIONS
+from emotion.live import Classifier, LiveAnalyzer, LiveSettings, rows_to_csv
+
+logger = logging.getLogger(__name__)
+
+MAX_DURATION_S = 120.0  # two minutes; processing runs at about real time on a 2-core server
+MAX_INPUT_PIXELS = 4096 * 2160  # DCI 4K; larger videos are refused before decoding
+PROCESSING_MAX_SIDE = 1280  # longer side; larger videos are downscaled to it (720p for 4K)
+TRUNCATION_TOLERANCE_FRAMES = 2  # containers may count a frame or two more than they deliver
+OUTPUT_CODEC = "libx264"
+OUTPUT_OPTIONS = {"crf": "23", "preset": "veryfast"}  # near-transparent, fast to encode
+DEFAULT_FPS = Fraction(30)  # when a container gives no frame rate at all
+IMAGE_FORMATS = ("image2",)  # plus every "*_pipe" demuxer: still images (an animated GIF is a video)
+
+VIDEO_COLUMNS = ("frame", "time_s", "face_id", "x", "y", "w", "h", "emotion", *EMOTIONS)
+
+ProgressCallback = Callable[[int, int], None]  # (frames done, frames in total)
+
+
+class InvalidVideo(ValueError):
+    """The file is not a video we can analyse: empty, damaged, truncated, too long or too large."""
+
+
+class VideoFaceRow(NamedTuple):
+    """One face in one frame of the annotated video."""
+
+    frame: int  # 0-based frame index
+    time_s: float
+    face_id: int  # the track id, stable while the face stays in view
+    x: int  # box in output-video pixels
+    y: int
+    w: int
+    h: int
+    emotion: str
+    probabilities: tuple[float, ...]  # in EMOTIONS order
+
+
+class EngagementPoint(NamedTuple):
+    time_s: float
+    engagement: float  # mean over the faces in that frame
+
+
+@dataclass(frozen=True)
+class VideoResult:
+    video: bytes  # the annotated H.264 MP4 (yuv420p), ready for a browser
+    frames: int
+    fps: float
+    duration_s: float
+    width: int  # of the annotated video
+    height: int
+    source_width: int
+    source_height: int
+    rows: tuple[VideoFaceRow, ...]  # one per (frame, face)
+    frames_with_faces: int
+    distribution: Mapping[str, float]  # share of (frame, face) rows per emotion; all 0 without faces
+    dominant_emotion: str | None  # None when no face was found
+    engagement: tuple[EngagementPoint, ...]  # one per frame with faces
+    mean_engagement: float | None
+
+    @property
+    def downscaled(self) -> bool:
+        return (self.width, self.height) != (self.source_width, self.source_height)
+
+    def to_csv(self) -> str:
+        """VIDEO_COLUMNS, one row per (frame, face)."""
+        return rows_to_csv(
+            VIDEO_COLUMNS,
+            ((*row[:-1], *row.probabilities) for row in self.rows),
+        )
+
+
+class VideoInfo(NamedTuple):
+    width: int
+    height: int
+    fps: Fraction
+    frames: int  # as the container declares it (0: unknown), or estimated from the duration
+    duration_s: float | None  # None: the container does not say
+
+
+def output_size(width: int, height: int, max_side: int = PROCESSING_MAX_SIDE) -> tuple[int, int]:
+    """(width, height) scaled down to max_side if larger, rounded down to even (yuv420p needs it)."""
+    scale = min(1.0, max_side / max(width, height))
+    width, height = round(width * scale), round(height * scale)
+    return max(2, width - width % 2), max(2, height - height % 2)
+
+
+def process_video(
+    source: str | Path | bytes,
+    classifier: Classifier,
+    *,
+    every: int = 1,
+    settings: LiveSettings | None = None,
+    progress: ProgressCallback | None = None,
+) -> VideoResult:
+    """Annotate every frame of a video with its faces' emotions.
+
+    source: a path or the file's bytes. every: run the face detector on every Nth frame and
+    track the faces in between (faster, slightly less precise boxes). settings: the tracking
+    settings (the webcam's by default, without the FPS banner). progress(done, total) is called
+    after each frame; total is an estimate where the container does not say.
+    Raises InvalidVideo with a message for people.
+    """
+    if every < 1:
+        raise ValueError(f"every must be at least 1, got {every}")
+    # The photo detector's settings: unlike a webcam's, a video's faces may be small.
+    settings = replace(
+        settings or LiveSettings(detector=DetectorSettings()), detect_every=every, show_fps=False
+    )
+    with _open(source) as container:
+        stream = container.streams.video[0]
+        info = _check(container, stream)
+        width, height = output_size(info.width, info.height)
+        analyzer = LiveAnalyzer(classifier, settings)
+        buffer = io.BytesIO()
+        rows: list[VideoFaceRow] = []
+        engagement: list[EngagementPoint] = []
+        frames = 0
+        total = info.frames
+        with av.open(buffer, "w", format="mp4") as output:
+            out_stream = None
+            for frame in _decode(container, stream):
+                time_s = frames / float(info.fps)
+                if time_s > MAX_DURATION_S:
+                    raise InvalidVideo(_too_long_message(None))
+                bgr = _to_bgr(frame, width, height)
+                if out_stream is None:  # a rotated video is only known to be portrait now
+                    out_stream = _add_output_stream(output, info.fps, bgr.shape[1], bgr.shape[0])
+                annotated, faces = analyzer.process(bgr, time_s=time_s)
+                for face in faces:
+                    probabilities = tuple(round(float(p), 4) for p in face.probabilities)
+                    rows.append(
+                        VideoFaceRow(
+                            frames, round(time_s, 4), face.id, *face.box, face.emotion, probabilities
+                        )
+                    )
+                if faces:
+                    engagement.append(EngagementPoint(time_s, float(np.mean([f.engagement for f in faces]))))
+                for packet in out_stream.encode(av.VideoFrame.from_ndarray(annotated, format="bgr24")):
+                    output.mux(packet)
+                frames += 1
+                if progress is not None:
+                    total = max(total, frames)
+                    progress(frames, total)
+            if out_stream is None:
+                raise InvalidVideo("The video has no frames that can be decoded")
+            for packet in out_stream.encode():
+                output.mux(packet)
+        if info.frames and frames < info.frames - TRUNCATION_TOLERANCE_FRAMES:
+            raise InvalidVideo(
+                f"The video stops after {frames} of its {info.frames} frames: the file looks truncated"
+            )
+    snapshot = analyzer.snapshot()
+    logger.info("Annotated %d frames (%dx%d), %d face rows", frames, width, height, len(rows))
+    return VideoResult(
+        video=buffer.getvalue(),
+        frames=frames,
+        fps=float(info.fps),
+        duration_s=frames / float(info.fps),
+        width=out_stream.width,
+        height=out_stream.height,
+        source_width=info.width,
+        source_height=info.height,
+        rows=tuple(rows),
+        frames_with_faces=len(engagement),
+        distribution=MappingProxyType(dict(snapshot.distribution)),
+        dominant_emotion=snapshot.dominant_emotion,
+        engagement=tuple(engagement),
+        mean_engagement=snapshot.mean_engagement,
+    )
+
+
+def probe_video(source: str | Path | bytes) -> VideoInfo:
+    """Size, frame rate, frame count and duration, after the checks process_video makes first."""
+    with _open(source) as container:
+        return _check(container, container.streams.video[0])
+
+
+def _open(source: str | Path | bytes):
+    if isinstance(source, bytes | bytearray | memoryview):
+        if len(source) == 0:
+            raise InvalidVideo("The file is empty")
+        file = io.BytesIO(source)
+        name = "The file"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise InvalidVideo(f"No such file: {path}")
+        if path.stat().st_size == 0:
+            raise InvalidVideo(f"{path.name} is empty")
+        file = str(path)
+        name = path.name
+    try:
+        container = av.open(file, "r")
+    except (av.error.FFmpegError, UnicodeDecodeError) as error:
+        raise InvalidVideo(f"{name} is not a video file we can read") from error
+    format_name = container.format.name
+    if format_name.endswith("_pipe") or format_name in IMAGE_FORMATS:
+        container.close()
+        raise InvalidVideo(f"{name} is a still image, not a video: analyse it as a photo")
+    if not container.streams.video:
+        container.close()
+        raise InvalidVideo(f"{name} has no video stream")
+    return container
+
+
+def _check(container, stream) -> VideoInfo:
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if width < 1 or height < 1:
+        raise InvalidVideo("The video has no picture size: the file looks damaged")
+    if width * height > MAX_INPUT_PIXELS:
+        raise InvalidVideo(
+            f"The video is {width}x{height}: too large, at most 4K ({MAX_INPUT_PIXELS / 1e6:.1f} megapixels)"
+        )
+    fps = stream.average_rate or stream.guessed_rate or stream.base_rate
+    if not fps or fps <= 0:
+        logger.warning("No frame rate in the video; assuming %s fps", DEFAULT_FPS)
+        fps = DEFAULT_FPS
+    duration_s = None
+    if stream.duration is not None and stream.time_base is not None:
+        duration_s = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration_s = container.duration / av.time_base
+    if duration_s is not None and duration_s > MAX_DURATION_S:
+        raise InvalidVideo(_too_long_message(duration_s))
+    frames = stream.frames or (round(duration_s * float(fps)) if duration_s else 0)
+    return VideoInfo(width, height, Fraction(fps), int(frames), duration_s)
+
+
+def _too_long_message(duration_s: float | None) -> str:
+    length = f" ({duration_s:.0f} s)" if duration_s is not None else ""
+    return f"The video is too long{length}: at most {MAX_DURATION_S:.0f} s can be analysed"
+
+
+def _decode(container, stream):
+    try:
+        yield from container.decode(stream)
+    except av.error.FFmpegError as error:
+        raise InvalidVideo(f"The video is damaged and cannot be decoded ({error})") from error
+
+
+def _to_bgr(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
+    """The frame upright, at (width, height) before any rotation, as BGR uint8 (H, W, 3)."""
+    if (frame.width, frame.height) != (width, height):
+        frame = frame.reformat(width=width, height=height, interpolation="AREA")
+    bgr = frame.to_ndarray(format="bgr24")
+    quarter_turns = round((frame.rotation or 0) / 90) % 4  # counterclockwise, as a player shows it
+    return np.ascontiguousarray(np.rot90(bgr, quarter_turns)) if quarter_turns else bgr
+
+
+def _add_output_stream(output, fps: Fraction, width: int, height: int):
+    stream = output.add_stream(OUTPUT_CODEC, rate=fps, options=dict(OUTPUT_OPTIONS))
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    return stream

@@ -1,0 +1,223 @@
+import csv
+import io
+import tempfile
+import wave
+from fractions import Fraction
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from emotion import video
+from emotion.labels import EMOTIONS
+from emotion.video import VIDEO_COLUMNS, InvalidVideo, output_size, probe_video, process_video
+from tests.conftest import FACE_CLIP
+
+
+def make_video(frames_rgb, fps: int = 10, rotation: int = 0) -> bytes:
+    """An H.264 MP4 of the given RGB frames, in memory."""
+    height, width = frames_rgb[0].shape[:2]
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as output:
+        stream = output.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if rotation:
+            stream.set_display_rotation(rotation)
+        for frame in frames_rgb:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                output.mux(packet)
+        for packet in stream.encode():
+            output.mux(packet)
+    return buffer.getvalue()
+
+
+def silent_wav() -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as audio:
+        audio.setnchannels(1)
+        audio.setsampwidth(2)
+        audio.setframerate(8000)
+        audio.writeframes(bytes(8000))
+    return buffer.getvalue()
+
+
+def decode(data: bytes) -> tuple[av.video.stream.VideoStream, list[np.ndarray]]:
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        return stream, [frame.to_ndarray(format="bgr24") for frame in container.decode(stream)]
+
+
+@pytest.fixture(autouse=True)
+def temp_root(tmp_path, monkeypatch):
+    """Temporary files go to a folder of their own, which must be empty again after each test."""
+    root = tmp_path / "temp"
+    root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    monkeypatch.setenv("TMPDIR", str(root))
+    yield root
+    assert list(root.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def clip_result(classifier):
+    progress = []
+    result = process_video(FACE_CLIP, classifier, progress=lambda done, total: progress.append((done, total)))
+    return result, progress
+
+
+def test_the_annotated_clip_keeps_frame_count_and_rate_and_decodes_as_h264(clip_result):
+    result, _ = clip_result
+    with av.open(str(FACE_CLIP)) as source:
+        source_stream = source.streams.video[0]
+        source_frames = sum(1 for _ in source.decode(source_stream))
+        source_rate = source_stream.average_rate
+    stream, frames = decode(result.video)
+    assert result.video[4:8] == b"ftyp"
+    assert stream.codec_context.name == "h264" and stream.codec_context.pix_fmt == "yuv420p"
+    assert len(frames) == result.frames == source_frames == 71
+    assert stream.average_rate == source_rate and result.fps == 30.0
+    assert result.duration_s == pytest.approx(71 / 30)
+    assert (result.width, result.height) == (720, 480) == (frames[0].shape[1], frames[0].shape[0])
+    assert not result.downscaled
+
+
+def test_every_frame_with_a_face_is_annotated(clip_result):
+    result, _ = clip_result
+    _, annotated = decode(result.video)
+    with av.open(str(FACE_CLIP)) as source:
+        originals = [frame.to_ndarray(format="bgr24") for frame in source.decode(video=0)]
+    assert result.frames_with_faces > 0.8 * result.frames  # the clip shows one face throughout
+    frames_with_rows = {row.frame for row in result.rows}
+    assert len(frames_with_rows) == result.frames_with_faces
+    for row in result.rows:
+        # The box's left edge, drawn in colour, differs from the original far beyond H.264's noise.
+        edge = np.s_[row.y + 10 : row.y + row.h - 10, row.x : row.x + 2]
+        difference = np.abs(annotated[row.frame][edge].astype(int) - originals[row.frame][edge].astype(int))
+        assert difference.mean() > 25, f"frame {row.frame} is not annotated"
+
+
+def test_rows_are_one_per_frame_and_face_and_become_csv(clip_result):
+    result, _ = clip_result
+    keys = [(row.frame, row.face_id) for row in result.rows]
+    assert len(keys) == len(set(keys))
+    for row in result.rows:
+        assert row.time_s == pytest.approx(row.frame / 30, abs=1e-3)
+        assert row.emotion in EMOTIONS and len(row.probabilities) == len(EMOTIONS)
+        assert sum(row.probabilities) == pytest.approx(1.0, abs=1e-3)
+        assert row.x >= 0 and row.x + row.w <= result.width and row.y + row.h <= result.height
+    table = list(csv.DictReader(io.StringIO(result.to_csv())))
+    assert len(table) == len(result.rows)
+    assert tuple(table[0]) == VIDEO_COLUMNS
+    assert int(table[-1]["frame"]) == result.rows[-1].frame
+
+
+def test_summary_and_progress(clip_result):
+    result, progress = clip_result
+    assert sum(result.distribution.values()) == pytest.approx(1.0)
+    assert result.dominant_emotion == max(result.distribution, key=result.distribution.get)
+    assert len(result.engagement) == result.frames_with_faces
+    assert all(0.0 <= point.engagement <= 1.0 for point in result.engagement)
+    assert 0.0 <= result.mean_engagement <= 1.0
+    assert progress == [(done, 71) for done in range(1, 72)]
+
+
+def test_bytes_input_and_every_nth_frame_detection(classifier):
+    result = process_video(FACE_CLIP.read_bytes(), classifier, every=5)
+    assert result.frames == 71 and result.frames_with_faces > 0.8 * 71
+    assert {row.face_id for row in result.rows} == {1}
+
+
+def test_a_video_without_faces(classifier):
+    grey_frames = [np.full((120, 160, 3), 128, dtype=np.uint8)] * 10
+    result = process_video(make_video(grey_frames), classifier)
+    assert result.frames == 10 and result.rows == () and result.frames_with_faces == 0
+    assert result.dominant_emotion is None and result.mean_engagement is None
+    assert set(result.distribution.values()) == {0.0}
+    assert result.to_csv().splitlines() == [",".join(VIDEO_COLUMNS)]
+    _, frames = decode(result.video)
+    assert len(frames) == 10
+    assert frames[0][:10].mean() < 100  # "No face in view" on a dark strip at the top
+
+
+def test_a_4k_video_is_downscaled_for_processing(classifier):
+    frames = [np.full((2160, 3840, 3), 90, dtype=np.uint8)] * 2
+    result = process_video(make_video(frames), classifier)
+    assert (result.source_width, result.source_height) == (3840, 2160)
+    assert (result.width, result.height) == (1280, 720) and result.downscaled
+    _, decoded = decode(result.video)
+    assert decoded[0].shape == (720, 1280, 3) and len(decoded) == 2
+
+
+def test_a_rotated_phone_video_is_analysed_upright(classifier, astronaut_rgb):
+    portrait = astronaut_rgb[:, 56:456]  # (512, 400, 3), her face upright
+    stored = np.ascontiguousarray(np.rot90(portrait, -1))  # as a phone stores it: sideways
+    result = process_video(make_video([stored] * 3, rotation=90), classifier)
+    assert (result.width, result.height) == (400, 512)
+    assert result.frames_with_faces == 3
+
+
+def test_output_size_is_even_and_within_the_limit():
+    assert output_size(720, 480) == (720, 480)
+    assert output_size(721, 481) == (720, 480)
+    assert output_size(3840, 2160) == (1280, 720)
+    assert output_size(1080, 1920) == (720, 1280)
+
+
+def test_probe_reports_size_rate_and_length():
+    info = probe_video(FACE_CLIP)
+    assert (info.width, info.height, info.fps, info.frames) == (720, 480, 30, 71)
+    assert info.duration_s == pytest.approx(71 / 30, abs=0.1)
+
+
+def test_a_truncated_video_is_refused(classifier):
+    data = FACE_CLIP.read_bytes()
+    with pytest.raises(InvalidVideo, match="truncated"):
+        process_video(data[: len(data) // 2], classifier)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "The file is empty"),
+        (b"just some text, certainly not a video\n" * 50, "not a video file"),
+        (cv2.imencode(".png", np.zeros((32, 32, 3), dtype=np.uint8))[1].tobytes(), "still image"),
+        (silent_wav(), "has no video stream"),
+    ],
+    ids=["empty", "text", "png", "audio"],
+)
+def test_files_that_are_not_videos_are_refused(classifier, data, message):
+    with pytest.raises(InvalidVideo, match=message):
+        process_video(data, classifier)
+
+
+def test_paths_that_are_empty_or_missing_are_refused(classifier, tmp_path):
+    empty = tmp_path / "empty.mp4"
+    empty.touch()
+    with pytest.raises(InvalidVideo, match=r"empty\.mp4 is empty"):
+        process_video(empty, classifier)
+    with pytest.raises(InvalidVideo, match="No such file"):
+        process_video(tmp_path / "missing.mp4", classifier)
+
+
+def test_too_long_and_too_large_videos_are_refused(classifier, monkeypatch):
+    monkeypatch.setattr(video, "MAX_DURATION_S", 1.0)
+    with pytest.raises(InvalidVideo, match=r"too long \(2 s\): at most 1 s"):
+        process_video(FACE_CLIP, classifier)
+    monkeypatch.setattr(video, "MAX_DURATION_S", 120.0)
+    monkeypatch.setattr(video, "MAX_INPUT_PIXELS", 640 * 480)
+    with pytest.raises(InvalidVideo, match="720x480: too large"):
+        process_video(FACE_CLIP, classifier)
+
+
+def test_a_video_of_unknown_length_is_stopped_at_the_limit(classifier, monkeypatch):
+    unknown_length = video.VideoInfo(720, 480, Fraction(30), frames=0, duration_s=None)
+    monkeypatch.setattr(video, "_check", lambda container, stream: unknown_length)
+    monkeypatch.setattr(video, "MAX_DURATION_S", 1.0)
+    with pytest.raises(InvalidVideo, match="too long: at most 1 s"):
+        process_video(FACE_CLIP, classifier, every=5)
+
+
+def test_every_must_be_positive(classifier):
+    with pytest.raises(ValueError, match="every must be at least 1"):
+        process_video(FACE_CLIP, classifier, every=0)
