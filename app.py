@@ -1,0 +1,603 @@
+"""Emotion Lens: facial emotion recognition for photos, a live webcam and video files.
+
+The one Streamlit page: layout and wiring only. Faces are found, classified, tracked and drawn
+by the `emotion` package; suggestions come from `recommendations`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import NamedTuple
+
+import altair as alt
+import av
+import numpy as np
+import pandas as pd
+import streamlit as st
+from PIL import Image
+from streamlit_webrtc import WebRtcMode, webrtc_streamer
+
+from emotion import EMOTIONS, load_configured_classifier
+from emotion.draw import annotate
+from emotion.engagement import DEFAULT_PRESET, PRESETS
+from emotion.faces import DetectorSettings
+from emotion.image import InvalidImage, load_image
+from emotion.live import LIVE_DETECTOR, LiveAnalyzer, LiveSettings
+from emotion.pipeline import Face, analyze_image
+from emotion.settings import ice_servers
+from emotion.video import MAX_DURATION_S, InvalidVideo, VideoResult, process_video
+from recommendations import EmotionSuggestions, Recommendation, Recommender, load_suggestions
+
+MODEL_CARD = Path(__file__).resolve().parent / "model" / "MODEL_CARD.md"
+PHOTO_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
+PHOTO_MAX_UPLOAD_MB = 50  # per photo, as server.maxUploadSize in .streamlit/config.toml
+MANY_FACES = 8  # above this many faces in one photo, say that small faces are less reliable
+PHOTO_RESULTS_KEPT = 24  # analysed photos remembered per visitor, so reruns do not recompute them
+VIDEO_TYPES = ["mp4", "mov", "avi", "webm", "mkv", "m4v"]
+VIDEO_MAX_UPLOAD_MB = 200  # per video; emotion.video also refuses videos over MAX_DURATION_S
+PROGRESS_INTERVAL_S = 0.25  # between progress-bar updates: one per frame would flood the browser
+CHART_POINTS = 2000  # at most this many points per chart; longer series are thinned
+LIVE_REFRESH_S = 1.0  # how often the live statistics refresh while the camera plays
+ICE_SERVERS_TTL_S = 3000  # under Twilio's one-hour credential lifetime
+CAMERA_CONSTRAINTS = {
+    "video": {"width": 640, "height": 480, "frameRate": {"ideal": 30}},
+    "audio": False,
+}
+
+# Detector sensitivity -> Haar cascade settings. "Balanced" is DetectorSettings' own default;
+# fewer neighbours and a finer scale step find more faces, and more false ones.
+SENSITIVITY = {
+    "Strict": {"scale_factor": 1.2, "min_neighbors": 8},
+    "Balanced": {},
+    "Sensitive": {"scale_factor": 1.05, "min_neighbors": 3},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class PageSettings:
+    """What the sidebar chose."""
+
+    detector: DetectorSettings  # for photos
+    live_detector: DetectorSettings  # for the webcam and videos
+    show_probabilities: bool
+    engagement_preset: str
+    smoothing: float
+
+
+@st.cache_resource(show_spinner="Loading the emotion model...")
+def load_model():
+    """The classifier (shared by every visitor and the webcam threads) and any settings warning."""
+    return load_configured_classifier(st.secrets)
+
+
+def sidebar() -> PageSettings:
+    defaults = DetectorSettings()
+    with st.sidebar:
+        st.header("Settings")
+        sensitivity = st.select_slider(
+            "Detector sensitivity",
+            options=list(SENSITIVITY),
+            value="Balanced",
+            help="Sensitive finds more faces (small, turned, dim) and more false ones; "
+            "Strict finds fewer, surer faces.",
+        )
+        min_face_percent = st.slider(
+            "Minimum face size (% of the picture's shorter side)",
+            min_value=2,
+            max_value=50,
+            value=max(2, round(defaults.min_size_fraction * 100)),
+            help="Faces smaller than this are ignored. The webcam and videos look for faces of "
+            f"at least {LIVE_DETECTOR.min_size_fraction:.0%}, which keeps the live view fast.",
+        )
+        show_probabilities = st.toggle("Show probabilities", value=True)
+        st.subheader("Live and video")
+        preset = st.selectbox(
+            "Engagement preset",
+            options=list(PRESETS),
+            index=list(PRESETS).index(DEFAULT_PRESET),
+            format_func=lambda name: PRESETS[name].label,
+            help="How much each emotion counts towards engagement.",
+        )
+        st.caption(PRESETS[preset].description)
+        smoothing = st.slider(
+            "Smoothing",
+            min_value=0.0,
+            max_value=0.95,
+            value=round(1.0 - LiveSettings().smoothing, 2),
+            step=0.05,
+            help="How much a face's emotion keeps from previous frames: higher is steadier, "
+            "lower reacts faster.",
+        )
+    sensitivity_settings = SENSITIVITY[sensitivity]
+    min_size_fraction = min_face_percent / 100
+    detector = dataclasses.replace(defaults, min_size_fraction=min_size_fraction, **sensitivity_settings)
+    # Webcam faces are close and large; searching for small ones would halve the frame rate.
+    live_detector = dataclasses.replace(
+        LIVE_DETECTOR,
+        min_size_fraction=max(min_size_fraction, LIVE_DETECTOR.min_size_fraction),
+        **sensitivity_settings,
+    )
+    return PageSettings(detector, live_detector, show_probabilities, preset, smoothing)
+
+
+# --- Photo -------------------------------------------------------------------------------
+
+
+def photo_tab(classifier, settings: PageSettings) -> None:
+    uploads = st.file_uploader(
+        "Upload photos",
+        type=PHOTO_TYPES,
+        accept_multiple_files=True,
+        key="photos",
+        max_upload_size=PHOTO_MAX_UPLOAD_MB,
+        help="JPEG, PNG, WebP and other common formats; several at once.",
+    )
+    photos = list(uploads or [])
+    if st.toggle("Take a photo with the camera", key="use_camera"):
+        snapshot = st.camera_input("Snapshot", key="snapshot")
+        if snapshot is not None:
+            photos.append(snapshot)
+    if not photos:
+        st.info("Upload a photo with a face, or take one with the camera.")
+        return
+    for index, photo in enumerate(photos):
+        with st.container(border=True, key=f"photo-{index}"):
+            show_photo(photo.name, photo.file_id, photo.getvalue(), classifier, settings)
+
+
+def analyse_photo(file_id: str, data: bytes, classifier, detector: DetectorSettings):
+    """(rgb, faces, annotated) for a photo; raises InvalidImage. Remembered per visitor."""
+    results: OrderedDict = st.session_state.setdefault("photo_results", OrderedDict())
+    key = (file_id, hashlib.sha1(data).hexdigest(), detector)
+    if key not in results:
+        rgb = load_image(data)
+        faces = analyze_image(rgb, classifier, detector)
+        results[key] = (rgb, faces, annotate(rgb, faces))
+        while len(results) > PHOTO_RESULTS_KEPT:
+            results.popitem(last=False)
+    results.move_to_end(key)
+    return results[key]
+
+
+def show_photo(name: str, file_id: str, data: bytes, classifier, settings: PageSettings) -> None:
+    st.markdown(f"**{name}**")
+    try:
+        _, faces, annotated = analyse_photo(file_id, data, classifier, settings.detector)
+    except InvalidImage as error:
+        st.error(f"{name}: {error}")
+        return
+    st.image(annotated, width="stretch", alt=f"{name} with the faces found marked")
+    if not faces:
+        st.info(
+            "No face found. Try a well-lit photo with a face looking at the camera, a smaller "
+            "minimum face size, or a more sensitive detector (sidebar)."
+        )
+        return
+    if len(faces) > MANY_FACES:
+        st.warning(
+            f"{len(faces)} faces found. Small faces in a crowd are read less reliably; "
+            "the details below cover the largest ones."
+        )
+    for number, face in enumerate(faces[:MANY_FACES], start=1):
+        show_face(number, face, settings.show_probabilities)
+    suggestion_block(file_id, faces[0].emotion, f"For the largest face ({faces[0].emotion}):")
+    show_downloads(name, file_id, faces, annotated)
+
+
+def show_face(number: int, face: Face, show_probabilities: bool) -> None:
+    confidence = float(np.max(face.probabilities))
+    label = "largest face" if number == 1 else f"face {number}"
+    st.markdown(f"{label.capitalize()}: **{face.emotion}** ({confidence:.0%})")
+    if show_probabilities:
+        chart = pd.DataFrame({"emotion": EMOTIONS, "probability": face.probabilities.astype(float)})
+        st.bar_chart(chart, x="emotion", y="probability", horizontal=True, sort=False, height=200)
+
+
+def face_records(faces: list[Face]) -> list[dict]:
+    return [
+        {
+            "face": number,
+            "x": int(face.box.x),
+            "y": int(face.box.y),
+            "width": int(face.box.w),
+            "height": int(face.box.h),
+            "emotion": face.emotion,
+            "confidence": round(float(np.max(face.probabilities)), 4),
+            **{emotion: round(float(p), 4) for emotion, p in zip(EMOTIONS, face.probabilities, strict=True)},
+        }
+        for number, face in enumerate(faces, start=1)
+    ]
+
+
+def show_downloads(name: str, file_id: str, faces: list[Face], annotated: np.ndarray) -> None:
+    stem = Path(name).stem or "photo"
+    records = face_records(faces)
+    png = io.BytesIO()
+    Image.fromarray(annotated).save(png, format="PNG")
+    columns = st.columns(3)
+    columns[0].download_button(
+        "Annotated PNG",
+        png.getvalue(),
+        file_name=f"{stem}-emotions.png",
+        mime="image/png",
+        key=f"png-{file_id}",
+        on_click="ignore",
+    )
+    columns[1].download_button(
+        "Results JSON",
+        json.dumps({"file": name, "emotions": list(EMOTIONS), "faces": records}, indent=2),
+        file_name=f"{stem}-emotions.json",
+        mime="application/json",
+        key=f"json-{file_id}",
+        on_click="ignore",
+    )
+    columns[2].download_button(
+        "Results CSV",
+        pd.DataFrame(records).to_csv(index=False),
+        file_name=f"{stem}-emotions.csv",
+        mime="text/csv",
+        key=f"csv-{file_id}",
+        on_click="ignore",
+    )
+
+
+def about_the_model(classifier) -> None:
+    metadata = getattr(classifier, "metadata", {}) or {}
+    metrics = metadata.get("metrics") or {}
+    with st.expander("About the model"):
+        st.markdown(
+            "A small convolutional network trained on FER2013 (48x48 grayscale faces) sorts each "
+            "face into one of seven expressions: " + ", ".join(EMOTIONS) + ". Faces are found "
+            "with OpenCV's Haar cascade."
+        )
+        figures = {
+            "Validation accuracy": metrics.get("val_accuracy"),
+            "With mirrored faces": metrics.get("val_accuracy_flip"),
+            "Validation faces": metrics.get("val_images"),
+            "Training faces": metrics.get("train_images"),
+            "Parameters": metrics.get("parameters"),
+        }
+        shown = {label: value for label, value in figures.items() if value is not None}
+        if shown:
+            columns = st.columns(min(3, len(shown)))
+            for index, (label, value) in enumerate(shown.items()):
+                text = f"{value:.1%}" if isinstance(value, float) else f"{value:,}"
+                columns[index % len(columns)].metric(label, text)
+        else:
+            st.caption("This model file carries no evaluation figures.")
+        per_class = metrics.get("per_class")
+        if isinstance(per_class, dict) and per_class:
+            table = pd.DataFrame(per_class).T.reindex([e for e in EMOTIONS if e in per_class])
+            st.markdown("Per emotion, on the validation faces:")
+            st.dataframe(table, width="stretch")
+        st.markdown(
+            "**Limitations.** FER2013 is mostly posed or staged web photos; the model reads facial "
+            "*expressions*, not feelings, and is less accurate for faces, lighting and cultures "
+            "that are rare in its training data. The detector misses faces in profile, tilted, "
+            "small or partly hidden. Do not use it to make decisions about people."
+        )
+        st.caption(f"Model file: {Path(getattr(classifier, 'source', '')).name}")
+        if MODEL_CARD.is_file() and st.toggle("Show the model card (model/MODEL_CARD.md)", key="model_card"):
+            st.markdown(MODEL_CARD.read_text(encoding="utf-8"))
+
+
+# --- Shared by the webcam and video tabs --------------------------------------------------
+
+
+def live_settings(settings: PageSettings) -> LiveSettings:
+    # The slider says how steady a label is; LiveSettings wants the weight of the newest frame.
+    return LiveSettings(
+        detector=settings.live_detector,
+        smoothing=round(1.0 - settings.smoothing, 2),
+        engagement_preset=settings.engagement_preset,
+    )
+
+
+def distribution_chart(distribution: Mapping[str, float]) -> None:
+    chart = pd.DataFrame({"emotion": EMOTIONS, "share": [float(distribution.get(e, 0.0)) for e in EMOTIONS]})
+    st.bar_chart(chart, x="emotion", y="share", horizontal=True, sort=False, height=220)
+
+
+def current_suggestion(key: str, emotion: str, another: bool = False) -> Recommendation:
+    """The suggestion shown under `key`; a new one when the emotion changed or `another` is asked."""
+    shown: dict = st.session_state.setdefault("suggestions", {})
+    if another or key not in shown or shown[key].emotion != emotion:
+        # One chooser per visitor, so "Another suggestion" never repeats the one just shown.
+        recommender = st.session_state.setdefault("recommender", Recommender(load_suggestion_file()))
+        shown[key] = recommender.recommend(emotion)
+    return shown[key]
+
+
+def suggestion_block(key: str, emotion: str, heading: str) -> None:
+    suggestion = current_suggestion(key, emotion)
+    with st.container(key=f"suggestions-{key}"):
+        st.markdown(f"**{heading}**")
+        st.markdown(f"Quote: *{suggestion.quote.text}* ({suggestion.quote.author})")
+        st.markdown(f"Activity: {suggestion.activity}")
+        st.markdown(f"Music: [{suggestion.music.title}]({suggestion.music.url}), {suggestion.music.artist}")
+        st.button(
+            "Another suggestion",
+            key=f"another-{key}",
+            on_click=current_suggestion,
+            args=(key, emotion, True),
+        )
+
+
+@st.cache_resource(show_spinner=False)
+def load_suggestion_file() -> dict[str, EmotionSuggestions]:
+    return load_suggestions()
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+# --- Webcam ------------------------------------------------------------------------------
+
+
+def frame_callback(analyzer: LiveAnalyzer):
+    """The function streamlit-webrtc calls, in its own thread, for every camera frame."""
+
+    def video_frame_callback(frame: av.VideoFrame) -> av.VideoFrame:
+        annotated, _ = analyzer.process(frame.to_ndarray(format="bgr24"))
+        return av.VideoFrame.from_ndarray(annotated, format="bgr24")
+
+    return video_frame_callback
+
+
+def webcam_tab(classifier, settings: PageSettings) -> None:
+    wanted = live_settings(settings)
+    analyzer = st.session_state.get("live_analyzer")
+    if analyzer is None or analyzer.settings != wanted:
+        # New settings take effect at once; the session's statistics start again with them.
+        analyzer = LiveAnalyzer(classifier, wanted)
+        st.session_state["live_analyzer"] = analyzer
+    st.caption(
+        "Press START and allow the camera. Frames are analysed on the server as they arrive "
+        "and are not stored."
+    )
+    context = webrtc_streamer(
+        key="webcam",
+        mode=WebRtcMode.SENDRECV,
+        video_frame_callback=frame_callback(analyzer),
+        media_stream_constraints=CAMERA_CONSTRAINTS,
+        rtc_configuration={"iceServers": webrtc_ice_servers()},
+        async_processing=True,
+    )
+    playing = context.state.playing
+    if playing and not st.session_state.get("webcam_playing"):
+        analyzer.reset()  # a new START is a new session
+        st.session_state["webcam_session"] = st.session_state.get("webcam_session", 0) + 1
+    st.session_state["webcam_playing"] = playing
+    if context.state.signalling and not playing:
+        st.info(
+            "Connecting to the camera... If this takes more than a few seconds, the network may "
+            "block WebRTC: see the README on setting up a TURN server."
+        )
+    session = st.session_state.get("webcam_session", 0)
+    st.fragment(live_panel, run_every=LIVE_REFRESH_S if playing else None)(analyzer, playing, session)
+
+
+def live_panel(analyzer: LiveAnalyzer, playing: bool, session: int) -> None:
+    snapshot = analyzer.snapshot()
+    if not playing and snapshot.frames == 0:
+        st.caption(
+            "If the browser shows a camera error, allow the camera for this site (the icon in the "
+            "address bar) and press START again."
+        )
+        return
+    with st.container(key="live-stats"):
+        st.subheader("Live" if playing else "Session summary")
+        if snapshot.frames and not snapshot.face_frames:
+            st.info("No face in view yet: face the camera in good light.")
+        columns = st.columns(4)
+        columns[0].metric("Emotion now", snapshot.faces[0].emotion if snapshot.faces else "-")
+        columns[1].metric("Frames analysed", f"{snapshot.frames:,}")
+        columns[2].metric("FPS", f"{snapshot.fps:.1f}")
+        columns[3].metric("Latency", f"{snapshot.latency_ms:.0f} ms")
+        columns = st.columns(4)
+        columns[0].metric("Engagement 30 s", percent(snapshot.rolling_engagement.get(30)))
+        columns[1].metric("Engagement 1 min", percent(snapshot.rolling_engagement.get(60)))
+        columns[2].metric("Engagement session", percent(snapshot.mean_engagement))
+        columns[3].metric("Most shown", snapshot.dominant_emotion or "-")
+        if snapshot.face_frames:
+            st.markdown("Emotions this session")
+            distribution_chart(snapshot.distribution)
+        if snapshot.timeline:
+            st.markdown("Engagement, last minute")
+            timeline = pd.DataFrame(
+                {
+                    "second": [p.time_s for p in snapshot.timeline],
+                    "engagement": [p.engagement for p in snapshot.timeline],
+                }
+            )
+            st.line_chart(timeline, x="second", y="engagement", height=200)
+        if snapshot.dominant_emotion:
+            suggestion_block(
+                f"webcam-{session}",
+                snapshot.dominant_emotion,
+                f"For this session's most shown emotion ({snapshot.dominant_emotion}):",
+            )
+    if not playing:
+        st.caption(f"{snapshot.elapsed_s:.0f} s, {snapshot.face_frames:,} face observations.")
+        st.download_button(
+            "Session log CSV",
+            analyzer.log_csv(),
+            file_name="webcam-session.csv",
+            mime="text/csv",
+            key="webcam-csv",
+            on_click="ignore",
+        )
+
+
+@st.cache_data(ttl=ICE_SERVERS_TTL_S, show_spinner=False)
+def webrtc_ice_servers() -> list[dict]:
+    """ICE servers for the webcam, fetched once per hour (Twilio's credentials expire)."""
+    return ice_servers(st.secrets)
+
+
+# --- Video -------------------------------------------------------------------------------
+
+
+class VideoAnalysis(NamedTuple):
+    file_id: str
+    settings: LiveSettings
+    result: VideoResult | None
+    error: str | None
+
+
+def video_tab(classifier, settings: PageSettings) -> None:
+    upload = st.file_uploader(
+        "Upload a video",
+        type=VIDEO_TYPES,
+        key="video",
+        max_upload_size=VIDEO_MAX_UPLOAD_MB,
+        help=f"MP4, MOV, AVI or WebM, up to {MAX_DURATION_S:.0f} s.",
+    )
+    if upload is None:
+        st.info(
+            f"Upload a video of up to {MAX_DURATION_S:.0f} s: every frame is annotated and you get "
+            "the emotions over time. Processing takes about as long as the video."
+        )
+        return
+    wanted = live_settings(settings)
+    analysis: VideoAnalysis | None = st.session_state.get("video_analysis")
+    if analysis is None or analysis.file_id != upload.file_id:
+        analysis = analyse_video(upload.file_id, upload.getvalue(), classifier, wanted)
+    elif analysis.settings != wanted:
+        st.info("The settings changed since this video was analysed.")
+        if st.button("Analyse again", key="reanalyse-video"):
+            analysis = analyse_video(upload.file_id, upload.getvalue(), classifier, wanted)
+    if analysis.error:
+        st.error(f"{upload.name}: {analysis.error}")
+        return
+    show_video_result(upload.file_id, Path(upload.name).stem or "video", analysis.result)
+
+
+def analyse_video(file_id: str, data: bytes, classifier, settings: LiveSettings) -> VideoAnalysis:
+    st.session_state.pop("video_analysis", None)  # free the previous video first
+    bar = st.progress(0.0, text="Analysing the video...")
+    started = time.monotonic()
+    last_update = [0.0]
+
+    def on_progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last_update[0] < PROGRESS_INTERVAL_S and done < total:
+            return
+        last_update[0] = now
+        left_s = (now - started) / done * (total - done)
+        bar.progress(min(1.0, done / total), text=f"Frame {done:,} of {total:,}, about {left_s:.0f} s left")
+
+    try:
+        result, error = process_video(data, classifier, settings=settings, progress=on_progress), None
+    except InvalidVideo as invalid:
+        result, error = None, str(invalid)
+    bar.empty()
+    analysis = VideoAnalysis(file_id, settings, result, error)
+    st.session_state["video_analysis"] = analysis
+    return analysis
+
+
+def show_video_result(file_id: str, stem: str, result: VideoResult) -> None:
+    st.video(result.video, format="video/mp4")
+    note = f"{result.frames:,} frames, {result.duration_s:.1f} s at {result.fps:.0f} fps"
+    if result.downscaled:
+        note += f", downscaled from {result.source_width}x{result.source_height}"
+    st.caption(note)
+    columns = st.columns(2)
+    columns[0].download_button(
+        "Annotated MP4",
+        result.video,
+        file_name=f"{stem}-emotions.mp4",
+        mime="video/mp4",
+        key=f"mp4-{file_id}",
+        on_click="ignore",
+    )
+    columns[1].download_button(
+        "Results CSV",
+        result.to_csv(),
+        file_name=f"{stem}-emotions.csv",
+        mime="text/csv",
+        key=f"video-csv-{file_id}",
+        on_click="ignore",
+    )
+    if not result.rows:
+        st.info("No face found in the video.")
+        return
+    with st.container(key="video-results"):
+        columns = st.columns(3)
+        columns[0].metric("Most shown", result.dominant_emotion or "-")
+        columns[1].metric("Frames with faces", f"{result.frames_with_faces:,}")
+        columns[2].metric("Mean engagement", percent(result.mean_engagement))
+        st.markdown("Emotion of each face over time")
+        st.altair_chart(emotion_timeline(result.rows), width="stretch")
+        st.markdown("Emotions in the video")
+        distribution_chart(result.distribution)
+        st.markdown("Engagement over time")
+        engagement = pd.DataFrame(result.engagement, columns=["time_s", "engagement"])
+        st.line_chart(thin(engagement), x="time_s", y="engagement", height=200)
+        if result.dominant_emotion:
+            suggestion_block(
+                f"video-{file_id}",
+                result.dominant_emotion,
+                f"For the video's most shown emotion ({result.dominant_emotion}):",
+            )
+
+
+def thin(frame: pd.DataFrame, limit: int = CHART_POINTS) -> pd.DataFrame:
+    """Every k-th row so that a chart gets at most `limit` points."""
+    return frame.iloc[:: max(1, -(-len(frame) // limit))]
+
+
+def emotion_timeline(rows) -> alt.Chart:
+    table = thin(
+        pd.DataFrame(
+            [(row.time_s, f"face {row.face_id}", row.emotion) for row in rows],
+            columns=["time_s", "face", "emotion"],
+        )
+    )
+    return (
+        alt.Chart(table)
+        .mark_tick(thickness=3)
+        .encode(
+            x=alt.X("time_s:Q", title="seconds"),
+            y=alt.Y("emotion:N", sort=list(EMOTIONS), title=None),
+            color=alt.Color("face:N", title=None),
+            tooltip=["time_s", "face", "emotion"],
+        )
+        .properties(height=220)
+    )
+
+
+# --- Page --------------------------------------------------------------------------------
+
+
+def main() -> None:
+    st.set_page_config(page_title="Emotion Lens", page_icon=":performing_arts:", layout="centered")
+    st.title("Emotion Lens")
+    st.markdown(
+        "Finds the faces in a photo, a webcam stream or a video and reads each one's expression "
+        "as one of seven emotions."
+    )
+    settings = sidebar()
+    loaded = load_model()
+    if loaded.warning:
+        st.warning(loaded.warning)
+    photo, webcam, video = st.tabs(["Photo", "Webcam", "Video"])
+    with photo:
+        photo_tab(loaded.classifier, settings)
+        about_the_model(loaded.classifier)
+    with webcam:
+        webcam_tab(loaded.classifier, settings)
+    with video:
+        video_tab(loaded.classifier, settings)
+
+
+main()

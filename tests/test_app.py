@@ -1,0 +1,185 @@
+"""The page's logic, run by Streamlit's AppTest (no browser): tabs, photo uploads, messages."""
+
+from __future__ import annotations
+
+import io
+from types import SimpleNamespace
+
+import av
+import numpy as np
+import pytest
+import streamlit_webrtc
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from emotion import EMOTIONS
+from tests.conftest import FACE_CLIP, REPO
+
+APP = str(REPO / "app.py")
+TIMEOUT_S = 120  # the first run loads the model (seconds); later runs reuse Streamlit's cache
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class FakeStreamer:
+    """Stands in for streamlit_webrtc.webrtc_streamer, which needs a real server's runtime.
+
+    It hands the page's frame callback to the test, which plays the camera by calling it.
+    """
+
+    def __init__(self):
+        self.playing = False
+        self.callback = None
+        self.calls = []
+
+    def __call__(self, key, **options):
+        self.calls.append((key, options))
+        self.callback = options["video_frame_callback"]
+        return SimpleNamespace(state=SimpleNamespace(playing=self.playing, signalling=False))
+
+
+@pytest.fixture
+def streamer(monkeypatch) -> FakeStreamer:
+    fake = FakeStreamer()
+    monkeypatch.setattr(streamlit_webrtc, "webrtc_streamer", fake)
+    return fake
+
+
+@pytest.fixture
+def app(streamer) -> AppTest:
+    page = AppTest.from_file(APP, default_timeout=TIMEOUT_S)
+    page.run()
+    assert not page.exception, page.exception
+    return page
+
+
+@pytest.fixture(scope="module")
+def astronaut_png(astronaut_rgb) -> bytes:
+    return png_bytes(astronaut_rgb)
+
+
+def texts(page: AppTest) -> str:
+    return "\n".join(element.value for element in page.markdown)
+
+
+def upload_photos(page: AppTest, *files: tuple[str, bytes, str]) -> AppTest:
+    page.file_uploader(key="photos").set_value(list(files))
+    page.run()
+    assert not page.exception, page.exception
+    return page
+
+
+def test_page_renders_title_tabs_and_settings(app):
+    assert app.title[0].value == "Emotion Lens"
+    assert [tab.label for tab in app.tabs] == ["Photo", "Webcam", "Video"]
+    assert app.select_slider[0].label == "Detector sensitivity"
+    assert app.info[0].value.startswith("Upload a photo")
+
+
+def test_face_photo_shows_emotion_probabilities_and_suggestions(app, astronaut_png):
+    upload_photos(app, ("astronaut.png", astronaut_png, "image/png"))
+    assert not app.error
+    assert len(app.image) >= 1  # the annotated photo
+    page_text = texts(app)
+    assert any(f"**{emotion}**" in page_text for emotion in EMOTIONS)
+    for heading in ("Quote:", "Activity:", "Music:"):
+        assert heading in page_text
+    assert [button.label for button in app.get("download_button")] == [
+        "Annotated PNG",
+        "Results JSON",
+        "Results CSV",
+    ]
+
+
+def test_another_suggestion_keeps_the_upload(app, astronaut_png):
+    upload_photos(app, ("astronaut.png", astronaut_png, "image/png"))
+    app.button(key=next(button.key for button in app.button if button.key.startswith("another-"))).click()
+    app.run()
+    assert not app.exception
+    assert len(app.image) >= 1
+    assert "Quote:" in texts(app)
+
+
+def test_corrupt_upload_shows_message_and_next_upload_works(app, astronaut_png):
+    upload_photos(app, ("broken.png", b"this is not an image", "image/png"))
+    assert len(app.error) == 1
+    assert app.error[0].value.startswith("broken.png:")
+    assert "Quote:" not in texts(app)
+
+    upload_photos(app, ("astronaut.png", astronaut_png, "image/png"))
+    assert not app.error
+    assert "Quote:" in texts(app)
+
+
+def test_photo_without_a_face_says_so(app):
+    rng = np.random.default_rng(0)
+    sky = np.clip(rng.normal(180, 10, (240, 320, 3)), 0, 255).astype(np.uint8)
+    upload_photos(app, ("sky.png", png_bytes(sky), "image/png"))
+    assert not app.error
+    assert any(info.value.startswith("No face found") for info in app.info)
+
+
+def test_about_the_model_tolerates_placeholder_metadata(app):
+    expander = next(block for block in app.expander if block.label == "About the model")
+    assert "Limitations" in "\n".join(element.value for element in expander.markdown)
+
+
+def clip_frames(count: int) -> list[av.VideoFrame]:
+    with av.open(str(FACE_CLIP)) as container:
+        frames = []
+        for frame in container.decode(video=0):
+            frames.append(av.VideoFrame.from_ndarray(frame.to_ndarray(format="bgr24"), format="bgr24"))
+            if len(frames) == count:
+                return frames
+    return frames
+
+
+def metric_values(page: AppTest) -> dict[str, str]:
+    return {metric.label: metric.value for metric in page.metric}
+
+
+def test_webcam_frames_feed_live_statistics_and_a_summary(app, streamer):
+    assert streamer.calls[-1][0] == "webcam"
+    options = streamer.calls[-1][1]
+    assert options["media_stream_constraints"]["audio"] is False
+    assert options["rtc_configuration"]["iceServers"]
+
+    streamer.playing = True
+    app.run()  # START: a new session
+    frames = clip_frames(12)
+    for frame in frames:
+        annotated = streamer.callback(frame)
+        assert (annotated.width, annotated.height) == (frame.width, frame.height)
+    app.run()
+    assert not app.exception, app.exception
+    assert metric_values(app)["Frames analysed"] == str(len(frames))
+    assert "Live" in [header.value for header in app.subheader]
+
+    streamer.playing = False
+    app.run()  # STOP
+    assert not app.exception, app.exception
+    assert "Session summary" in [header.value for header in app.subheader]
+    assert "Session log CSV" in [button.label for button in app.get("download_button")]
+
+
+def test_video_upload_shows_annotated_video_and_timeline(app):
+    app.file_uploader(key="video").set_value(("face_clip.avi", FACE_CLIP.read_bytes(), "video/x-msvideo"))
+    app.run()
+    assert not app.exception, app.exception
+    assert not app.error
+    assert len(app.get("video")) == 1
+    labels = [button.label for button in app.get("download_button")]
+    assert "Annotated MP4" in labels
+    assert "Results CSV" in labels
+
+
+def test_broken_video_says_so(app):
+    app.file_uploader(key="video").set_value(("broken.mp4", b"not a video at all", "video/mp4"))
+    app.run()
+    assert not app.exception, app.exception
+    assert len(app.error) == 1
+    assert app.error[0].value.startswith("broken.mp4:")
