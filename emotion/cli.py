@@ -1,0 +1,313 @@
+"""Command line: `python -m emotion predict PHOTO_OR_FOLDER... [--json]` and `python -m emotion video IN`.
+
+Exit status: 0 when every input was analysed (finding no face is a result, not a failure);
+1 when any input could not be read or analysed (the others are still done); 2 for a usage
+error or a model that cannot be loaded. Errors are one line on stderr, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from emotion.labels import EMOTIONS, FACE_SIZE
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".webp",
+    ".gif",
+    ".bmp",
+    ".tif",
+    ".tiff",
+)  # what load_image reads
+PROGRESS_INTERVAL_S = 0.25  # redraw the progress bar at most 4 times a second
+PROGRESS_BAR_WIDTH = 30  # characters
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m emotion",
+        description="Facial emotion recognition for photos and videos.",
+        epilog="Exit status: 0 all inputs analysed, 1 some input failed, 2 usage or model error.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    predict = commands.add_parser(
+        "predict",
+        help="emotions of the faces in photos",
+        description="Find the faces in photos and classify their emotions. Folders are searched "
+        f"recursively for {', '.join(IMAGE_EXTENSIONS)} files.",
+    )
+    predict.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="photo or folder")
+    predict.add_argument("--json", action="store_true", help="one JSON object per file and line")
+    _add_model_option(predict)
+
+    video = commands.add_parser(
+        "video",
+        help="annotate a video file",
+        description="Track the faces of a video and classify their emotions: an annotated H.264 MP4 "
+        "and/or a CSV with one row per frame and face.",
+    )
+    video.add_argument("input", type=Path, metavar="IN", help="video file (MP4, MOV, AVI, WebM, ...)")
+    video.add_argument("--out", type=Path, metavar="OUT.mp4", help="write the annotated video here")
+    video.add_argument("--csv", type=Path, metavar="OUT.csv", help="write one row per (frame, face) here")
+    video.add_argument(
+        "--every",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="search whole frames for faces on every Nth frame only, following them in between (faster)",
+    )
+    _add_model_option(video)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
+    try:
+        if args.command == "predict":
+            return predict_command(args.paths, args.model, as_json=args.json)
+        return video_command(args.input, args.out, args.csv, args.every, args.model)
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return EXIT_FAILED
+
+
+def predict_command(paths: Sequence[Path], model: Path | None, as_json: bool = False) -> int:
+    from emotion.image import InvalidImage, load_image
+    from emotion.pipeline import analyze_image
+
+    files = list(_image_files(paths))
+    if not files:
+        _error("no photos found in " + ", ".join(str(path) for path in paths))
+        return EXIT_FAILED
+    classifier = _load_classifier(model)
+    if classifier is None:
+        return EXIT_USAGE
+    table = _Table(max(len(str(file)) for file, _ in files)) if not as_json else None
+    failed = False
+    for file, problem in files:
+        faces = []
+        if problem is None:
+            try:
+                faces = analyze_image(load_image(file), classifier)
+            except (InvalidImage, OSError) as error:
+                problem = str(error)
+        failed = failed or problem is not None
+        if as_json:
+            record = {"file": str(file), "faces": [_face_record(face) for face in faces]}
+            if problem is not None:
+                record["error"] = problem
+            print(json.dumps(record), flush=True)
+        else:
+            table.print_file(file, faces, problem)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def video_command(
+    source: Path, out: Path | None, csv_path: Path | None, every: int, model: Path | None
+) -> int:
+    from emotion.video import InvalidVideo, probe_video, process_video
+
+    for path in (out, csv_path):
+        if path is not None and not path.parent.is_dir():
+            _error(f"cannot write {path}: no folder {path.parent}")
+            return EXIT_FAILED
+    try:
+        probe_video(source)  # a bad file fails now, not after the model has loaded
+    except InvalidVideo as error:
+        _error(str(error))
+        return EXIT_FAILED
+    classifier = _load_classifier(model)
+    if classifier is None:
+        return EXIT_USAGE
+    progress = _ProgressBar()
+    try:
+        result = process_video(source, classifier, every=every, progress=progress)
+    except InvalidVideo as error:
+        progress.finish()
+        _error(str(error))
+        return EXIT_FAILED
+    progress.finish()
+    try:
+        if out is not None:
+            out.write_bytes(result.video)
+        if csv_path is not None:
+            csv_path.write_text(result.to_csv())
+    except OSError as error:
+        _error(f"cannot write the result: {error}")
+        return EXIT_FAILED
+    print(
+        f"{source}: {result.frames} frames, {result.duration_s:.1f} s at {result.fps:.3g} fps, "
+        f"{result.width}x{result.height}" + (" (downscaled)" if result.downscaled else "")
+    )
+    print(f"faces in {result.frames_with_faces} of {result.frames} frames, {len(result.rows)} face rows")
+    if result.dominant_emotion is not None:
+        shares = ", ".join(
+            f"{emotion} {100 * share:.0f}%"
+            for emotion, share in sorted(result.distribution.items(), key=lambda item: -item[1])
+            if share >= 0.005
+        )
+        print(f"emotions: {shares}; mean engagement {result.mean_engagement:.2f}")
+    for path in (out, csv_path):
+        if path is not None:
+            print(f"wrote {path}")
+    if out is None and csv_path is None:
+        print("nothing written: give --out OUT.mp4 and/or --csv OUT.csv to keep the results")
+    return EXIT_OK
+
+
+def _add_model_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        type=Path,
+        metavar="PATH",
+        help="Keras model file (default: MODEL_URL's model if set, else the bundled one)",
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def _image_files(paths: Sequence[Path]) -> Iterator[tuple[Path, str | None]]:
+    """(file, None) for each photo to analyse; (path, reason) for a path that cannot be."""
+    for path in paths:
+        if path.is_dir():
+            yield from (
+                (file, None)
+                for file in sorted(path.rglob("*"))
+                if file.is_file() and file.suffix.lower() in IMAGE_EXTENSIONS
+            )
+        elif path.is_file():
+            yield path, None  # named explicitly: tried whatever its extension
+        else:
+            yield path, "no such file or folder"
+
+
+def _load_classifier(model: Path | None):
+    """The classifier, or None after printing why it cannot be loaded."""
+    from emotion.classifier import ModelError, load_classifier
+    from emotion.remote import default_model_path
+
+    path = model if model is not None else default_model_path()  # may log a download warning
+    try:
+        with _native_output_silenced():
+            classifier = load_classifier(path)
+            classifier.predict_proba(
+                np.zeros((1, FACE_SIZE, FACE_SIZE), dtype=np.uint8)
+            )  # its first-run notes
+        return classifier
+    except ModelError as error:
+        _error(str(error))
+        return None
+
+
+@contextlib.contextmanager
+def _native_output_silenced() -> Iterator[None]:
+    """Silence stdout and stderr at the file-descriptor level: loading TensorFlow and converting
+    the model print start-up notes from C++ (and to stdout from Python), which would garble the
+    table and the JSON lines. Python exceptions still propagate and are reported afterwards."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            os.dup2(devnull.fileno(), 2)
+            with contextlib.redirect_stdout(devnull):
+                yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for descriptor in saved:
+            os.close(descriptor)
+
+
+def _face_record(face) -> dict:
+    return {
+        "box": [int(value) for value in face.box],
+        "emotion": face.emotion,
+        "probabilities": {
+            emotion: round(float(probability), 4)
+            for emotion, probability in zip(EMOTIONS, face.probabilities, strict=True)
+        },
+    }
+
+
+class _Table:
+    """One line per face: file, face number, box, emotion and its probability."""
+
+    def __init__(self, file_width: int):
+        self.file_width = max(len("FILE"), file_width)
+        print(
+            f"{'FILE':<{self.file_width}}  {'FACE':>4}  {'BOX (x, y, w, h)':<22}  {'EMOTION':<8}  CONFIDENCE"
+        )
+
+    def print_file(self, file: Path, faces, problem: str | None) -> None:
+        name = f"{file!s:<{self.file_width}}"
+        if problem is not None:
+            print(f"{name}  {'-':>4}  error: {problem}", flush=True)
+        elif not faces:
+            print(f"{name}  {'-':>4}  no face found", flush=True)
+        for number, face in enumerate(faces, start=1):
+            box = "({}, {}, {}, {})".format(*face.box)
+            confidence = 100 * float(face.probabilities.max())
+            print(f"{name}  {number:>4}  {box:<22}  {face.emotion:<8}  {confidence:9.0f}%", flush=True)
+
+
+class _ProgressBar:
+    """`[#########.........]  45%  32/71 frames  3 s left` on stderr, redrawn in place."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.started = time.monotonic()
+        self.last_drawn = 0.0
+        self.drawn = False
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self.last_drawn < PROGRESS_INTERVAL_S:
+            return
+        self.last_drawn = now
+        fraction = done / total if total else 0.0
+        filled = round(PROGRESS_BAR_WIDTH * fraction)
+        elapsed = now - self.started
+        left = elapsed * (total - done) / done if done else 0.0
+        bar = "#" * filled + "." * (PROGRESS_BAR_WIDTH - filled)
+        self.stream.write(f"\r[{bar}] {100 * fraction:3.0f}%  {done}/{total} frames  {left:.0f} s left ")
+        self.stream.flush()
+        self.drawn = True
+
+    def finish(self) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.drawn = False
