@@ -52,8 +52,10 @@ def load_image(data: bytes | str | Path | BinaryIO, max_pixels: int = MAX_PIXELS
     data = _read_bytes(data)
     if not data:
         raise InvalidImage("The file is empty.")
+    # Pillow warns (rather than raises) between its own pixel limit and twice it; any such image
+    # is over ours too, so the warning becomes an error here. (catch_warnings swaps the process's
+    # filter list; a thread that changes filters at the same moment could lose its change.)
     with warnings.catch_warnings():
-        # Pillow only warns between its own limit and twice it; any such image is refused.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             image = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
@@ -91,8 +93,12 @@ def _read_bytes(data: bytes | str | Path | BinaryIO) -> bytes:
             return Path(data).read_bytes()
         except OSError as error:
             raise InvalidImage(f"Cannot read {data}: {error.strerror or error}.") from error
-    if hasattr(data, "read"):
-        return data.read()
+    if hasattr(data, "getvalue"):  # BytesIO, Streamlit's UploadedFile: all of it, wherever it was read to
+        data = data.getvalue()
+    elif hasattr(data, "read"):
+        data = data.read()
+    if isinstance(data, bytes):
+        return data
     raise TypeError(f"load_image takes bytes, a path or a binary file, not {type(data).__name__}")
 
 

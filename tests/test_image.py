@@ -73,6 +73,11 @@ def test_paths_and_open_files_as_well_as_bytes(tmp_path, portrait_jpeg):
     np.testing.assert_array_equal(load_image(str(path)), expected)
     np.testing.assert_array_equal(load_image(io.BytesIO(portrait_jpeg)), expected)
     np.testing.assert_array_equal(load_image(bytearray(portrait_jpeg)), expected)
+    already_read = io.BytesIO(portrait_jpeg)
+    already_read.read()  # an upload the page has read once already
+    np.testing.assert_array_equal(load_image(already_read), expected)
+    with path.open("rb") as file:
+        np.testing.assert_array_equal(load_image(file), expected)
 
 
 def test_grayscale_becomes_three_equal_channels():
@@ -294,6 +299,8 @@ def test_missing_file(tmp_path):
 def test_other_argument_types_are_a_programming_error():
     with pytest.raises(TypeError, match="bytes, a path or a binary file"):
         load_image(12345)
+    with pytest.raises(TypeError, match="bytes, a path or a binary file"):
+        load_image(io.StringIO("text"))
 
 
 # Nothing written -------------------------------------------------------------------------------
