@@ -175,3 +175,12 @@ def test_primitives_refuse_arrays_they_cannot_draw_on_in_place():
         draw_face(gray_image(50, 50)[:, ::2], face)
     with pytest.raises(ValueError, match="uint8"):
         draw_face(np.zeros((50, 50, 3), np.float32), face)
+
+
+def test_boxes_partly_outside_the_image_are_drawn_clipped():
+    image = gray_image(100, 100)
+
+    for box in (Box(-20, -20, 60, 60), Box(90, 95, 60, 60)):
+        left, top, right, bottom = draw_face_box(image, box, "happy 50%", (240, 228, 66), confidence=0.5)
+
+        assert 0 <= left < right <= 100 and 0 <= top < bottom <= 100
