@@ -119,21 +119,24 @@ def process_video(
     source: str | Path | bytes,
     classifier: Classifier,
     *,
-    every: int = 1,
+    every: int | None = None,
     settings: LiveSettings | None = None,
     progress: ProgressCallback | None = None,
 ) -> VideoResult:
     """Annotate every frame of a video with its faces' emotions.
 
-    source: a path or the file's bytes. every: run the face detector on every Nth frame and
-    track the faces in between (faster, slightly less precise boxes). settings: the tracking
-    settings (the webcam's by default, without the FPS banner). progress(done, total) is called
-    after each frame; total is an estimate where the container does not say.
+    source: a path or the file's bytes. settings: the tracking settings; by default the
+    webcam's with the photo detector (a video's faces may be smaller); never an FPS banner.
+    every: search whole frames for faces on every Nth frame only and follow them in between
+    (faster, slightly less precise boxes); None means settings.detect_every when settings are
+    given, else 1 (every frame). progress(done, total) is called after each frame; total is an
+    estimate where the container does not say.
     Raises InvalidVideo with a message for people.
     """
+    if every is None:
+        every = settings.detect_every if settings is not None else 1
     if every < 1:
         raise ValueError(f"every must be at least 1, got {every}")
-    # The photo detector's settings: unlike a webcam's, a video's faces may be small.
     settings = replace(
         settings or LiveSettings(detector=DetectorSettings()), detect_every=every, show_fps=False
     )

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from emotion.engagement import PRESETS
-from emotion.faces import Box
+from emotion.faces import Box, DetectorSettings
 from emotion.labels import EMOTIONS
 from emotion.live import (
     LOG_COLUMNS,
@@ -214,19 +214,14 @@ def test_five_synthetic_faces_and_a_sixth_beyond_max_faces():
     assert analyzer.snapshot().faces_in_view == 5
 
 
-def test_five_real_faces_tiled_from_a_photo(classifier, astronaut_rgb):
-    face = astronaut_rgb[30:250, 130:330]  # (220, 200, 3): her head with some margin
-    tile = cv2.resize(face, (200, 220), interpolation=cv2.INTER_AREA)
-    canvas = np.full((480, 640, 3), 200, dtype=np.uint8)
-    for index in range(5):
-        row, column = divmod(index, 3)
-        canvas[10 + 235 * row : 230 + 235 * row, 12 + 210 * column : 212 + 210 * column] = tile
-    bgr = cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)
-    analyzer = LiveAnalyzer(classifier, LiveSettings(detect_every=1))
-    for _ in range(3):
+def test_five_real_faces_of_a_group_are_tracked_apart(classifier, group_photo_rgb):
+    bgr = cv2.cvtColor(group_photo_rgb, cv2.COLOR_RGB2BGR)  # 12 faces; the largest 5 are kept
+    settings = LiveSettings(detect_every=2, detector=DetectorSettings(), max_faces=5)
+    analyzer = LiveAnalyzer(classifier, settings)
+    for _ in range(4):
         annotated, faces = analyzer.process(bgr)
-    assert len(faces) == 5
-    assert sorted(face.id for face in faces) == [1, 2, 3, 4, 5]
+    assert [face.id for face in faces] == [1, 2, 3, 4, 5]
+    assert len({face.box for face in faces}) == 5
     for face in faces:
         assert face.emotion in EMOTIONS
         assert face.probabilities.sum() == pytest.approx(1.0, abs=1e-4)
