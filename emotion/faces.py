@@ -25,10 +25,11 @@ CASCADE_WINDOW = 24  # pixels; the cascade's training window, the smallest face 
 
 # FER2013 faces are tight crops from the brows/forehead to the chin. Measured on real faces, that
 # framing is the Haar box itself, give or take a few percent. Running detect_faces (padding 0) on
-# 400 FER2013 val faces, each upscaled to 160 or 240 px and border-extended, the FER crop's side
-# is 1.03x the box's (median; quartiles 0.98-1.09), centres within 1 % of the side. On skimage's
-# astronaut and the face clip, the 48x48 crop correlates best with the mean FER2013 face for a
-# box scaled 1.1x and 1.0x. So the box grows by this fraction of its side on each side (1.05x).
+# 400 FER2013 val faces, each upscaled to 96, 160 or 240 px and border-extended, the FER crop's
+# side is 1.00-1.03x the box's (medians; quartiles 0.95-1.09), centres within 1 % of the side.
+# On skimage's astronaut and the face clip, the 48x48 crop correlates best with the mean FER2013
+# face for a box scaled 1.1x and 1.0x. So the box grows by this fraction of its side on each side
+# (1.05x in all).
 FACE_PADDING = 0.025
 
 
