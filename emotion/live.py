@@ -350,6 +350,7 @@ class LiveAnalyzer:
         self._tracks: list[_Track] = []
         self._next_id = 1
         self._frame_index = 0
+        self._frame_shape: tuple[int, ...] = ()
         self._start = self._clock()
 
     def reset(self) -> None:
@@ -375,6 +376,10 @@ class LiveAnalyzer:
             if time_s is None:
                 time_s = self._clock() - self._start
             gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+            if gray.shape != self._frame_shape:
+                # The camera changed resolution: the old boxes mean nothing in the new frame.
+                self._tracks = []
+                self._frame_shape = gray.shape
             faces = self._track(gray)
             self._frame_index += 1
         annotated = bgr
@@ -458,14 +463,14 @@ class LiveAnalyzer:
         """The cascade found the track's face at `box`: move there and renew the template."""
         self._move(track, box)
         track.last_detected = self._frame_index
-        if self.settings.track_between:
-            x, y, w, h = box
-            template = cv2.resize(
-                gray[y : y + h, x : x + w], (TEMPLATE_SIDE, TEMPLATE_SIDE), interpolation=cv2.INTER_AREA
-            )
+        x, y, w, h = box
+        face = gray[max(0, y) : y + h, max(0, x) : x + w]
+        track.template = None
+        if self.settings.track_between and face.size:
+            template = cv2.resize(face, (TEMPLATE_SIDE, TEMPLATE_SIDE), interpolation=cv2.INTER_AREA)
             # A featureless patch matches anywhere (its normalised correlation is undefined).
-            track.template = template if template.std() >= MIN_TEMPLATE_CONTRAST else None
-            track.template_side = float(max(w, h))
+            if template.std() >= MIN_TEMPLATE_CONTRAST:
+                track.template, track.template_side = template, float(max(w, h))
 
     def _drop_lost_tracks(self) -> None:
         settings = self.settings

@@ -341,6 +341,18 @@ def test_reset_starts_a_new_session():
     assert faces[0].id == 1
 
 
+def test_a_change_of_frame_size_mid_stream_is_survived():
+    box = Box(400, 300, 150, 150)
+    analyzer = analyzer_for([[box]] * 3 + [[]] * 6, detect_every=3)
+    for _ in range(5):
+        analyzer.process(frame_with_squares([box]))
+    small = np.full((240, 320, 3), 60, dtype=np.uint8)  # the camera switched to a lower resolution
+    for _ in range(4):
+        _, faces = analyzer.process(small)
+        for face in faces:
+            assert face.box.x + face.box.w <= 320 and face.box.y + face.box.h <= 240
+
+
 def test_bad_settings_and_frames_are_refused():
     with pytest.raises(ValueError, match="smoothing must be in"):
         LiveSettings(smoothing=0.0)

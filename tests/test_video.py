@@ -11,6 +11,7 @@ import pytest
 
 from emotion import video
 from emotion.labels import EMOTIONS
+from emotion.live import LiveSettings
 from emotion.video import VIDEO_COLUMNS, InvalidVideo, output_size, probe_video, process_video
 from tests.conftest import FACE_CLIP
 
@@ -216,6 +217,18 @@ def test_a_video_of_unknown_length_is_stopped_at_the_limit(classifier, monkeypat
     monkeypatch.setattr(video, "MAX_DURATION_S", 1.0)
     with pytest.raises(InvalidVideo, match="too long: at most 1 s"):
         process_video(FACE_CLIP, classifier, every=5)
+
+
+def test_the_settings_detect_every_is_kept_unless_every_is_given(classifier, monkeypatch):
+    used = []
+    analyzer = video.LiveAnalyzer
+    monkeypatch.setattr(video, "LiveAnalyzer", lambda *args: used.append(args[1]) or analyzer(*args))
+    grey = make_video([np.full((120, 160, 3), 128, dtype=np.uint8)] * 2)
+    process_video(grey, classifier, settings=LiveSettings(detect_every=4))
+    process_video(grey, classifier, settings=LiveSettings(detect_every=4), every=2)
+    process_video(grey, classifier)
+    assert [settings.detect_every for settings in used] == [4, 2, 1]
+    assert not any(settings.show_fps for settings in used)
 
 
 def test_every_must_be_positive(classifier):
