@@ -52,15 +52,18 @@ def load_image(data: bytes | str | Path | BinaryIO, max_pixels: int = MAX_PIXELS
     data = _read_bytes(data)
     if not data:
         raise InvalidImage("The file is empty.")
-    # Pillow warns (rather than raises) between its own pixel limit and twice it; any such image
-    # is over ours too, so the warning becomes an error here. (catch_warnings swaps the process's
-    # filter list; a thread that changes filters at the same moment could lose its change.)
+    # Pillow warns between its own pixel limit (~89 MP) and twice it, and raises above that. The
+    # limit that counts is ours, checked right after the header is read, so the warning is
+    # silenced and the error refuses the image too. (catch_warnings swaps the process's filter
+    # list; a thread that changes filters at the same moment could lose its change.)
+    pillow_limit = 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else max_pixels
     with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             image = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-            raise InvalidImage(_too_large_message(_header_size(data), max_pixels)) from error
+        except Image.DecompressionBombError as error:
+            message = _too_large_message(_header_size(data), min(max_pixels, pillow_limit))
+            raise InvalidImage(message) from error
         except Image.UnidentifiedImageError as error:
             raise InvalidImage(_not_an_image_message(data)) from error
         except Exception as error:  # plugins raise many types on malformed headers
@@ -72,8 +75,8 @@ def load_image(data: bytes | str | Path | BinaryIO, max_pixels: int = MAX_PIXELS
             raise InvalidImage(f"This image is {width} x {height} pixels: it has no picture in it.")
         try:
             image.load()  # the first frame of an animation
-        except Image.DecompressionBombError as error:
-            raise InvalidImage(_too_large_message(image.size, max_pixels)) from error
+        except Image.DecompressionBombError as error:  # a frame larger than the header said
+            raise InvalidImage(_too_large_message(None, min(max_pixels, pillow_limit))) from error
         except Exception as error:  # decoders raise OSError, SyntaxError, ValueError, EOFError...
             raise InvalidImage(
                 f"This {image.format} file is damaged or incomplete and cannot be decoded."

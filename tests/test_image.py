@@ -286,6 +286,39 @@ def test_images_over_the_pixel_limit_are_refused_without_warnings(size):
             load_image(png_header_only(width, height))
 
 
+def jpeg_claiming(width: int, height: int) -> bytes:
+    data = bytearray(encode(Image.new("RGB", (16, 16)), "JPEG"))
+    start_of_frame = data.index(b"\xff\xc0")
+    data[start_of_frame + 5 : start_of_frame + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def gif_claiming(width: int, height: int) -> bytes:
+    screen = struct.pack("<HHBBB", width, height, 0, 0, 0)
+    frame = b"\x2c" + struct.pack("<HHHHB", 0, 0, width, height, 0) + b"\x02\x02\x44\x01\x00"
+    return b"GIF89a" + screen + frame + b"\x3b"
+
+
+@pytest.mark.parametrize("make", [jpeg_claiming, gif_claiming], ids=["jpeg", "gif"])
+def test_bombs_in_other_formats_are_refused(make):
+    with pytest.raises(InvalidImage, match="This image is 40000 x 30000 pixels"):
+        load_image(make(40000, 30000))
+
+
+def test_pillows_own_limit_warns_nothing_and_refuses_clearly(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow warns above 1000 px, raises above 2000
+    small = encode(Image.new("RGB", (40, 40), "white"), "PNG")  # 1600 px
+    large = encode(Image.new("RGB", (50, 50), "white"), "PNG")  # 2500 px
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_image(small).shape == (40, 40, 3)
+        with pytest.raises(
+            InvalidImage, match=r"This image is 50 x 50 pixels; the limit is 0\.002 megapixels"
+        ):
+            load_image(large)
+
+
 def test_the_pixel_limit_can_be_lowered(portrait_jpeg):
     with pytest.raises(InvalidImage, match=r"512 x 512 pixels; the limit is 0\.1 megapixels"):
         load_image(portrait_jpeg, max_pixels=100_000)
