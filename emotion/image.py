@@ -67,7 +67,9 @@ def load_image(data: bytes | str | Path | BinaryIO, max_pixels: int = MAX_PIXELS
         except Image.UnidentifiedImageError as error:
             raise InvalidImage(_not_an_image_message(data)) from error
         except Exception as error:  # plugins raise many types on malformed headers
-            raise InvalidImage(f"This file is damaged and cannot be read as an image ({error}).") from error
+            raise InvalidImage(
+                "This file is damaged or incomplete and cannot be read as an image."
+            ) from error
         width, height = image.size
         if width * height > max_pixels:
             raise InvalidImage(_too_large_message((width, height), max_pixels))

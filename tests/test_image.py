@@ -263,8 +263,10 @@ def test_truncated_png_is_refused(astronaut_rgb):
 
 
 def test_header_only_jpeg_is_refused(portrait_jpeg):
-    with pytest.raises(InvalidImage, match="damaged"):
+    with pytest.raises(InvalidImage, match="damaged or incomplete"):
         load_image(portrait_jpeg[:200])
+    with pytest.raises(InvalidImage, match="damaged or incomplete"):
+        load_image(portrait_jpeg[:-2])  # all but the end marker
 
 
 def test_decompression_bomb_is_refused_before_decoding():
