@@ -22,6 +22,9 @@ logger = logging.getLogger(__name__)
 
 CASCADE_FILE = "haarcascade_frontalface_default.xml"  # OpenCV's frontal-face cascade, shipped with cv2
 CASCADE_WINDOW = 24  # pixels; the cascade's training window, the smallest face it can see
+# Images are never shrunk for detection below this many pixels (240x180): a scan this size is
+# cheap, and a face that fills most of a small picture is found far more reliably at full size.
+MIN_DETECTION_PIXELS = 240 * 180
 
 # FER2013 faces are tight crops from the brows/forehead to the chin. Measured on real faces, that
 # framing is the Haar box itself, give or take a few percent. Running detect_faces (padding 0) on
@@ -67,10 +70,10 @@ class DetectorSettings:
     padding: fraction of the box side added on each side (see FACE_PADDING).
 
     The image is shrunk (area-averaged) so that the smallest face sought just fills the
-    cascade's 24 px window, and to at most max_detection_side: the smallest pyramid levels
-    hold most of the windows, so this is most of the speed (a 640x480 frame is scanned at
-    240x180, a 12 MP photo at 640x480) while every face above the minimum is still seen.
-    Boxes are mapped back to input pixels.
+    cascade's 24 px window, and to at most max_detection_side, but never below
+    MIN_DETECTION_PIXELS: the smallest pyramid levels hold most of the windows, so this is
+    most of the speed (a 640x480 frame is scanned at 240x180, a 12 MP photo at 640x480)
+    while every face above the minimum is still seen. Boxes are mapped back to input pixels.
     """
 
     scale_factor: float = 1.1
@@ -172,6 +175,7 @@ def detect_faces(image: np.ndarray, settings: DetectorSettings = DEFAULT_SETTING
     height, width = gray.shape
     min_face = max(settings.min_size_fraction * min(height, width), settings.min_face_pixels)  # input px
     scale = min(1.0, settings.max_detection_side / max(height, width), CASCADE_WINDOW / min_face)
+    scale = max(scale, min(1.0, (MIN_DETECTION_PIXELS / (height * width)) ** 0.5))
     detection_size = (round(width * scale), round(height * scale))
     if min(detection_size) < CASCADE_WINDOW:
         return []  # no face of the minimum size fits
