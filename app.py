@@ -25,7 +25,7 @@ from PIL import Image
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 from emotion import EMOTIONS, load_configured_classifier
-from emotion.draw import annotate
+from emotion.draw import annotate, emotion_color
 from emotion.engagement import DEFAULT_PRESET, PRESETS
 from emotion.faces import DetectorSettings
 from emotion.image import InvalidImage, load_image
@@ -46,6 +46,10 @@ PROGRESS_INTERVAL_S = 0.25  # between progress-bar updates: one per frame would 
 CHART_POINTS = 2000  # at most this many points per chart; longer series are thinned
 LIVE_REFRESH_S = 1.0  # how often the live statistics refresh while the camera plays
 ICE_SERVERS_TTL_S = 3000  # under Twilio's one-hour credential lifetime
+# The charts use the overlay's colour for each emotion.
+EMOTION_SCALE = alt.Scale(
+    domain=list(EMOTIONS), range=["#{:02x}{:02x}{:02x}".format(*emotion_color(e)) for e in EMOTIONS]
+)
 CAMERA_CONSTRAINTS = {
     "video": {"width": 640, "height": 480, "frameRate": {"ideal": 30}},
     "audio": False,
@@ -173,20 +177,23 @@ def show_photo(name: str, file_id: str, data: bytes, classifier, settings: PageS
     except InvalidImage as error:
         st.error(f"{name}: {error}")
         return
-    st.image(annotated, width="stretch", alt=f"{name} with the faces found marked")
-    if not faces:
-        st.info(
-            "No face found. Try a well-lit photo with a face looking at the camera, a smaller "
-            "minimum face size, or a more sensitive detector (sidebar)."
-        )
-        return
-    if len(faces) > MANY_FACES:
-        st.warning(
-            f"{len(faces)} faces found. Small faces in a crowd are read less reliably; "
-            "the details below cover the largest ones."
-        )
-    for number, face in enumerate(faces[:MANY_FACES], start=1):
-        show_face(number, face, settings.show_probabilities)
+    # Side by side on a wide screen; Streamlit stacks the columns on a phone.
+    picture, details = st.columns([3, 2], gap="medium")
+    picture.image(annotated, width="stretch", alt=f"{name} with the faces found marked")
+    with details:
+        if not faces:
+            st.info(
+                "No face found. Try a well-lit photo with a face looking at the camera, a smaller "
+                "minimum face size, or a more sensitive detector (sidebar)."
+            )
+            return
+        if len(faces) > MANY_FACES:
+            st.warning(
+                f"{len(faces)} faces found. Small faces in a crowd are read less reliably; "
+                f"the details cover the {MANY_FACES} largest."
+            )
+        for number, face in enumerate(faces[:MANY_FACES], start=1):
+            show_face(number, face, settings.show_probabilities)
     suggestion_block(file_id, faces[0].emotion, f"For the largest face ({faces[0].emotion}):")
     show_downloads(name, file_id, faces, annotated)
 
@@ -196,8 +203,7 @@ def show_face(number: int, face: Face, show_probabilities: bool) -> None:
     label = "largest face" if number == 1 else f"face {number}"
     st.markdown(f"{label.capitalize()}: **{face.emotion}** ({confidence:.0%})")
     if show_probabilities:
-        chart = pd.DataFrame({"emotion": EMOTIONS, "probability": face.probabilities.astype(float)})
-        st.bar_chart(chart, x="emotion", y="probability", horizontal=True, sort=False, height=200)
+        st.altair_chart(share_chart(face.probabilities, "probability"), width="stretch")
 
 
 def face_records(faces: list[Face]) -> list[dict]:
@@ -221,8 +227,8 @@ def show_downloads(name: str, file_id: str, faces: list[Face], annotated: np.nda
     records = face_records(faces)
     png = io.BytesIO()
     Image.fromarray(annotated).save(png, format="PNG")
-    columns = st.columns(3)
-    columns[0].download_button(
+    buttons = st.container(horizontal=True)
+    buttons.download_button(
         "Annotated PNG",
         png.getvalue(),
         file_name=f"{stem}-emotions.png",
@@ -230,7 +236,7 @@ def show_downloads(name: str, file_id: str, faces: list[Face], annotated: np.nda
         key=f"png-{file_id}",
         on_click="ignore",
     )
-    columns[1].download_button(
+    buttons.download_button(
         "Results JSON",
         json.dumps({"file": name, "emotions": list(EMOTIONS), "faces": records}, indent=2),
         file_name=f"{stem}-emotions.json",
@@ -238,7 +244,7 @@ def show_downloads(name: str, file_id: str, faces: list[Face], annotated: np.nda
         key=f"json-{file_id}",
         on_click="ignore",
     )
-    columns[2].download_button(
+    buttons.download_button(
         "Results CSV",
         pd.DataFrame(records).to_csv(index=False),
         file_name=f"{stem}-emotions.csv",
@@ -301,8 +307,38 @@ def live_settings(settings: PageSettings) -> LiveSettings:
 
 
 def distribution_chart(distribution: Mapping[str, float]) -> None:
-    chart = pd.DataFrame({"emotion": EMOTIONS, "share": [float(distribution.get(e, 0.0)) for e in EMOTIONS]})
-    st.bar_chart(chart, x="emotion", y="share", horizontal=True, sort=False, height=220)
+    shares = [float(distribution.get(emotion, 0.0)) for emotion in EMOTIONS]
+    st.altair_chart(share_chart(shares, "share"), width="stretch")
+
+
+def share_chart(values, title: str) -> alt.Chart:
+    """One horizontal bar per emotion, in EMOTIONS order, on a 0-100 % axis."""
+    table = pd.DataFrame({"emotion": EMOTIONS, title: np.asarray(values, dtype=float)})
+    return (
+        alt.Chart(table)
+        .mark_bar()
+        .encode(
+            x=alt.X(f"{title}:Q", title=None, scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
+            y=alt.Y("emotion:N", sort=list(EMOTIONS), title=None, axis=alt.Axis(labelOverlap=False)),
+            color=alt.Color("emotion:N", scale=EMOTION_SCALE, legend=None),
+            tooltip=["emotion", alt.Tooltip(f"{title}:Q", format=".1%")],
+        )
+        .properties(height=24 * len(EMOTIONS))
+    )
+
+
+def engagement_chart(table: pd.DataFrame) -> alt.Chart:
+    """Engagement (0-100 %) over time_s seconds."""
+    return (
+        alt.Chart(table)
+        .mark_line(point=len(table) < 120)
+        .encode(
+            x=alt.X("time_s:Q", title="seconds"),
+            y=alt.Y("engagement:Q", title=None, scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
+            tooltip=[alt.Tooltip("time_s:Q", title="seconds"), alt.Tooltip("engagement:Q", format=".0%")],
+        )
+        .properties(height=180)
+    )
 
 
 def current_suggestion(key: str, emotion: str, another: bool = False) -> Recommendation:
@@ -398,7 +434,10 @@ def live_panel(analyzer: LiveAnalyzer, playing: bool, session: int) -> None:
         if snapshot.frames and not snapshot.face_frames:
             st.info("No face in view yet: face the camera in good light.")
         columns = st.columns(4)
-        columns[0].metric("Emotion now", snapshot.faces[0].emotion if snapshot.faces else "-")
+        if playing:
+            columns[0].metric("Emotion now", snapshot.faces[0].emotion if snapshot.faces else "-")
+        else:
+            columns[0].metric("Duration", f"{snapshot.elapsed_s:.0f} s")
         columns[1].metric("Frames analysed", f"{snapshot.frames:,}")
         columns[2].metric("FPS", f"{snapshot.fps:.1f}")
         columns[3].metric("Latency", f"{snapshot.latency_ms:.0f} ms")
@@ -412,13 +451,8 @@ def live_panel(analyzer: LiveAnalyzer, playing: bool, session: int) -> None:
             distribution_chart(snapshot.distribution)
         if snapshot.timeline:
             st.markdown("Engagement, last minute")
-            timeline = pd.DataFrame(
-                {
-                    "second": [p.time_s for p in snapshot.timeline],
-                    "engagement": [p.engagement for p in snapshot.timeline],
-                }
-            )
-            st.line_chart(timeline, x="second", y="engagement", height=200)
+            timeline = pd.DataFrame(snapshot.timeline, columns=["time_s", "engagement", "emotion"])
+            st.altair_chart(engagement_chart(timeline), width="stretch")
         if snapshot.dominant_emotion:
             suggestion_block(
                 f"webcam-{session}",
@@ -426,7 +460,7 @@ def live_panel(analyzer: LiveAnalyzer, playing: bool, session: int) -> None:
                 f"For this session's most shown emotion ({snapshot.dominant_emotion}):",
             )
     if not playing:
-        st.caption(f"{snapshot.elapsed_s:.0f} s, {snapshot.face_frames:,} face observations.")
+        st.caption(f"{snapshot.face_frames:,} face observations; the log keeps {snapshot.log_rows:,} rows.")
         st.download_button(
             "Session log CSV",
             analyzer.log_csv(),
@@ -511,8 +545,8 @@ def show_video_result(file_id: str, stem: str, result: VideoResult) -> None:
     if result.downscaled:
         note += f", downscaled from {result.source_width}x{result.source_height}"
     st.caption(note)
-    columns = st.columns(2)
-    columns[0].download_button(
+    buttons = st.container(horizontal=True)
+    buttons.download_button(
         "Annotated MP4",
         result.video,
         file_name=f"{stem}-emotions.mp4",
@@ -520,7 +554,7 @@ def show_video_result(file_id: str, stem: str, result: VideoResult) -> None:
         key=f"mp4-{file_id}",
         on_click="ignore",
     )
-    columns[1].download_button(
+    buttons.download_button(
         "Results CSV",
         result.to_csv(),
         file_name=f"{stem}-emotions.csv",
@@ -542,7 +576,7 @@ def show_video_result(file_id: str, stem: str, result: VideoResult) -> None:
         distribution_chart(result.distribution)
         st.markdown("Engagement over time")
         engagement = pd.DataFrame(result.engagement, columns=["time_s", "engagement"])
-        st.line_chart(thin(engagement), x="time_s", y="engagement", height=200)
+        st.altair_chart(engagement_chart(thin(engagement)), width="stretch")
         if result.dominant_emotion:
             suggestion_block(
                 f"video-{file_id}",
@@ -568,7 +602,7 @@ def emotion_timeline(rows) -> alt.Chart:
         .mark_tick(thickness=3)
         .encode(
             x=alt.X("time_s:Q", title="seconds"),
-            y=alt.Y("emotion:N", sort=list(EMOTIONS), title=None),
+            y=alt.Y("emotion:N", sort=list(EMOTIONS), title=None, scale=alt.Scale(domain=list(EMOTIONS))),
             color=alt.Color("face:N", title=None),
             tooltip=["time_s", "face", "emotion"],
         )
