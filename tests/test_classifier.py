@@ -91,25 +91,18 @@ def test_file_that_is_not_a_model(tmp_path):
         load_classifier(path)
 
 
-def test_model_with_other_output_width_is_refused(tmp_path):
+@pytest.mark.parametrize(
+    ("input_shape", "classes", "message"),
+    [((48, 48, 1), 5, "not 7 emotions"), ((64, 64, 3), 7, "expects input")],
+)
+def test_model_of_another_shape_is_refused(tmp_path, input_shape, classes, message):
     import keras
 
-    inputs = keras.Input((48, 48, 1))
-    outputs = keras.layers.Dense(5, activation="softmax")(keras.layers.Flatten()(inputs))
-    path = tmp_path / "five.keras"
-    keras.Model(inputs, outputs).save(path)
-    with pytest.raises(ModelError, match="not 7 emotions"):
-        load_classifier(path)
-
-
-def test_model_with_other_input_shape_is_refused(tmp_path):
-    import keras
-
-    inputs = keras.Input((64, 64, 3))
-    outputs = keras.layers.Dense(7, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inputs))
-    path = tmp_path / "rgb.keras"
-    keras.Model(inputs, outputs).save(path)
-    with pytest.raises(ModelError, match="expects input"):
+    inputs = keras.Input(input_shape)
+    features = keras.layers.GlobalAveragePooling2D()(inputs)
+    path = tmp_path / "other.keras"
+    keras.Model(inputs, keras.layers.Dense(classes, activation="softmax")(features)).save(path)
+    with pytest.raises(ModelError, match=message):
         load_classifier(path)
 
 
