@@ -156,14 +156,21 @@ def photo_tab(classifier, settings: PageSettings) -> None:
             show_photo(photo.name, photo.file_id, photo.getvalue(), classifier, settings)
 
 
-def analyse_photo(file_id: str, data: bytes, classifier, detector: DetectorSettings):
-    """(rgb, faces, annotated) for a photo; raises InvalidImage. Remembered per visitor."""
+class PhotoResult(NamedTuple):
+    faces: list[Face]  # largest first
+    annotated_png: bytes  # shown and offered for download, encoded once
+
+
+def analyse_photo(file_id: str, data: bytes, classifier, detector: DetectorSettings) -> PhotoResult:
+    """The faces in a photo and the annotated picture; raises InvalidImage. Remembered per visitor."""
     results: OrderedDict = st.session_state.setdefault("photo_results", OrderedDict())
     key = (file_id, hashlib.sha1(data).hexdigest(), detector)
     if key not in results:
         rgb = load_image(data)
         faces = analyze_image(rgb, classifier, detector)
-        results[key] = (rgb, faces, annotate(rgb, faces))
+        png = io.BytesIO()
+        Image.fromarray(annotate(rgb, faces)).save(png, format="PNG")
+        results[key] = PhotoResult(faces, png.getvalue())
         while len(results) > PHOTO_RESULTS_KEPT:
             results.popitem(last=False)
     results.move_to_end(key)
@@ -173,13 +180,13 @@ def analyse_photo(file_id: str, data: bytes, classifier, detector: DetectorSetti
 def show_photo(name: str, file_id: str, data: bytes, classifier, settings: PageSettings) -> None:
     st.markdown(f"**{name}**")
     try:
-        _, faces, annotated = analyse_photo(file_id, data, classifier, settings.detector)
+        faces, annotated_png = analyse_photo(file_id, data, classifier, settings.detector)
     except InvalidImage as error:
         st.error(f"{name}: {error}")
         return
     # Side by side on a wide screen; Streamlit stacks the columns on a phone.
     picture, details = st.columns([3, 2], gap="medium")
-    picture.image(annotated, width="stretch", alt=f"{name} with the faces found marked")
+    picture.image(annotated_png, width="stretch", alt=f"{name} with the faces found marked")
     with details:
         if not faces:
             st.info(
@@ -195,7 +202,7 @@ def show_photo(name: str, file_id: str, data: bytes, classifier, settings: PageS
         for number, face in enumerate(faces[:MANY_FACES], start=1):
             show_face(number, face, settings.show_probabilities)
     suggestion_block(file_id, faces[0].emotion, f"For the largest face ({faces[0].emotion}):")
-    show_downloads(name, file_id, faces, annotated)
+    show_downloads(name, file_id, faces, annotated_png)
 
 
 def show_face(number: int, face: Face, show_probabilities: bool) -> None:
@@ -222,15 +229,13 @@ def face_records(faces: list[Face]) -> list[dict]:
     ]
 
 
-def show_downloads(name: str, file_id: str, faces: list[Face], annotated: np.ndarray) -> None:
+def show_downloads(name: str, file_id: str, faces: list[Face], annotated_png: bytes) -> None:
     stem = Path(name).stem or "photo"
     records = face_records(faces)
-    png = io.BytesIO()
-    Image.fromarray(annotated).save(png, format="PNG")
     buttons = st.container(horizontal=True)
     buttons.download_button(
         "Annotated PNG",
-        png.getvalue(),
+        annotated_png,
         file_name=f"{stem}-emotions.png",
         mime="image/png",
         key=f"png-{file_id}",

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from types import SimpleNamespace
 
 import av
 import numpy as np
 import pytest
+import streamlit as st
 import streamlit_webrtc
 from PIL import Image
 from streamlit.testing.v1 import AppTest
@@ -183,3 +185,38 @@ def test_broken_video_says_so(app):
     assert not app.exception, app.exception
     assert len(app.error) == 1
     assert app.error[0].value.startswith("broken.mp4:")
+
+
+def test_many_faces_warn_and_list_the_largest(app, astronaut_rgb):
+    crowd = np.tile(astronaut_rgb, (3, 3, 1))  # nine copies of one face
+    upload_photos(app, ("crowd.png", png_bytes(crowd), "image/png"))
+    assert any(warning.value.startswith("9 faces found") for warning in app.warning)
+    assert sum(element.value.startswith(("Largest face:", "Face ")) for element in app.markdown) == 8
+
+
+def test_camera_snapshot_is_analysed_like_an_upload(app, astronaut_rgb):
+    app.toggle(key="use_camera").set_value(True).run()
+    jpeg = io.BytesIO()
+    Image.fromarray(astronaut_rgb).save(jpeg, format="JPEG")
+    app.camera_input(key="snapshot").set_value(("image.jpg", jpeg.getvalue(), "image/jpeg"))
+    app.run()
+    assert not app.exception, app.exception
+    assert "Quote:" in texts(app)
+
+
+def test_model_warning_is_shown(monkeypatch, streamer, classifier):
+    import emotion
+    from emotion.remote import LoadedModel
+
+    warning = "Could not load the model from MODEL_URL (test); using the bundled model."
+    monkeypatch.setattr(
+        emotion, "load_configured_classifier", lambda secrets: LoadedModel(classifier, Path("x"), warning)
+    )
+    st.cache_resource.clear()  # the page loads its model once per process
+    try:
+        page = AppTest.from_file(APP, default_timeout=TIMEOUT_S)
+        page.run()
+        assert not page.exception, page.exception
+        assert warning in [element.value for element in page.warning]
+    finally:
+        st.cache_resource.clear()
