@@ -12,7 +12,7 @@ import io
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -24,13 +24,14 @@ import streamlit as st
 from PIL import Image
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
-from emotion import EMOTIONS, load_configured_classifier
+from emotion import EMOTIONS, EmotionClassifier, load_configured_classifier
 from emotion.draw import annotate, emotion_color
 from emotion.engagement import DEFAULT_PRESET, PRESETS
 from emotion.faces import DetectorSettings
 from emotion.image import InvalidImage, load_image
 from emotion.live import LIVE_DETECTOR, LiveAnalyzer, LiveSettings
 from emotion.pipeline import Face, analyze_image
+from emotion.remote import LoadedModel
 from emotion.settings import ice_servers
 from emotion.video import MAX_DURATION_S, InvalidVideo, VideoResult, process_video
 from recommendations import EmotionSuggestions, Recommendation, Recommender, load_suggestions
@@ -76,7 +77,7 @@ class PageSettings:
 
 
 @st.cache_resource(show_spinner="Loading the emotion model...")
-def load_model():
+def load_model() -> LoadedModel:
     """The classifier (shared by every visitor and the webcam threads) and any settings warning."""
     return load_configured_classifier(st.secrets)
 
@@ -134,7 +135,7 @@ def sidebar() -> PageSettings:
 # --- Photo -------------------------------------------------------------------------------
 
 
-def photo_tab(classifier, settings: PageSettings) -> None:
+def photo_tab(classifier: EmotionClassifier, settings: PageSettings) -> None:
     uploads = st.file_uploader(
         "Upload photos",
         type=PHOTO_TYPES,
@@ -161,7 +162,9 @@ class PhotoResult(NamedTuple):
     annotated_png: bytes  # shown and offered for download, encoded once
 
 
-def analyse_photo(file_id: str, data: bytes, classifier, detector: DetectorSettings) -> PhotoResult:
+def analyse_photo(
+    file_id: str, data: bytes, classifier: EmotionClassifier, detector: DetectorSettings
+) -> PhotoResult:
     """The faces in a photo and the annotated picture; raises InvalidImage. Remembered per visitor."""
     results: OrderedDict = st.session_state.setdefault("photo_results", OrderedDict())
     key = (file_id, hashlib.sha1(data).hexdigest(), detector)
@@ -177,7 +180,9 @@ def analyse_photo(file_id: str, data: bytes, classifier, detector: DetectorSetti
     return results[key]
 
 
-def show_photo(name: str, file_id: str, data: bytes, classifier, settings: PageSettings) -> None:
+def show_photo(
+    name: str, file_id: str, data: bytes, classifier: EmotionClassifier, settings: PageSettings
+) -> None:
     st.markdown(f"**{name}**")
     try:
         faces, annotated_png = analyse_photo(file_id, data, classifier, settings.detector)
@@ -259,7 +264,7 @@ def show_downloads(name: str, file_id: str, faces: list[Face], annotated_png: by
     )
 
 
-def about_the_model(classifier) -> None:
+def about_the_model(classifier: EmotionClassifier) -> None:
     metadata = getattr(classifier, "metadata", {}) or {}
     metrics = metadata.get("metrics") or {}
     with st.expander("About the model"):
@@ -274,8 +279,13 @@ def about_the_model(classifier) -> None:
             "Validation faces": metrics.get("val_images"),
             "Training faces": metrics.get("train_images"),
             "Parameters": metrics.get("parameters"),
+            "Calibration error": metrics.get("ece_after"),
         }
-        shown = {label: value for label, value in figures.items() if value is not None}
+        shown = {
+            label: value
+            for label, value in figures.items()
+            if isinstance(value, int | float) and not isinstance(value, bool)
+        }
         if shown:
             columns = st.columns(min(3, len(shown)))
             for index, (label, value) in enumerate(shown.items()):
@@ -287,7 +297,14 @@ def about_the_model(classifier) -> None:
         if isinstance(per_class, dict) and per_class:
             table = pd.DataFrame(per_class).T.reindex([e for e in EMOTIONS if e in per_class])
             st.markdown("Per emotion, on the validation faces:")
-            st.dataframe(table, width="stretch")
+            st.dataframe(
+                table,
+                width="stretch",
+                column_config={
+                    "precision": st.column_config.NumberColumn(format="percent"),
+                    "recall": st.column_config.NumberColumn(format="percent"),
+                },
+            )
         st.markdown(
             "**Limitations.** FER2013 is mostly posed or staged web photos; the model reads facial "
             "*expressions*, not feelings, and is less accurate for faces, lighting and cultures "
@@ -383,7 +400,7 @@ def percent(value: float | None) -> str:
 # --- Webcam ------------------------------------------------------------------------------
 
 
-def frame_callback(analyzer: LiveAnalyzer):
+def frame_callback(analyzer: LiveAnalyzer) -> Callable[[av.VideoFrame], av.VideoFrame]:
     """The function streamlit-webrtc calls, in its own thread, for every camera frame."""
 
     def video_frame_callback(frame: av.VideoFrame) -> av.VideoFrame:
@@ -393,7 +410,7 @@ def frame_callback(analyzer: LiveAnalyzer):
     return video_frame_callback
 
 
-def webcam_tab(classifier, settings: PageSettings) -> None:
+def webcam_tab(classifier: EmotionClassifier, settings: PageSettings) -> None:
     wanted = live_settings(settings)
     analyzer = st.session_state.get("live_analyzer")
     if analyzer is None or analyzer.settings != wanted:
@@ -492,7 +509,7 @@ class VideoAnalysis(NamedTuple):
     error: str | None
 
 
-def video_tab(classifier, settings: PageSettings) -> None:
+def video_tab(classifier: EmotionClassifier, settings: PageSettings) -> None:
     upload = st.file_uploader(
         "Upload a video",
         type=VIDEO_TYPES,
@@ -520,7 +537,9 @@ def video_tab(classifier, settings: PageSettings) -> None:
     show_video_result(upload.file_id, Path(upload.name).stem or "video", analysis.result)
 
 
-def analyse_video(file_id: str, data: bytes, classifier, settings: LiveSettings) -> VideoAnalysis:
+def analyse_video(
+    file_id: str, data: bytes, classifier: EmotionClassifier, settings: LiveSettings
+) -> VideoAnalysis:
     st.session_state.pop("video_analysis", None)  # free the previous video first
     bar = st.progress(0.0, text="Analysing the video...")
     started = time.monotonic()
