@@ -627,7 +627,7 @@ def emotion_timeline(rows) -> alt.Chart:
         .encode(
             x=alt.X("time_s:Q", title="seconds"),
             y=alt.Y("emotion:N", sort=list(EMOTIONS), title=None, scale=alt.Scale(domain=list(EMOTIONS))),
-            color=alt.Color("face:N", title=None),
+            color=alt.Color("face:N", title=None, legend=alt.Legend(orient="bottom")),
             tooltip=["time_s", "face", "emotion"],
         )
         .properties(height=220)
