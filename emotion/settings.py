@@ -10,7 +10,7 @@ Settings:
   MODEL_CACHE_DIR           where downloaded models are kept (default ~/.cache/emotion-lens/models)
   ICE_SERVERS               JSON list of RTCIceServer dicts for the webcam's WebRTC connection
   TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN
-                            fetch Twilio TURN credentials instead (needs the `twilio` package)
+                            fetch Twilio TURN credentials instead
 """
 
 from __future__ import annotations
