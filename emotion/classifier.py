@@ -8,6 +8,8 @@ a few 1e-4 in probability.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import threading
@@ -103,8 +105,10 @@ def load_classifier(path: str | Path | None = None) -> EmotionClassifier:
     except Exception as error:  # Keras raises many types for a bad archive
         raise ModelError(f"{path} is not a readable Keras model: {error}") from error
     check_model(model, metadata, path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the converter's deprecation chatter
+    # The converter warns about deprecations and prints where it exported the model to stdout,
+    # which belongs to the caller (the CLI writes JSON lines there).
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
         tflite_model = convert_to_tflite(model)
     logger.info("Loaded emotion model %s", path)
     return EmotionClassifier(tflite_model, metadata, path)
