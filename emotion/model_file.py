@@ -17,12 +17,20 @@ METADATA_MEMBER = "emotion_metadata.json"
 PREPROCESSING = "48x48 grayscale uint8 values as float32 in [0, 255]; the model rescales them itself"
 
 
-def save_model(model, path: Path, recipe: dict, metrics: dict) -> None:
-    """Write `model` with its metadata to `path` (atomically: a crash leaves the old file)."""
+def save_atomically(model, path: Path, metadata: dict | None = None) -> None:
+    """Write `model` (and `metadata`, if given) to `path`; a crash midway leaves the old file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.stem + ".partial.keras")
     model.save(partial)
+    if metadata is not None:
+        with zipfile.ZipFile(partial, "a") as archive:
+            archive.writestr(METADATA_MEMBER, json.dumps(metadata, indent=2))
+    os.replace(partial, path)
+
+
+def save_model(model, path: Path, recipe: dict, metrics: dict) -> None:
+    """Write the shipped model with its metadata to `path`, atomically."""
     metadata = {
         "classes": list(EMOTIONS),
         "input_shape": [FACE_SIZE, FACE_SIZE, 1],
@@ -31,9 +39,7 @@ def save_model(model, path: Path, recipe: dict, metrics: dict) -> None:
         "recipe": recipe,
         "metrics": metrics,
     }
-    with zipfile.ZipFile(partial, "a") as archive:
-        archive.writestr(METADATA_MEMBER, json.dumps(metadata, indent=2))
-    os.replace(partial, path)
+    save_atomically(model, path, metadata)
 
 
 def read_metadata(path: Path) -> dict:

@@ -13,7 +13,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,6 +43,15 @@ class Recipe:
     max_zoom: float = 0.1  # scale drawn from [1 - max_zoom, 1 + max_zoom]
     max_shift_px: float = 4.0
     seed: int = 1337
+
+    def architecture(self) -> dict:
+        """The keyword arguments of emotion.model.build_model that this recipe fixes."""
+        return {
+            "widths": self.widths,
+            "convs_per_stage": self.convs_per_stage,
+            "dense_units": self.dense_units,
+            "dropout": self.dropout,
+        }
 
 
 def load_split(data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -127,12 +135,7 @@ def compile_model(recipe: Recipe, steps_per_epoch: int):
 
     from emotion.model import build_model
 
-    model = build_model(
-        widths=recipe.widths,
-        convs_per_stage=recipe.convs_per_stage,
-        dense_units=recipe.dense_units,
-        dropout=recipe.dropout,
-    )
+    model = build_model(**recipe.architecture())
     warmup_steps = recipe.warmup_epochs * steps_per_epoch
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0,
@@ -154,12 +157,6 @@ def compile_model(recipe: Recipe, steps_per_epoch: int):
     return model
 
 
-def _save_atomically(model, path: Path) -> None:
-    partial = path.with_name(path.stem + ".partial.keras")
-    model.save(partial)
-    os.replace(partial, path)
-
-
 def train(
     data_dir: Path,
     out_path: Path,
@@ -174,7 +171,7 @@ def train(
 
     from emotion.evaluate import evaluate_model, fit_temperature, predict_logits
     from emotion.model import build_model
-    from emotion.model_file import save_model
+    from emotion.model_file import save_atomically, save_model
 
     keras.utils.set_random_seed(recipe.seed)
     train_images, train_labels = load_split(data_dir, "train")
@@ -208,10 +205,10 @@ def train(
     class Checkpoint(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             state["epoch"] = epoch + 1
-            _save_atomically(self.model, last_path)
+            save_atomically(self.model, last_path)
             if logs["val_accuracy"] > state["best_val_accuracy"]:
                 state["best_val_accuracy"] = float(logs["val_accuracy"])
-                _save_atomically(self.model, best_path)
+                save_atomically(self.model, best_path)
             state_path.write_text(json.dumps(state, indent=2))
 
     if state["epoch"] < recipe.epochs:
@@ -227,17 +224,11 @@ def train(
     # Rebuild in float32 so the shipped model runs anywhere, then calibrate on val.
     keras.mixed_precision.set_global_policy("float32")
     trained = keras.saving.load_model(best_path, compile=False)
-    architecture = {
-        "widths": list(recipe.widths),
-        "convs_per_stage": recipe.convs_per_stage,
-        "dense_units": recipe.dense_units,
-        "dropout": recipe.dropout,
-    }
-    uncalibrated = build_model(**architecture)
+    uncalibrated = build_model(**recipe.architecture())
     uncalibrated.set_weights(trained.get_weights())
     val_logits = predict_logits(uncalibrated, val_images)
     temperature = fit_temperature(val_logits, val_labels)
-    final = build_model(**architecture, temperature=temperature)
+    final = build_model(**recipe.architecture(), temperature=temperature)
     final.set_weights(trained.get_weights())
 
     metrics = evaluate_model(final, val_images, val_labels, uncalibrated_logits=val_logits)
