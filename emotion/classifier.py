@@ -1,25 +1,23 @@
 """Load the emotion model and classify 48x48 face crops.
 
-The Keras file in model/ is the source of truth. For speed, `load_classifier` converts it once
-to a TensorFlow Lite model with dynamic-range int8 weights (run by LiteRT's XNNPACK kernels),
-which on a 2-core CPU is about 3x faster than the float32 model and agrees with it to within
-a few 1e-4 in probability.
+The Keras file in model/ is the source of truth. The classifier runs its TensorFlow Lite
+conversion with dynamic-range int8 weights (LiteRT's XNNPACK kernels), which on a 2-core CPU is
+about 3x faster than the float32 model and agrees with it to within a few 1e-4 in probability.
+Model files written by `emotion.model_file.save_model` carry that conversion, so loading them
+needs no TensorFlow; any other Keras file is converted when loaded.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import os
 import threading
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from emotion.labels import EMOTIONS, FACE_SIZE
-from emotion.model_file import read_metadata
+from emotion.model_file import convert_to_tflite, read_metadata, read_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +40,19 @@ class EmotionClassifier:
         self._interpreter = Interpreter(model_content=tflite_model, num_threads=INFERENCE_THREADS)
         self._input = self._interpreter.get_input_details()[0]["index"]
         self._output = self._interpreter.get_output_details()[0]["index"]
+        self._check_shapes()
         self._batch_size = 0
         # One interpreter serves every caller: it is not re-entrant, and on a small CPU a
         # queue of batches is as fast as parallel interpreters that fight for the cores.
         self._lock = threading.Lock()
+
+    def _check_shapes(self) -> None:
+        input_shape = tuple(self._interpreter.get_input_details()[0]["shape"][1:])
+        output_shape = tuple(self._interpreter.get_output_details()[0]["shape"][1:])
+        if input_shape != (FACE_SIZE, FACE_SIZE, 1):
+            raise ModelError(f"{self.source} expects input {input_shape}, not {(FACE_SIZE, FACE_SIZE, 1)}")
+        if output_shape != (len(EMOTIONS),):
+            raise ModelError(f"{self.source} outputs {output_shape} values, not {len(EMOTIONS)} emotions")
 
     def predict_proba(self, faces: np.ndarray) -> np.ndarray:
         """faces: uint8 (N, 48, 48) grayscale crops -> float32 (N, 7), rows summing to 1."""
@@ -67,27 +74,6 @@ class EmotionClassifier:
         return probabilities / probabilities.sum(axis=1, keepdims=True)
 
 
-def check_model(model, metadata: dict, path: Path) -> None:
-    """Raise ModelError unless `model` maps (N, 48, 48, 1) faces to len(EMOTIONS) classes."""
-    expected_input = (None, FACE_SIZE, FACE_SIZE, 1)
-    if tuple(model.input_shape) != expected_input:
-        raise ModelError(f"{path} expects input {model.input_shape}, not {expected_input}")
-    if tuple(model.output_shape) != (None, len(EMOTIONS)):
-        raise ModelError(f"{path} outputs {model.output_shape[1:]} values, not {len(EMOTIONS)} emotions")
-    classes = tuple(metadata.get("classes", EMOTIONS))
-    if classes != EMOTIONS:
-        raise ModelError(f"{path} was trained for classes {classes}, not {EMOTIONS}")
-
-
-def convert_to_tflite(model) -> bytes:
-    """The Keras model as TensorFlow Lite with dynamic-range int8 weights."""
-    import tensorflow as tf
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    return converter.convert()
-
-
 def load_classifier(path: str | Path | None = None) -> EmotionClassifier:
     """The classifier in `path`; None means the default model (see emotion.remote)."""
     if path is None:
@@ -97,18 +83,18 @@ def load_classifier(path: str | Path | None = None) -> EmotionClassifier:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"No model file at {path}")
-    import keras
-
     try:
         metadata = read_metadata(path)
-        model = keras.saving.load_model(path, compile=False)
-    except Exception as error:  # Keras raises many types for a bad archive
+        runtime = read_runtime(path, metadata)
+        if runtime is None:  # a Keras file without (a current) embedded runtime: convert it now
+            import keras
+
+            runtime = convert_to_tflite(keras.saving.load_model(path, compile=False))
+    except Exception as error:  # zipfile, Keras and the converter raise many types for a bad archive
         raise ModelError(f"{path} is not a readable Keras model: {error}") from error
-    check_model(model, metadata, path)
-    # The converter warns about deprecations and prints where it exported the model to stdout,
-    # which belongs to the caller (the CLI writes JSON lines there).
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        tflite_model = convert_to_tflite(model)
+    classes = tuple(metadata.get("classes", EMOTIONS))
+    if classes != EMOTIONS:
+        raise ModelError(f"{path} was trained for classes {classes}, not {EMOTIONS}")
+    classifier = EmotionClassifier(runtime, metadata, path)
     logger.info("Loaded emotion model %s", path)
-    return EmotionClassifier(tflite_model, metadata, path)
+    return classifier

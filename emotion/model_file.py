@@ -1,36 +1,61 @@
-"""The shipped model file: a Keras `.keras` archive that also carries its metadata.
+"""The shipped model file: a Keras `.keras` archive that also carries its metadata and runtime.
 
 The metadata (classes, input shape, preprocessing, temperature, recipe, metrics) is an extra
-JSON member of the same zip archive, so the file cannot be separated from it.
+JSON member of the same zip archive, so the file cannot be separated from it. So is the
+TensorFlow Lite conversion the classifier runs, stamped with the SHA-256 of the Keras weights
+it was converted from: loading it needs neither TensorFlow nor a conversion at start-up, and a
+runtime that no longer matches the weights is ignored (the Keras model is the source of truth).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import json
 import os
+import warnings
 import zipfile
 from pathlib import Path
 
 from emotion.labels import EMOTIONS, FACE_SIZE
 
 METADATA_MEMBER = "emotion_metadata.json"
+RUNTIME_MEMBER = "emotion_runtime.tflite"
+WEIGHTS_MEMBER = "model.weights.h5"  # where Keras 3 keeps the weights inside a .keras archive
 PREPROCESSING = "48x48 grayscale uint8 values as float32 in [0, 255]; the model rescales them itself"
 
 
-def save_atomically(model, path: Path, metadata: dict | None = None) -> None:
-    """Write `model` (and `metadata`, if given) to `path`; a crash midway leaves the old file."""
+def convert_to_tflite(model) -> bytes:
+    """The Keras model as TensorFlow Lite with dynamic-range int8 weights."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    # The converter warns about deprecations and prints where it exported the model to stdout,
+    # which belongs to the caller (the CLI writes JSON lines there).
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        return converter.convert()
+
+
+def save_atomically(model, path: Path, metadata: dict | None = None, runtime: bytes | None = None) -> None:
+    """Write `model` (and `metadata`, `runtime` if given) to `path`; a crash midway leaves the old file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.stem + ".partial.keras")
     model.save(partial)
     if metadata is not None:
         with zipfile.ZipFile(partial, "a") as archive:
+            if runtime is not None:
+                metadata = {**metadata, "runtime_weights_sha256": _sha256(archive.read(WEIGHTS_MEMBER))}
+                archive.writestr(RUNTIME_MEMBER, runtime)
             archive.writestr(METADATA_MEMBER, json.dumps(metadata, indent=2))
     os.replace(partial, path)
 
 
 def save_model(model, path: Path, recipe: dict, metrics: dict) -> None:
-    """Write the shipped model with its metadata to `path`, atomically."""
+    """Write the shipped model with its metadata and its TensorFlow Lite runtime to `path`, atomically."""
     metadata = {
         "classes": list(EMOTIONS),
         "input_shape": [FACE_SIZE, FACE_SIZE, 1],
@@ -39,7 +64,7 @@ def save_model(model, path: Path, recipe: dict, metrics: dict) -> None:
         "recipe": recipe,
         "metrics": metrics,
     }
-    save_atomically(model, path, metadata)
+    save_atomically(model, path, metadata, runtime=convert_to_tflite(model))
 
 
 def read_metadata(path: Path) -> dict:
@@ -48,3 +73,19 @@ def read_metadata(path: Path) -> dict:
         if METADATA_MEMBER not in archive.namelist():
             return {}
         return json.loads(archive.read(METADATA_MEMBER))
+
+
+def read_runtime(path: Path, metadata: dict) -> bytes | None:
+    """The embedded TensorFlow Lite model, or None when absent or not made from these weights."""
+    expected = metadata.get("runtime_weights_sha256")
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+        if not expected or RUNTIME_MEMBER not in names or WEIGHTS_MEMBER not in names:
+            return None
+        if _sha256(archive.read(WEIGHTS_MEMBER)) != expected:
+            return None
+        return archive.read(RUNTIME_MEMBER)
+
+
+def _sha256(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()

@@ -43,6 +43,7 @@ class Recipe:
     max_zoom: float = 0.1  # scale drawn from [1 - max_zoom, 1 + max_zoom]
     max_shift_px: float = 4.0
     seed: int = 1337
+    init_from: str | None = None  # start from this model's weights (a warm restart) instead of at random
 
     def architecture(self) -> dict:
         """The keyword arguments of emotion.model.build_model that this recipe fixes."""
@@ -200,6 +201,9 @@ def train(
         if resume:
             logger.warning("Nothing to resume in %s: starting afresh", checkpoint_dir)
         model = compile_model(recipe, steps_per_epoch)
+        if recipe.init_from:
+            model.set_weights(keras.saving.load_model(recipe.init_from, compile=False).get_weights())
+            logger.info("Starting from the weights of %s", recipe.init_from)
         log_path.unlink(missing_ok=True)
 
     class Checkpoint(keras.callbacks.Callback):
@@ -253,7 +257,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--metrics", type=Path, help="where to write metrics JSON (default: beside --out)")
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--learning-rate", type=float, default=defaults.peak_learning_rate, help="peak")
+    parser.add_argument("--warmup-epochs", type=int, default=defaults.warmup_epochs)
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--init", type=Path, help="start from this model's weights (same architecture)")
     parser.add_argument("--limit", type=int, help="use only the first N images of each split (smoke tests)")
     parser.add_argument("--precision", default="auto", choices=["auto", "float32", "mixed_bfloat16"])
     parser.add_argument("--resume", action="store_true", help="continue from --checkpoints/last.keras")
@@ -263,7 +270,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = parse_args(argv)
-    recipe = Recipe(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
+    recipe = Recipe(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        peak_learning_rate=args.learning_rate,
+        warmup_epochs=args.warmup_epochs,
+        seed=args.seed,
+        init_from=str(args.init) if args.init else None,
+    )
     metrics = train(
         args.data,
         args.out,

@@ -1,4 +1,7 @@
 import json
+import shutil
+import subprocess
+import sys
 import threading
 import zipfile
 
@@ -7,7 +10,7 @@ import pytest
 
 from emotion import EMOTIONS, ModelError, load_classifier
 from emotion.model import build_model
-from emotion.model_file import read_metadata, save_model
+from emotion.model_file import METADATA_MEMBER, RUNTIME_MEMBER, read_metadata, read_runtime, save_model
 from tests.conftest import REPO
 
 
@@ -106,16 +109,68 @@ def test_model_of_another_shape_is_refused(tmp_path, input_shape, classes, messa
         load_classifier(path)
 
 
-def test_model_trained_for_other_classes_is_refused(tmp_path):
-    path = tmp_path / "other.keras"
-    save_model(build_model(widths=(8,)), path, recipe={}, metrics={})
+def _rewrite_archive(path, change) -> None:
+    """Apply `change` to the {member name: bytes} of the zip archive at `path`."""
     with zipfile.ZipFile(path) as archive:
         members = {name: archive.read(name) for name in archive.namelist()}
-    metadata = read_metadata(path)
-    metadata["classes"] = list(reversed(EMOTIONS))
-    members["emotion_metadata.json"] = json.dumps(metadata)
+    change(members)
     with zipfile.ZipFile(path, "w") as archive:
         for name, content in members.items():
             archive.writestr(name, content)
+
+
+def _set_metadata(path, **fields) -> None:
+    metadata = {**read_metadata(path), **fields}
+    _rewrite_archive(path, lambda members: members.update({METADATA_MEMBER: json.dumps(metadata)}))
+
+
+def test_model_trained_for_other_classes_is_refused(tmp_path):
+    path = tmp_path / "other.keras"
+    save_model(build_model(widths=(8,)), path, recipe={}, metrics={})
+    _set_metadata(path, classes=list(reversed(EMOTIONS)))
     with pytest.raises(ModelError, match="trained for classes"):
         load_classifier(path)
+
+
+def test_bundled_model_loads_without_tensorflow():
+    code = (
+        "import sys, numpy, emotion; c = emotion.load_classifier(); "
+        "c.predict_proba(numpy.zeros((1, 48, 48), numpy.uint8)); "
+        "print(sorted({'tensorflow', 'keras'} & set(sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.fixture(scope="module")
+def small_model_file(tmp_path_factory):
+    """A small saved model and its Keras predictions on a few faces."""
+    import keras
+
+    path = tmp_path_factory.mktemp("model") / "small.keras"
+    keras.utils.set_random_seed(3)
+    model = build_model(widths=(8, 16))
+    save_model(model, path, recipe={}, metrics={})
+    faces = np.random.default_rng(3).integers(0, 256, (16, 48, 48), dtype=np.uint8)
+    return path, faces, model.predict(faces[..., None].astype("float32"), verbose=0)
+
+
+def test_embedded_runtime_agrees_with_its_keras_model(small_model_file):
+    path, faces, expected = small_model_file
+    assert read_runtime(path, read_metadata(path)) is not None
+    np.testing.assert_allclose(load_classifier(path).predict_proba(faces), expected, atol=0.02)
+
+
+@pytest.mark.parametrize("damage", ["runtime removed", "weights changed"])
+def test_runtime_that_does_not_match_the_weights_is_rebuilt_from_them(tmp_path, small_model_file, damage):
+    path, faces, expected = small_model_file
+    copy = tmp_path / "copy.keras"
+    shutil.copyfile(path, copy)
+    if damage == "runtime removed":
+        _rewrite_archive(copy, lambda members: members.pop(RUNTIME_MEMBER))
+    else:  # weights retrained after the runtime was made: the stamp no longer matches
+        _set_metadata(copy, runtime_weights_sha256="0" * 64)
+    assert read_runtime(copy, read_metadata(copy)) is None
+    np.testing.assert_allclose(load_classifier(copy).predict_proba(faces), expected, atol=0.02)
