@@ -86,3 +86,15 @@ def test_one_epoch_on_a_slice_writes_a_loadable_model_and_resumes(tmp_path):
     assert len((checkpoints / "log.csv").read_text().strip().splitlines()) == 2
     assert json.loads((checkpoints / "state.json").read_text())["epoch"] == 1
     assert out.is_file()
+
+    # --init starts from that model's weights: with a zero learning rate the kernels stay as they were.
+    import keras
+
+    warm = tmp_path / "warm" / "emotion_cnn.keras"
+    init_argv = ["--out", str(warm), "--checkpoints", str(tmp_path / "warm_checkpoints"), "--init", str(out)]
+    main([*argv, *init_argv, "--learning-rate", "0", "--warmup-epochs", "0"])
+    assert read_metadata(warm)["recipe"]["init_from"] == str(out)
+    start, end = (
+        keras.saving.load_model(path, compile=False).get_layer("conv0_0").kernel for path in (out, warm)
+    )
+    np.testing.assert_array_equal(np.asarray(start), np.asarray(end))
