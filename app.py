@@ -59,9 +59,9 @@ CAMERA_CONSTRAINTS = {
 # Detector sensitivity -> Haar cascade settings. "Balanced" is DetectorSettings' own default;
 # fewer neighbours and a finer scale step find more faces, and more false ones.
 SENSITIVITY = {
-    "Strict": {"scale_factor": 1.2, "min_neighbors": 8},
+    "Strict": {"scale_factor": 1.2, "min_neighbors": 5},
     "Balanced": {},
-    "Sensitive": {"scale_factor": 1.05, "min_neighbors": 3},
+    "Sensitive": {"scale_factor": 1.05, "min_neighbors": 2},
 }
 
 

@@ -53,9 +53,9 @@ def test_large_images_are_scanned_small_and_boxes_mapped_back(astronaut_rgb):
 
     (large_box,) = detect_faces(large)
 
-    # The same face at 4x the pixels: the side within one pyramid step (scale_factor 1.1)
+    # The same face at 4x the pixels: the side within one pyramid step (scale_factor 1.15)
     # and the centre within a few percent of it.
-    assert large_box.w == pytest.approx(4 * small_box.w, rel=0.12)
+    assert large_box.w == pytest.approx(4 * small_box.w, rel=0.16)
     assert large_box.x + large_box.w / 2 == pytest.approx(
         4 * (small_box.x + small_box.w / 2), abs=0.05 * large_box.w
     )
