@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from emotion.labels import EMOTIONS, FACE_SIZE
+from emotion.live import LiveSettings
 
 logger = logging.getLogger(__name__)
 
@@ -68,9 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument(
         "--every",
         type=_positive_int,
-        default=1,
+        default=LiveSettings().detect_every,
         metavar="N",
-        help="search whole frames for faces on every Nth frame only, following them in between (faster)",
+        help="search whole frames for faces on every Nth frame only, following them in between "
+        "(default: %(default)s, as the webcam; 1 is slower and a little more precise)",
     )
     _add_model_option(video)
     return parser

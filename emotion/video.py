@@ -1,7 +1,10 @@
 """Emotions in a video file: decode -> (downscale) -> track and classify -> draw -> H.264 MP4.
 
 Frames go through the same `LiveAnalyzer` as the webcam, so a video and the live view track,
-smooth and draw faces the same way. Everything happens in memory: the input is read from a
+smooth and draw faces the same way, searching whole frames for faces on every
+`LiveSettings.detect_every`-th frame and following them in between. Encoding runs in a second
+thread while the next frame is analysed (x264 and OpenCV release the GIL), which on 2 cores
+makes the whole about a third faster. Everything happens in memory: the input is read from a
 path or from bytes (PyAV opens a BytesIO) and the annotated MP4 comes back as bytes, so no
 file is written at all. The output keeps the input's frame count and frame rate; it has no
 audio, and variable frame-rate input comes out at its average rate.
@@ -18,7 +21,9 @@ from __future__ import annotations
 
 import io
 import logging
+from collections import deque
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -41,6 +46,7 @@ TRUNCATION_TOLERANCE_FRAMES = 2  # containers may count a frame or two more than
 OUTPUT_CODEC = "libx264"
 OUTPUT_OPTIONS = {"crf": "23", "preset": "veryfast"}  # near-transparent, fast to encode
 DEFAULT_FPS = Fraction(30)  # when a container gives no frame rate at all
+ENCODE_QUEUE_FRAMES = 8  # annotated frames waiting for the encoder thread, at most
 IMAGE_FORMATS = ("image2",)  # plus every "*_pipe" demuxer: still images (an animated GIF is a video)
 
 VIDEO_COLUMNS = ("frame", "time_s", "face_id", "x", "y", "w", "h", "emotion", *EMOTIONS)
@@ -127,19 +133,17 @@ def process_video(
 
     source: a path or the file's bytes. settings: the tracking settings; by default the
     webcam's with the photo detector (a video's faces may be smaller); never an FPS banner.
-    every: search whole frames for faces on every Nth frame only and follow them in between
-    (faster, slightly less precise boxes); None means settings.detect_every when settings are
-    given, else 1 (every frame). progress(done, total) is called after each frame; total is an
+    every: search whole frames for faces on every Nth frame only and follow them in between;
+    1 searches every frame (slower, slightly more precise boxes); None means
+    settings.detect_every. progress(done, total) is called after each frame; total is an
     estimate where the container does not say.
     Raises InvalidVideo with a message for people.
     """
-    if every is None:
-        every = settings.detect_every if settings is not None else 1
+    settings = settings or LiveSettings(detector=DetectorSettings())
+    every = settings.detect_every if every is None else every
     if every < 1:
         raise ValueError(f"every must be at least 1, got {every}")
-    settings = replace(
-        settings or LiveSettings(detector=DetectorSettings()), detect_every=every, show_fps=False
-    )
+    settings = replace(settings, detect_every=every, show_fps=False)
     with _open(source) as container:
         stream = container.streams.video[0]
         info = _check(container, stream)
@@ -150,8 +154,9 @@ def process_video(
         engagement: list[EngagementPoint] = []
         frames = 0
         total = info.frames
-        with av.open(buffer, "w", format="mp4") as output:
+        with av.open(buffer, "w", format="mp4") as output, ThreadPoolExecutor(1) as encoder:
             out_stream = None
+            encoding: deque[Future] = deque()  # in frame order: one worker encodes them in turn
             for frame in _decode(container, stream):
                 time_s = frames / float(info.fps)
                 if time_s > MAX_DURATION_S:
@@ -169,16 +174,18 @@ def process_video(
                     )
                 if faces:
                     engagement.append(EngagementPoint(time_s, float(np.mean([f.engagement for f in faces]))))
-                for packet in out_stream.encode(av.VideoFrame.from_ndarray(annotated, format="bgr24")):
-                    output.mux(packet)
+                encoding.append(encoder.submit(_encode, output, out_stream, annotated))
+                if len(encoding) > ENCODE_QUEUE_FRAMES:
+                    encoding.popleft().result()  # also raises what the encoder raised
                 frames += 1
                 if progress is not None:
                     total = max(total, frames)
                     progress(frames, total)
             if out_stream is None:
                 raise InvalidVideo("The video has no frames that can be decoded")
-            for packet in out_stream.encode():
-                output.mux(packet)
+            while encoding:
+                encoding.popleft().result()
+            _encode(output, out_stream, None)  # flush the encoder
         if info.frames and frames < info.frames - TRUNCATION_TOLERANCE_FRAMES:
             raise InvalidVideo(
                 f"The video stops after {frames} of its {info.frames} frames: the file looks truncated"
@@ -279,6 +286,13 @@ def _to_bgr(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
     bgr = frame.to_ndarray(format="bgr24")
     quarter_turns = round((frame.rotation or 0) / 90) % 4  # counterclockwise, as a player shows it
     return np.ascontiguousarray(np.rot90(bgr, quarter_turns)) if quarter_turns else bgr
+
+
+def _encode(output, stream, bgr: np.ndarray | None) -> None:
+    """Encode one BGR frame (None: flush the encoder) and write its packets."""
+    frame = None if bgr is None else av.VideoFrame.from_ndarray(bgr, format="bgr24")
+    for packet in stream.encode(frame):
+        output.mux(packet)
 
 
 def _add_output_stream(output, fps: Fraction, width: int, height: int):

@@ -227,7 +227,7 @@ def test_the_settings_detect_every_is_kept_unless_every_is_given(classifier, mon
     process_video(grey, classifier, settings=LiveSettings(detect_every=4))
     process_video(grey, classifier, settings=LiveSettings(detect_every=4), every=2)
     process_video(grey, classifier)
-    assert [settings.detect_every for settings in used] == [4, 2, 1]
+    assert [settings.detect_every for settings in used] == [4, 2, LiveSettings().detect_every]
     assert not any(settings.show_fps for settings in used)
 
 
