@@ -4,17 +4,22 @@
 
 Measures: predict_proba per face (N = 1 and N = 32); analyze_image on a 640x480 webcam frame
 and on a 12-megapixel photo; LiveAnalyzer.process per frame of the face clip at 640x480; video
-file throughput against real time; cold start (import, load the model, first result) and peak
-resident memory of a fresh process.
+file throughput against real time; the engine's cold start (import, load the model, first
+result) and peak resident memory in a fresh process. Then, where Chromium and Playwright are
+installed (the dev tools), the app itself: from `streamlit run app.py` to the first photo's
+result in a headless browser, the frame rate the Webcam tab shows with a fake camera playing
+the face clip, and the server's peak resident memory.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -56,10 +61,63 @@ def clip_frames(size: tuple[int, int] = (640, 480)) -> list[np.ndarray]:
         return [cv2.resize(frame.to_ndarray(format="bgr24"), size) for frame in container.decode(video=0)]
 
 
+def app_figures(stream_s: float) -> None:
+    """Start to first result, the webcam's shown frame rate and peak memory of the real app."""
+    from tests.browser import (
+        browser_missing_reason,
+        chromium,
+        fake_camera_args,
+        live_metric,
+        open_app,
+        photo_results,
+        serve_app,
+        start_webcam,
+        upload_photo,
+        write_y4m,
+    )
+
+    reason = browser_missing_reason()
+    if reason is not None:
+        print(f"app in a browser: not measured, {reason}")
+        return
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+    from skimage import data
+
+    with tempfile.TemporaryDirectory() as folder, sync_playwright() as driver:
+        photo = Path(folder) / "astronaut.png"
+        Image.fromarray(data.astronaut()).save(photo)
+        camera = write_y4m(FACE_CLIP, Path(folder) / "face_clip.y4m")
+        # The browser is up before the clock starts: a visitor's browser is already running.
+        with chromium(driver, extra_args=fake_camera_args(camera)) as page:
+            started = time.perf_counter()
+            with serve_app(Path(folder) / "streamlit.log") as server:
+                open_app(page, server.url)
+                upload_photo(page, photo)
+                photo_results(page).first.wait_for()
+                print(f"app start to first photo result: {time.perf_counter() - started:.2f} s")
+
+                start_webcam(page)
+                stats = page.locator(".st-key-live-stats")
+                frames = live_metric(stats, "Frames analysed")
+                frames.wait_for()
+                page.wait_for_timeout(1000 * stream_s)
+                fps = live_metric(stats, "FPS").inner_text()
+                print(
+                    f"webcam tab after {stream_s:.0f} s of the fake camera: {fps} fps shown, "
+                    f"{frames.inner_text()} frames analysed"
+                )
+                status = Path(f"/proc/{server.process.pid}/status").read_text()
+                peak_kb = int(re.search(r"VmHWM:\s+(\d+)", status).group(1))
+                print(f"app server's peak resident memory: {peak_kb / 1024:.0f} MB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=REPO / "model" / "emotion_cnn.keras")
     parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--stream-seconds", type=float, default=10.0, help="webcam time before FPS is read")
+    parser.add_argument("--engine-only", action="store_true", help="skip the app in a browser")
     args = parser.parse_args()
 
     import emotion
@@ -101,7 +159,7 @@ def main() -> None:
     )
 
     clip = FACE_CLIP.read_bytes()
-    for every in (1, LiveSettings().detect_every):
+    for every in (LiveSettings().detect_every, 1):
         started = time.perf_counter()
         result = process_video(clip, classifier, every=every)
         elapsed = time.perf_counter() - started
@@ -124,6 +182,8 @@ def main() -> None:
     print(f"cold start to first result: {float(cold[0]):.2f} s; peak resident memory {float(cold[1]):.0f} MB")
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"this process's peak resident memory: {peak_mb:.0f} MB")
+    if not args.engine_only:
+        app_figures(args.stream_seconds)
 
 
 if __name__ == "__main__":

@@ -10,51 +10,33 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from emotion import EMOTIONS
+from tests.browser import (
+    EMOTION_PATTERN,
+    browser_missing_reason,
+    chromium,
+    fake_camera_args,
+    live_metric,
+    open_app,
+    photo_results,
+    serve_app,
+    start_webcam,
+    upload_photo,
+    write_y4m,
+)
 from tests.conftest import FACE_CLIP, REPO
 
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--no-sandbox",  # CI runs as root
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--mute-audio",
-]
-SERVER_START_TIMEOUT_S = 120  # a cold start imports Streamlit, TensorFlow and aiortc
-RESULT_TIMEOUT_MS = 120_000  # the first analysis also loads the model
 LIVE_TIMEOUT_MS = 20_000  # from pressing START to the first live statistics
 STREAM_MORE_MS = 5_000  # then the stream runs this much longer before the FPS figure is read
-EMOTION_PATTERN = re.compile(r"\b(" + "|".join(EMOTIONS) + r")\b")
-FAKE_CAMERA_SIZE = (640, 480)  # (width, height) of the y4m clip the fake camera plays
 DOCS = REPO / "docs"
 
 pytestmark = pytest.mark.browser
-
-
-def browser_missing_reason() -> str | None:
-    if not CHROMIUM.exists():
-        return f"no Chromium at {CHROMIUM} (apt-get install chromium)"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "Playwright is not installed (pip install -r requirements-dev.txt)"
-    return None
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -73,58 +55,14 @@ except ImportError:  # the module's tests are skipped (or fail) by _browser_avai
     PlaywrightError = Exception
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
-
-
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     """The app served by `streamlit run` on a free port; stopped after the module's tests."""
-    port = free_port()
     log_path = tmp_path_factory.mktemp("server") / "streamlit.log"
-    command = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        "app.py",
-        "--server.headless=true",
-        f"--server.port={port}",
-        "--server.address=127.0.0.1",
-        "--server.fileWatcherType=none",
-        "--browser.gatherUsageStats=false",
-    ]
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"streamlit exited with {server.returncode}:\n{log_path.read_text()[-3000:]}")
-            if healthy(f"{url}/_stcore/health"):
-                break
-            if time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not answer within {SERVER_START_TIMEOUT_S} s")
-            time.sleep(0.5)
-        yield url
+        with serve_app(log_path) as server:
+            yield server.url
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
         print(f"server log: {log_path}")
 
 
@@ -136,20 +74,6 @@ def playwright():
         yield driver
 
 
-@contextlib.contextmanager
-def chromium(playwright, extra_args=(), viewport=(1280, 1000)):
-    browser = playwright.chromium.launch(
-        executable_path=str(CHROMIUM), headless=True, args=[*CHROMIUM_ARGS, *extra_args]
-    )
-    try:
-        context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
-        page = context.new_page()
-        page.set_default_timeout(RESULT_TIMEOUT_MS)
-        yield page
-    finally:
-        browser.close()
-
-
 def screenshot_path(tmp_path: Path, name: str) -> Path:
     if os.environ.get("UPDATE_SCREENSHOTS") == "1":
         DOCS.mkdir(exist_ok=True)
@@ -157,24 +81,9 @@ def screenshot_path(tmp_path: Path, name: str) -> Path:
     return tmp_path / name
 
 
-def open_app(page, url: str) -> None:
-    page.goto(url)
-    page.get_by_role("heading", name="Emotion Lens").wait_for()
-    # The first script run loads the model; the Photo tab's hint appears after it.
-    page.get_by_text("Upload a photo with a face").wait_for(timeout=RESULT_TIMEOUT_MS)
-
-
 def write_png(path: Path, rgb: np.ndarray) -> Path:
     Image.fromarray(rgb).save(path)
     return path
-
-
-def upload_photo(page, path: Path) -> None:
-    page.locator(".st-key-photos input[type=file]").set_input_files(str(path))
-
-
-def photo_results(page):
-    return page.locator("[class*='st-key-suggestions-']")
 
 
 def test_photo_upload_shows_annotated_face_and_recovers_from_a_corrupt_file(app_url, playwright, tmp_path):
@@ -209,23 +118,6 @@ def test_photo_upload_shows_annotated_face_and_recovers_from_a_corrupt_file(app_
         assert photo_results(page).count() == 2
 
 
-def write_y4m(source: Path, target: Path, size=FAKE_CAMERA_SIZE) -> Path:
-    """The clip as raw YUV4MPEG2 (I420), the format Chromium's fake camera plays in a loop."""
-    import av
-
-    width, height = size
-    with av.open(str(source)) as container, open(target, "wb") as out:
-        rate = container.streams.video[0].average_rate or 30
-        out.write(
-            f"YUV4MPEG2 W{width} H{height} F{rate.numerator}:{rate.denominator} Ip A1:1 C420jpeg\n".encode()
-        )
-        for frame in container.decode(video=0):
-            i420 = frame.reformat(width=width, height=height, format="yuv420p").to_ndarray()  # (H*3/2, W)
-            out.write(b"FRAME\n")
-            out.write(np.ascontiguousarray(i420).tobytes())
-    return target
-
-
 def test_write_y4m_makes_whole_i420_frames(tmp_path):
     clip = write_y4m(FACE_CLIP, tmp_path / "clip.y4m", size=(64, 48))
     data = clip.read_bytes()
@@ -238,25 +130,17 @@ def test_write_y4m_makes_whole_i420_frames(tmp_path):
 
 def test_webcam_streams_annotated_video_and_live_statistics(app_url, playwright, tmp_path):
     clip = write_y4m(FACE_CLIP, tmp_path / "face_clip.y4m")
-    fake_camera = [
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-video-capture={clip}",
-    ]
-    with chromium(playwright, extra_args=fake_camera, viewport=(900, 1500)) as page:
+    with chromium(playwright, extra_args=fake_camera_args(clip), viewport=(900, 1500)) as page:
         open_app(page, app_url)
-        page.get_by_role("tab", name="Webcam").click()
-        streamer = page.frame_locator("iframe[title*='webrtc']")
-        streamer.get_by_role("button", name=re.compile("start", re.IGNORECASE)).click()
+        streamer = start_webcam(page)
 
         stats = page.locator(".st-key-live-stats")
-        frames = stats.locator("[data-testid='stMetric']").filter(has_text="Frames analysed")
         deadline = time.monotonic() + LIVE_TIMEOUT_MS / 1000
         frame_count = 0
         while time.monotonic() < deadline:
             # The panel is redrawn every second: an element may vanish between two reads.
             with contextlib.suppress(PlaywrightError, ValueError):
-                value = frames.locator("[data-testid='stMetricValue']").inner_text(timeout=1000)
+                value = live_metric(stats, "Frames analysed").inner_text(timeout=1000)
                 frame_count = int(value.replace(",", ""))
                 if frame_count > 0 and EMOTION_PATTERN.search(stats.inner_text(timeout=1000)):
                     break
@@ -266,8 +150,7 @@ def test_webcam_streams_annotated_video_and_live_statistics(app_url, playwright,
 
         page.wait_for_timeout(STREAM_MORE_MS)  # so that the FPS figure covers a steady stream
         stats.locator("[data-testid='stVegaLiteChart'] :is(canvas, svg)").first.wait_for()
-        fps = stats.locator("[data-testid='stMetric']").filter(has_text="FPS")
-        print("live FPS shown:", fps.locator("[data-testid='stMetricValue']").inner_text())
+        print("live FPS shown:", live_metric(stats, "FPS").inner_text())
         assert streamer.locator("video").first.evaluate("video => video.videoWidth") > 0
         # Between two refreshes of the panel, so that nothing is drawn faded as stale.
         page.locator("[data-testid='stStatusWidget']").wait_for(state="hidden")
