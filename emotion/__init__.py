@@ -1,6 +1,7 @@
 """Facial emotion recognition: find faces, classify them into EMOTIONS, track them in video.
 
-Importing this package is cheap: TensorFlow is only loaded by `load_classifier`.
+Importing this package is cheap, and so is loading a model file written by this package:
+TensorFlow is only imported to train, or to load a Keras file that carries no runtime.
 """
 
 from emotion.classifier import EmotionClassifier, ModelError, load_classifier
