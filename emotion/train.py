@@ -42,6 +42,8 @@ class Recipe:
     max_rotation_deg: float = 10.0
     max_zoom: float = 0.1  # scale drawn from [1 - max_zoom, 1 + max_zoom]
     max_shift_px: float = 4.0
+    erase_probability: float = 0.0  # random erasing: a rectangle of noise over part of the face
+    max_erase_area: float = 0.25  # its area, drawn from [0.02, max_erase_area] of the image
     seed: int = 1337
     init_from: str | None = None  # start from this model's weights (a warm restart) instead of at random
 
@@ -71,7 +73,7 @@ def load_split(data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def augment_batch(images, recipe: Recipe):
-    """Random flip, rotation, zoom and shift, one affine warp per image.
+    """Random flip, rotation, zoom and shift, one affine warp per image; then random erasing.
 
     images: (N, 48, 48, 1) float32 -> same shape.
     """
@@ -92,7 +94,7 @@ def augment_batch(images, recipe: Recipe):
     b2 = center - b0 * center - b1 * center + shift_y
     zeros = tf.zeros([count])
     transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
-    return tf.raw_ops.ImageProjectiveTransformV3(
+    warped = tf.raw_ops.ImageProjectiveTransformV3(
         images=images,
         transforms=transforms,
         output_shape=[FACE_SIZE, FACE_SIZE],
@@ -100,6 +102,40 @@ def augment_batch(images, recipe: Recipe):
         interpolation="BILINEAR",
         fill_mode="REFLECT",
     )
+    if recipe.erase_probability <= 0.0:
+        return warped
+    return random_erase(warped, recipe)
+
+
+def random_erase(images, recipe: Recipe):
+    """With probability recipe.erase_probability per image, noise over a random rectangle
+    (2 % to max_erase_area of the image, aspect ratio 1:3 to 3:1), so that the model cannot
+    lean on any one part of the face (Zhong et al., 2020)."""
+    import tensorflow as tf
+
+    count = tf.shape(images)[0]
+    area = tf.random.uniform([count], 0.02, recipe.max_erase_area) * FACE_SIZE**2
+    log_aspect = tf.random.uniform([count], -math.log(3.0), math.log(3.0))
+    height = tf.clip_by_value(tf.sqrt(area * tf.exp(log_aspect)), 1.0, FACE_SIZE)
+    width = tf.clip_by_value(tf.sqrt(area / tf.exp(log_aspect)), 1.0, FACE_SIZE)
+    top = tf.random.uniform([count]) * (FACE_SIZE - height)
+    left = tf.random.uniform([count]) * (FACE_SIZE - width)
+    erase = tf.random.uniform([count]) < recipe.erase_probability
+    rows = tf.range(FACE_SIZE, dtype=tf.float32)[None, :, None]  # (1, 48, 1)
+    columns = tf.range(FACE_SIZE, dtype=tf.float32)[None, None, :]  # (1, 1, 48)
+
+    def per_image(values):
+        return values[:, None, None]
+
+    inside = (
+        (rows >= per_image(top))
+        & (rows < per_image(top + height))
+        & (columns >= per_image(left))
+        & (columns < per_image(left + width))
+        & per_image(erase)
+    )[..., None]  # (N, 48, 48, 1)
+    noise = tf.random.uniform(tf.shape(images), 0.0, 255.0)
+    return tf.where(inside, noise, images)
 
 
 def make_dataset(images: np.ndarray, labels: np.ndarray, recipe: Recipe, training: bool):
@@ -259,6 +295,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--learning-rate", type=float, default=defaults.peak_learning_rate, help="peak")
     parser.add_argument("--warmup-epochs", type=int, default=defaults.warmup_epochs)
+    parser.add_argument(
+        "--erase-probability", type=float, default=defaults.erase_probability, help="random erasing"
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--init", type=Path, help="start from this model's weights (same architecture)")
     parser.add_argument("--limit", type=int, help="use only the first N images of each split (smoke tests)")
@@ -275,6 +314,7 @@ def main(argv=None) -> None:
         batch_size=args.batch_size,
         peak_learning_rate=args.learning_rate,
         warmup_epochs=args.warmup_epochs,
+        erase_probability=args.erase_probability,
         seed=args.seed,
         init_from=str(args.init) if args.init else None,
     )

@@ -6,7 +6,7 @@ import pytest
 from emotion import EMOTIONS, load_classifier
 from emotion.model import build_model
 from emotion.model_file import read_metadata
-from emotion.train import Recipe, augment_batch, load_split, main
+from emotion.train import Recipe, augment_batch, load_split, main, random_erase
 from tests.conftest import FER2013
 
 
@@ -98,3 +98,15 @@ def test_one_epoch_on_a_slice_writes_a_loadable_model_and_resumes(tmp_path):
         keras.saving.load_model(path, compile=False).get_layer("conv0_0").kernel for path in (out, warm)
     )
     np.testing.assert_array_equal(np.asarray(start), np.asarray(end))
+
+
+def test_random_erasing_covers_part_of_some_faces_with_noise(val_faces):
+    images = val_faces[0][:64, ..., None].astype("float32")
+    always = Recipe(erase_probability=1.0)
+    erased = random_erase(images, always).numpy()
+    changed = (erased != images).reshape(len(images), -1).mean(axis=1)
+    # Every face loses a rectangle of 2-25 % of its pixels (noise can match a pixel by chance).
+    assert np.all(changed > 0.005) and np.all(changed <= 0.26)
+    assert erased.min() >= 0 and erased.max() <= 255
+    never = random_erase(images, Recipe(erase_probability=0.0)).numpy()
+    np.testing.assert_array_equal(never, images)
