@@ -101,12 +101,16 @@ def test_one_epoch_on_a_slice_writes_a_loadable_model_and_resumes(tmp_path):
 
 
 def test_random_erasing_covers_part_of_some_faces_with_noise(val_faces):
+    import keras
+
+    keras.utils.set_random_seed(7)
     images = val_faces[0][:64, ..., None].astype("float32")
     always = Recipe(erase_probability=1.0)
     erased = random_erase(images, always).numpy()
     changed = (erased != images).reshape(len(images), -1).mean(axis=1)
-    # Every face loses a rectangle of 2-25 % of its pixels (noise can match a pixel by chance).
-    assert np.all(changed > 0.005) and np.all(changed <= 0.26)
+    # Every face loses a rectangle of 2-25 % of its area; on the pixel grid a rectangle with
+    # fractional edges touches up to one more row and column (noise may match a pixel by chance).
+    assert np.all(changed > 0.005) and np.all(changed <= 0.30)
     assert erased.min() >= 0 and erased.max() <= 255
     never = random_erase(images, Recipe(erase_probability=0.0)).numpy()
     np.testing.assert_array_equal(never, images)
