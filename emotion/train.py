@@ -293,10 +293,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--metrics", type=Path, help="where to write metrics JSON (default: beside --out)")
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--learning-rate", type=float, default=defaults.peak_learning_rate, help="peak")
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=defaults.peak_learning_rate,
+        help="peak of the warm-up + cosine schedule",
+    )
     parser.add_argument("--warmup-epochs", type=int, default=defaults.warmup_epochs)
     parser.add_argument(
-        "--erase-probability", type=float, default=defaults.erase_probability, help="random erasing"
+        "--erase-probability",
+        type=float,
+        default=defaults.erase_probability,
+        help="share of training faces given a rectangle of noise (random erasing); 0: none",
     )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--init", type=Path, help="start from this model's weights (same architecture)")
