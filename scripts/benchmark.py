@@ -14,6 +14,7 @@ the face clip, and the server's peak resident memory.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import resource
 import statistics
@@ -69,11 +70,7 @@ def app_figures(stream_s: float) -> None:
         chromium,
         fake_camera_args,
         live_metric,
-        open_app,
-        photo_results,
-        serve_app,
         start_webcam,
-        upload_photo,
         write_y4m,
     )
 
@@ -89,35 +86,45 @@ def app_figures(stream_s: float) -> None:
         photo = Path(folder) / "astronaut.png"
         Image.fromarray(data.astronaut()).save(photo)
         camera = write_y4m(FACE_CLIP, Path(folder) / "face_clip.y4m")
+        log_path = Path(folder) / "streamlit.log"
         # The browser is up before the clock starts: a visitor's browser is already running.
         with chromium(driver, extra_args=fake_camera_args(camera)) as page:
             starts = []
-            for run in range(APP_START_RUNS):
-                started = time.perf_counter()
-                with serve_app(Path(folder) / "streamlit.log") as server:
-                    open_app(page, server.url)
-                    upload_photo(page, photo)
-                    photo_results(page).first.wait_for()
-                    starts.append(time.perf_counter() - started)
-                    if run < APP_START_RUNS - 1:
-                        continue
-                    print(
-                        f"app start to first photo result: {statistics.median(starts):.2f} s median "
-                        f"({', '.join(f'{seconds:.2f}' for seconds in starts)} s, a fresh server each)"
-                    )
-                    start_webcam(page)
-                    stats = page.locator(".st-key-live-stats")
-                    frames = live_metric(stats, "Frames analysed")
-                    frames.wait_for()
-                    page.wait_for_timeout(1000 * stream_s)
-                    fps = live_metric(stats, "FPS").inner_text()
-                    print(
-                        f"webcam tab after {stream_s:.0f} s of the fake camera: {fps} fps shown, "
-                        f"{frames.inner_text()} frames analysed"
-                    )
-                    status = Path(f"/proc/{server.process.pid}/status").read_text()
-                    peak_kb = int(re.search(r"VmHWM:\s+(\d+)", status).group(1))
-                    print(f"app server's peak resident memory: {peak_kb / 1024:.0f} MB")
+            for _ in range(APP_START_RUNS - 1):
+                with app_with_first_result(page, photo, log_path) as (_server, seconds):
+                    starts.append(seconds)
+            with app_with_first_result(page, photo, log_path) as (server, seconds):
+                starts.append(seconds)
+                print(
+                    f"app start to first photo result: {statistics.median(starts):.2f} s median "
+                    f"({', '.join(f'{each:.2f}' for each in starts)} s, a fresh server each)"
+                )
+                start_webcam(page)
+                stats = page.locator(".st-key-live-stats")
+                frames = live_metric(stats, "Frames analysed")
+                frames.wait_for()
+                page.wait_for_timeout(1000 * stream_s)
+                fps = live_metric(stats, "FPS").inner_text()
+                print(
+                    f"webcam tab after {stream_s:.0f} s of the fake camera: {fps} fps shown, "
+                    f"{frames.inner_text()} frames analysed"
+                )
+                status = Path(f"/proc/{server.process.pid}/status").read_text()
+                peak_kb = int(re.search(r"VmHWM:\s+(\d+)", status).group(1))
+                print(f"app server's peak resident memory: {peak_kb / 1024:.0f} MB")
+
+
+@contextlib.contextmanager
+def app_with_first_result(page, photo: Path, log_path: Path):
+    """Start the app, open it in `page` and analyse `photo`; yields (server, seconds it took)."""
+    from tests.browser import open_app, photo_results, serve_app, upload_photo
+
+    started = time.perf_counter()
+    with serve_app(log_path) as server:
+        open_app(page, server.url)
+        upload_photo(page, photo)
+        photo_results(page).first.wait_for()
+        yield server, time.perf_counter() - started
 
 
 def main() -> None:
