@@ -38,17 +38,17 @@ class EmotionClassifier:
         self.metadata = metadata
         self.source = source
         self._interpreter = Interpreter(model_content=tflite_model, num_threads=INFERENCE_THREADS)
-        self._input = self._interpreter.get_input_details()[0]["index"]
-        self._output = self._interpreter.get_output_details()[0]["index"]
-        self._check_shapes()
+        input_details = self._interpreter.get_input_details()[0]
+        output_details = self._interpreter.get_output_details()[0]
+        self._check_shapes(tuple(input_details["shape"][1:]), tuple(output_details["shape"][1:]))
+        self._input, self._output = input_details["index"], output_details["index"]
         self._batch_size = 0
         # One interpreter serves every caller: it is not re-entrant, and on a small CPU a
         # queue of batches is as fast as parallel interpreters that fight for the cores.
         self._lock = threading.Lock()
 
-    def _check_shapes(self) -> None:
-        input_shape = tuple(self._interpreter.get_input_details()[0]["shape"][1:])
-        output_shape = tuple(self._interpreter.get_output_details()[0]["shape"][1:])
+    def _check_shapes(self, input_shape: tuple, output_shape: tuple) -> None:
+        """Raise ModelError unless the model maps (N, 48, 48, 1) faces to len(EMOTIONS) values."""
         if input_shape != (FACE_SIZE, FACE_SIZE, 1):
             raise ModelError(f"{self.source} expects input {input_shape}, not {(FACE_SIZE, FACE_SIZE, 1)}")
         if output_shape != (len(EMOTIONS),):
