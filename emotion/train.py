@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 class Recipe:
     """Everything that decides the trained weights, saved into the model's metadata."""
 
-    epochs: int = 50
+    epochs: int = 100
     batch_size: int = 128
     peak_learning_rate: float = 0.05  # SGD with Nesterov momentum, cosine decay
     warmup_epochs: int = 2
@@ -42,7 +42,7 @@ class Recipe:
     max_rotation_deg: float = 10.0
     max_zoom: float = 0.1  # scale drawn from [1 - max_zoom, 1 + max_zoom]
     max_shift_px: float = 4.0
-    erase_probability: float = 0.0  # random erasing: a rectangle of noise over part of the face
+    erase_probability: float = 0.5  # random erasing: a rectangle of noise over part of the face
     max_erase_area: float = 0.25  # its area, drawn from [0.02, max_erase_area] of the image
     seed: int = 1337
     init_from: str | None = None  # start from this model's weights (a warm restart) instead of at random
