@@ -53,8 +53,11 @@ def test_runtime_agrees_with_keras_model(classifier, val_faces):
     model = keras.saving.load_model(REPO / "model" / "emotion_cnn.keras", compile=False)
     faces = val_faces[0][:64]
     expected = model.predict(faces[..., None].astype("float32"), verbose=0)
-    np.testing.assert_allclose(classifier.predict_proba(faces), expected, atol=0.02)
-    np.testing.assert_array_equal(classifier.predict_proba(faces).argmax(1)[:16], expected.argmax(1)[:16])
+    actual = classifier.predict_proba(faces)
+    # int8 weights move a probability by a few hundredths at most, and rarely change the answer.
+    difference = np.abs(actual - expected)
+    assert difference.max() <= 0.05 and difference.mean() <= 0.005
+    assert (actual.argmax(1) == expected.argmax(1)).mean() >= 0.95
 
 
 def test_threads_get_the_same_answers_as_one_thread(classifier, val_faces):
