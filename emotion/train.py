@@ -5,6 +5,10 @@
 Every epoch writes `last.keras` (with optimizer state) and a CSV row to --checkpoints;
 `--resume` continues from there. Selection is on val accuracy only; a softmax temperature is
 then fitted on val and baked into the written model together with its metadata.
+
+With `--teacher` (repeatable) the targets are soft: each training face's label blended with
+what the teacher models, averaged over them and over the mirrored face, say about it
+(knowledge distillation, Hinton et al., 2015).
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ class Recipe:
     max_erase_area: float = 0.25  # its area, drawn from [0.02, max_erase_area] of the image
     seed: int = 1337
     init_from: str | None = None  # start from this model's weights (a warm restart) instead of at random
+    teachers: tuple[str, ...] = ()  # models whose averaged answers become part of the targets
+    distill_weight: float = 0.7  # share of the teachers' answer in each target, the rest is the label
+    distill_temperature: float = 2.0  # softens the teachers' answers: softmax(logits / T)
 
     def architecture(self) -> dict:
         """The keyword arguments of emotion.model.build_model that this recipe fixes."""
@@ -138,11 +145,34 @@ def random_erase(images, recipe: Recipe):
     return tf.where(inside, noise, images)
 
 
-def make_dataset(images: np.ndarray, labels: np.ndarray, recipe: Recipe, training: bool):
+def one_hot(labels: np.ndarray) -> np.ndarray:
+    return np.eye(len(EMOTIONS), dtype="float32")[labels]
+
+
+def training_targets(images: np.ndarray, labels: np.ndarray, recipe: Recipe) -> np.ndarray:
+    """(N, 7) float32 targets: the one-hot labels, blended with the teachers' softened answers
+    (softmax of logits / distill_temperature, averaged over teachers and the mirrored faces)."""
+    if not recipe.teachers:
+        return one_hot(labels)
+    import keras
+
+    from emotion.evaluate import predict_logits, softmax
+
+    answers = []
+    for path in recipe.teachers:
+        teacher = keras.saving.load_model(path, compile=False)
+        for faces in (images, images[:, :, ::-1]):
+            answers.append(softmax(predict_logits(teacher, faces) / recipe.distill_temperature))
+    answer = np.mean(answers, axis=0)
+    logger.info("The teachers agree with %.4f of the training labels", (answer.argmax(1) == labels).mean())
+    blended = (1.0 - recipe.distill_weight) * one_hot(labels) + recipe.distill_weight * answer
+    return blended.astype("float32")
+
+
+def make_dataset(images: np.ndarray, targets: np.ndarray, recipe: Recipe, training: bool):
     import tensorflow as tf
 
-    one_hot = np.eye(len(EMOTIONS), dtype="float32")[labels]
-    dataset = tf.data.Dataset.from_tensor_slices((images[..., None], one_hot))
+    dataset = tf.data.Dataset.from_tensor_slices((images[..., None], targets))
     if training:
         dataset = dataset.shuffle(len(images), seed=recipe.seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(recipe.batch_size)
@@ -252,9 +282,10 @@ def train(
             state_path.write_text(json.dumps(state, indent=2))
 
     if state["epoch"] < recipe.epochs:
+        targets = training_targets(train_images, train_labels, recipe)
         model.fit(
-            make_dataset(train_images, train_labels, recipe, training=True),
-            validation_data=make_dataset(val_images, val_labels, recipe, training=False),
+            make_dataset(train_images, targets, recipe, training=True),
+            validation_data=make_dataset(val_images, one_hot(val_labels), recipe, training=False),
             epochs=recipe.epochs,
             initial_epoch=state["epoch"],
             callbacks=[Checkpoint(), keras.callbacks.CSVLogger(str(log_path), append=True)],
@@ -308,6 +339,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--init", type=Path, help="start from this model's weights (same architecture)")
+    parser.add_argument(
+        "--teacher",
+        type=Path,
+        action="append",
+        default=[],
+        help="a trained model whose answers are blended into the targets (repeatable: their mean)",
+    )
+    parser.add_argument("--distill-weight", type=float, default=defaults.distill_weight)
+    parser.add_argument("--distill-temperature", type=float, default=defaults.distill_temperature)
     parser.add_argument("--limit", type=int, help="use only the first N images of each split (smoke tests)")
     parser.add_argument("--precision", default="auto", choices=["auto", "float32", "mixed_bfloat16"])
     parser.add_argument("--resume", action="store_true", help="continue from --checkpoints/last.keras")
@@ -325,6 +365,9 @@ def main(argv=None) -> None:
         erase_probability=args.erase_probability,
         seed=args.seed,
         init_from=str(args.init) if args.init else None,
+        teachers=tuple(str(path) for path in args.teacher),
+        distill_weight=args.distill_weight,
+        distill_temperature=args.distill_temperature,
     )
     metrics = train(
         args.data,

@@ -6,8 +6,8 @@ import pytest
 from emotion import EMOTIONS, load_classifier
 from emotion.model import build_model
 from emotion.model_file import read_metadata
-from emotion.train import Recipe, augment_batch, load_split, main, random_erase
-from tests.conftest import FER2013
+from emotion.train import Recipe, augment_batch, load_split, main, random_erase, training_targets
+from tests.conftest import FER2013, REPO
 
 
 def test_model_output_width_is_pinned_to_emotions():
@@ -87,13 +87,16 @@ def test_one_epoch_on_a_slice_writes_a_loadable_model_and_resumes(tmp_path):
     assert json.loads((checkpoints / "state.json").read_text())["epoch"] == 1
     assert out.is_file()
 
-    # --init starts from that model's weights: with a zero learning rate the kernels stay as they were.
+    # --init starts from that model's weights: with a zero learning rate the kernels stay as they were
+    # (here also taught by the first model, which the recipe records).
     import keras
 
     warm = tmp_path / "warm" / "emotion_cnn.keras"
     init_argv = ["--out", str(warm), "--checkpoints", str(tmp_path / "warm_checkpoints"), "--init", str(out)]
-    main([*argv, *init_argv, "--learning-rate", "0", "--warmup-epochs", "0"])
-    assert read_metadata(warm)["recipe"]["init_from"] == str(out)
+    main([*argv, *init_argv, "--teacher", str(out), "--learning-rate", "0", "--warmup-epochs", "0"])
+    recipe = read_metadata(warm)["recipe"]
+    assert recipe["init_from"] == str(out)
+    assert recipe["teachers"] == [str(out)]
     start, end = (
         keras.saving.load_model(path, compile=False).get_layer("conv0_0").kernel for path in (out, warm)
     )
@@ -114,3 +117,23 @@ def test_random_erasing_covers_part_of_some_faces_with_noise(val_faces):
     assert erased.min() >= 0 and erased.max() <= 255
     never = random_erase(images, Recipe(erase_probability=0.0)).numpy()
     np.testing.assert_array_equal(never, images)
+
+
+def test_teachers_blend_their_mirror_averaged_answers_into_the_labels(val_faces):
+    images, labels = val_faces[0][:64], val_faces[1][:64]
+    one_hot = np.eye(len(EMOTIONS), dtype="float32")[labels]
+    np.testing.assert_array_equal(training_targets(images, labels, Recipe()), one_hot)
+
+    taught = Recipe(teachers=(str(REPO / "model" / "emotion_cnn.keras"),), distill_weight=0.6)
+    targets = training_targets(images, labels, taught)
+    assert targets.shape == (64, len(EMOTIONS)) and targets.dtype == np.float32
+    np.testing.assert_allclose(targets.sum(axis=1), 1.0, atol=1e-5)
+    answers = (targets - 0.4 * one_hot) / 0.6  # what the teacher said, a distribution of its own
+    assert answers.min() >= -1e-6
+    np.testing.assert_allclose(answers.sum(axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(answers, answers[:1])  # it tells the faces apart
+    # The teacher's answer is averaged over each face and its mirror image.
+    np.testing.assert_allclose(training_targets(images[:, :, ::-1], labels, taught), targets, atol=1e-5)
+    # A high temperature flattens the answer towards "any emotion".
+    flat = training_targets(images, labels, Recipe(teachers=taught.teachers, distill_temperature=1e3))
+    np.testing.assert_allclose(flat - 0.3 * one_hot, 0.7 / len(EMOTIONS), atol=1e-3)
