@@ -15,17 +15,25 @@ def build_model(
     dense_units: int = 256,
     dropout: float = 0.4,
     temperature: float = 1.0,
+    augmentation: dict | None = None,
 ):
     """A VGG-style CNN: stages of 3x3 conv + BatchNorm + ReLU, each halving the resolution.
 
     Input: (N, 48, 48, 1) grayscale in [0, 255]. Output: (N, 7) probabilities in EMOTIONS
     order. `temperature` divides the logits before the softmax (fitted on val after training).
+    `augmentation`: keyword arguments of emotion.augment.Augment, a first layer that acts only
+    in training; the trainer builds with it, the shipped model without (it has no weights).
     """
     import keras
     from keras import layers
 
     inputs = keras.Input(shape=(FACE_SIZE, FACE_SIZE, 1), name="face")
-    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(inputs)
+    x = inputs
+    if augmentation is not None:
+        from emotion.augment import Augment
+
+        x = Augment(**augmentation, name="augment")(x)
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(x)
     for stage, width in enumerate(widths):
         for conv in range(convs_per_stage):
             x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"conv{stage}_{conv}")(x)

@@ -2,6 +2,8 @@
 
     python -m emotion.train --data ../shared/data/fer2013 --out model/emotion_cnn.keras
 
+It trains with whichever Keras backend is set (KERAS_BACKEND: TensorFlow by default, or JAX or
+PyTorch on a GPU machine); augmentation is a layer of the model, so it runs on the same device.
 Every epoch writes `last.keras` (with optimizer state) and a CSV row to --checkpoints;
 `--resume` continues from there. Selection is on val accuracy only; a softmax temperature is
 then fitted on val and baked into the written model together with its metadata.
@@ -63,6 +65,17 @@ class Recipe:
             "dropout": self.dropout,
         }
 
+    def augmentation(self) -> dict:
+        """The keyword arguments of emotion.augment.Augment that this recipe fixes."""
+        return {
+            "max_rotation_deg": self.max_rotation_deg,
+            "max_zoom": self.max_zoom,
+            "max_shift_px": self.max_shift_px,
+            "erase_probability": self.erase_probability,
+            "max_erase_area": self.max_erase_area,
+            "seed": self.seed,
+        }
+
 
 def load_split(data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """(N, 48, 48) uint8 images and (N,) int labels from `<data_dir>/<split>.npz`."""
@@ -77,72 +90,6 @@ def load_split(data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     if images.shape[1:] != (FACE_SIZE, FACE_SIZE):
         raise ValueError(f"{path} holds {images.shape[1:]} images, expected 48x48")
     return images, labels
-
-
-def augment_batch(images, recipe: Recipe):
-    """Random flip, rotation, zoom and shift, one affine warp per image; then random erasing.
-
-    images: (N, 48, 48, 1) float32 -> same shape.
-    """
-    import tensorflow as tf
-
-    count = tf.shape(images)[0]
-    angle = tf.random.uniform([count], -1.0, 1.0) * recipe.max_rotation_deg * math.pi / 180.0
-    scale = 1.0 + tf.random.uniform([count], -recipe.max_zoom, recipe.max_zoom)
-    flip = tf.where(tf.random.uniform([count]) < 0.5, -1.0, 1.0)
-    shift_x = tf.random.uniform([count], -recipe.max_shift_px, recipe.max_shift_px)
-    shift_y = tf.random.uniform([count], -recipe.max_shift_px, recipe.max_shift_px)
-    # The transform maps each output pixel to the input pixel it samples, about the centre.
-    center = (FACE_SIZE - 1) / 2.0
-    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
-    a0, a1 = cos * flip, -sin
-    b0, b1 = sin * flip, cos
-    a2 = center - a0 * center - a1 * center + shift_x
-    b2 = center - b0 * center - b1 * center + shift_y
-    zeros = tf.zeros([count])
-    transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
-    warped = tf.raw_ops.ImageProjectiveTransformV3(
-        images=images,
-        transforms=transforms,
-        output_shape=[FACE_SIZE, FACE_SIZE],
-        fill_value=0.0,
-        interpolation="BILINEAR",
-        fill_mode="REFLECT",
-    )
-    if recipe.erase_probability <= 0.0:
-        return warped
-    return random_erase(warped, recipe)
-
-
-def random_erase(images, recipe: Recipe):
-    """With probability recipe.erase_probability per image, noise over a random rectangle
-    (2 % to max_erase_area of the image, aspect ratio 1:3 to 3:1), so that the model cannot
-    lean on any one part of the face (Zhong et al., 2020)."""
-    import tensorflow as tf
-
-    count = tf.shape(images)[0]
-    area = tf.random.uniform([count], 0.02, recipe.max_erase_area) * FACE_SIZE**2
-    log_aspect = tf.random.uniform([count], -math.log(3.0), math.log(3.0))
-    height = tf.clip_by_value(tf.sqrt(area * tf.exp(log_aspect)), 1.0, FACE_SIZE)
-    width = tf.clip_by_value(tf.sqrt(area / tf.exp(log_aspect)), 1.0, FACE_SIZE)
-    top = tf.random.uniform([count]) * (FACE_SIZE - height)
-    left = tf.random.uniform([count]) * (FACE_SIZE - width)
-    erase = tf.random.uniform([count]) < recipe.erase_probability
-    rows = tf.range(FACE_SIZE, dtype=tf.float32)[None, :, None]  # (1, 48, 1)
-    columns = tf.range(FACE_SIZE, dtype=tf.float32)[None, None, :]  # (1, 1, 48)
-
-    def per_image(values):
-        return values[:, None, None]
-
-    inside = (
-        (rows >= per_image(top))
-        & (rows < per_image(top + height))
-        & (columns >= per_image(left))
-        & (columns < per_image(left + width))
-        & per_image(erase)
-    )[..., None]  # (N, 48, 48, 1)
-    noise = tf.random.uniform(tf.shape(images), 0.0, 255.0)
-    return tf.where(inside, noise, images)
 
 
 def one_hot(labels: np.ndarray) -> np.ndarray:
@@ -169,26 +116,11 @@ def training_targets(images: np.ndarray, labels: np.ndarray, recipe: Recipe) -> 
     return blended.astype("float32")
 
 
-def make_dataset(images: np.ndarray, targets: np.ndarray, recipe: Recipe, training: bool):
-    import tensorflow as tf
-
-    dataset = tf.data.Dataset.from_tensor_slices((images[..., None], targets))
-    if training:
-        dataset = dataset.shuffle(len(images), seed=recipe.seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(recipe.batch_size)
-    dataset = dataset.map(lambda x, y: (tf.cast(x, "float32"), y))
-    if training:
-        dataset = dataset.map(lambda x, y: (augment_batch(x, recipe), y))
-    return dataset.prefetch(tf.data.AUTOTUNE)
-
-
 def choose_precision(requested: str) -> str:
     """bfloat16 where the hardware runs it natively (GPUs, AVX512-BF16/AMX CPUs), else float32."""
     if requested != "auto":
         return requested
-    import tensorflow as tf
-
-    if tf.config.list_physical_devices("GPU"):
+    if gpu_available():
         return "mixed_bfloat16"
     try:
         flags = Path("/proc/cpuinfo").read_text()
@@ -197,12 +129,32 @@ def choose_precision(requested: str) -> str:
     return "mixed_bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
 
 
+def gpu_available() -> bool:
+    """Whether Keras's backend (TensorFlow, JAX or PyTorch) will train on a GPU."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() == "gpu"
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    return False
+
+
 def compile_model(recipe: Recipe, steps_per_epoch: int):
     import keras
 
     from emotion.model import build_model
 
-    model = build_model(**recipe.architecture())
+    model = build_model(**recipe.architecture(), augmentation=recipe.augmentation())
     warmup_steps = recipe.warmup_epochs * steps_per_epoch
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0,
@@ -236,6 +188,7 @@ def train(
     """Train (or continue), select on val, calibrate, write `out_path`; return its metrics."""
     import keras
 
+    from emotion import augment  # noqa: F401  (registers the Augment layer that checkpoints hold)
     from emotion.evaluate import evaluate_model, fit_temperature, predict_logits
     from emotion.model import build_model
     from emotion.model_file import save_atomically, save_model
@@ -282,10 +235,12 @@ def train(
             state_path.write_text(json.dumps(state, indent=2))
 
     if state["epoch"] < recipe.epochs:
-        targets = training_targets(train_images, train_labels, recipe)
         model.fit(
-            make_dataset(train_images, targets, recipe, training=True),
-            validation_data=make_dataset(val_images, one_hot(val_labels), recipe, training=False),
+            train_images[..., None].astype("float32"),  # (N, 48, 48, 1); the model augments it
+            training_targets(train_images, train_labels, recipe),
+            batch_size=recipe.batch_size,
+            shuffle=True,
+            validation_data=(val_images[..., None].astype("float32"), one_hot(val_labels)),
             epochs=recipe.epochs,
             initial_epoch=state["epoch"],
             callbacks=[Checkpoint(), keras.callbacks.CSVLogger(str(log_path), append=True)],
@@ -332,6 +287,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--warmup-epochs", type=int, default=defaults.warmup_epochs)
     parser.add_argument(
+        "--widths",
+        type=lambda text: tuple(int(width) for width in text.split(",")),
+        default=defaults.widths,
+        help="filters of each stage, comma-separated (default: %(default)s)",
+    )
+    parser.add_argument("--dense-units", type=int, default=defaults.dense_units)
+    parser.add_argument(
         "--erase-probability",
         type=float,
         default=defaults.erase_probability,
@@ -362,6 +324,8 @@ def main(argv=None) -> None:
         batch_size=args.batch_size,
         peak_learning_rate=args.learning_rate,
         warmup_epochs=args.warmup_epochs,
+        widths=args.widths,
+        dense_units=args.dense_units,
         erase_probability=args.erase_probability,
         seed=args.seed,
         init_from=str(args.init) if args.init else None,

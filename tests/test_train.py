@@ -6,7 +6,7 @@ import pytest
 from emotion import EMOTIONS, load_classifier
 from emotion.model import build_model
 from emotion.model_file import read_metadata
-from emotion.train import Recipe, augment_batch, load_split, main, random_erase, training_targets
+from emotion.train import Recipe, load_split, main, training_targets
 from tests.conftest import FER2013, REPO
 
 
@@ -16,18 +16,42 @@ def test_model_output_width_is_pinned_to_emotions():
     assert model.input_shape == (None, 48, 48, 1)
 
 
+def augment(images, recipe: Recipe) -> np.ndarray:
+    from keras import ops
+
+    from emotion.augment import Augment
+
+    return ops.convert_to_numpy(Augment(**recipe.augmentation())(images, training=True))
+
+
 def test_augmentation_keeps_shape_and_range(val_faces):
     images = val_faces[0][:16, ..., None].astype("float32")
-    augmented = augment_batch(images, Recipe()).numpy()
+    augmented = augment(images, Recipe())
     assert augmented.shape == images.shape
     assert augmented.min() >= 0 and augmented.max() <= 255
     assert not np.allclose(augmented, images)
 
 
+def test_augmentation_acts_only_in_training(val_faces):
+    from keras import ops
+
+    from emotion.augment import Augment
+
+    images = val_faces[0][:8, ..., None].astype("float32")
+    np.testing.assert_array_equal(ops.convert_to_numpy(Augment(**Recipe().augmentation())(images)), images)
+    # A model built with it has the same weights as the shipped one without it, and the same answers.
+    trained = build_model(augmentation=Recipe().augmentation())
+    shipped = build_model()
+    shipped.set_weights(trained.get_weights())
+    np.testing.assert_allclose(
+        shipped.predict(images, verbose=0), trained.predict(images, verbose=0), atol=1e-6
+    )
+
+
 def test_augmentation_without_randomness_is_identity(val_faces):
     still = Recipe(max_rotation_deg=0, max_zoom=0, max_shift_px=0, erase_probability=0.0)
     images = val_faces[0][:4, ..., None].astype("float32")
-    augmented = augment_batch(images, still).numpy()
+    augmented = augment(images, still)
     # Each image is either unchanged or mirrored, never warped.
     for original, result in zip(images, augmented, strict=True):
         assert np.allclose(result, original, atol=1e-3) or np.allclose(result, original[:, ::-1], atol=1e-3)
@@ -106,17 +130,25 @@ def test_one_epoch_on_a_slice_writes_a_loadable_model_and_resumes(tmp_path):
 def test_random_erasing_covers_part_of_some_faces_with_noise(val_faces):
     import keras
 
+    from emotion.augment import Augment
+
     keras.utils.set_random_seed(7)
     images = val_faces[0][:64, ..., None].astype("float32")
-    always = Recipe(erase_probability=1.0)
-    erased = random_erase(images, always).numpy()
+    always = Augment(**Recipe(erase_probability=1.0).augmentation())
+    erased = keras.ops.convert_to_numpy(always.erase(images))
     changed = (erased != images).reshape(len(images), -1).mean(axis=1)
     # Every face loses a rectangle of 2-25 % of its area; on the pixel grid a rectangle with
     # fractional edges touches up to one more row and column (noise may match a pixel by chance).
     assert np.all(changed > 0.005) and np.all(changed <= 0.30)
     assert erased.min() >= 0 and erased.max() <= 255
-    never = random_erase(images, Recipe(erase_probability=0.0)).numpy()
-    np.testing.assert_array_equal(never, images)
+    never = Augment(
+        **Recipe(erase_probability=0.0, max_rotation_deg=0, max_zoom=0, max_shift_px=0).augmentation()
+    )
+    unchanged = keras.ops.convert_to_numpy(never(images, training=True))
+    assert all(
+        np.array_equal(result, image) or np.array_equal(result, image[:, ::-1])
+        for result, image in zip(unchanged, images, strict=True)
+    )
 
 
 def test_teachers_blend_their_mirror_averaged_answers_into_the_labels(val_faces):
