@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
 import warnings
 import zipfile
@@ -23,6 +24,8 @@ from emotion.labels import EMOTIONS, FACE_SIZE
 METADATA_MEMBER = "emotion_metadata.json"
 RUNTIME_MEMBER = "emotion_runtime.tflite"
 WEIGHTS_MEMBER = "model.weights.h5"  # where Keras 3 keeps the weights inside a .keras archive
+logger = logging.getLogger(__name__)
+
 PREPROCESSING = "48x48 grayscale uint8 values as float32 in [0, 255]; the model rescales them itself"
 
 
@@ -55,7 +58,12 @@ def save_atomically(model, path: Path, metadata: dict | None = None, runtime: by
 
 
 def save_model(model, path: Path, recipe: dict, metrics: dict) -> None:
-    """Write the shipped model with its metadata and its TensorFlow Lite runtime to `path`, atomically."""
+    """Write the shipped model with its metadata and its TensorFlow Lite runtime to `path`, atomically.
+
+    A model trained with Keras on JAX or PyTorch is written without the runtime (with a warning):
+    `emotion.load_classifier` converts it when it loads it, or `python -m emotion.train --resume`
+    on the TensorFlow backend writes it again with one.
+    """
     metadata = {
         "classes": list(EMOTIONS),
         "input_shape": [FACE_SIZE, FACE_SIZE, 1],
@@ -64,7 +72,18 @@ def save_model(model, path: Path, recipe: dict, metrics: dict) -> None:
         "recipe": recipe,
         "metrics": metrics,
     }
-    save_atomically(model, path, metadata, runtime=convert_to_tflite(model))
+    import keras
+
+    runtime = None
+    if keras.backend.backend() == "tensorflow":
+        runtime = convert_to_tflite(model)
+    else:  # the converter takes TensorFlow models only
+        logger.warning(
+            "Keras runs on %s: %s carries no runtime and is converted when loaded",
+            keras.backend.backend(),
+            path,
+        )
+    save_atomically(model, path, metadata, runtime=runtime)
 
 
 def read_metadata(path: Path) -> dict:

@@ -177,3 +177,20 @@ def test_runtime_that_does_not_match_the_weights_is_rebuilt_from_them(tmp_path, 
         _set_metadata(copy, runtime_weights_sha256="0" * 64)
     assert read_runtime(copy, read_metadata(copy)) is None
     np.testing.assert_allclose(load_classifier(copy).predict_proba(faces), expected, atol=0.02)
+
+
+def test_model_saved_on_another_backend_has_no_runtime_and_is_converted_when_loaded(
+    tmp_path, small_model_file, monkeypatch
+):
+    import keras
+
+    _, faces, _ = small_model_file
+    model = keras.saving.load_model(small_model_file[0], compile=False)
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")  # as when trained with KERAS_BACKEND=jax
+    path = tmp_path / "jax.keras"
+    save_model(model, path, recipe={}, metrics={})
+    monkeypatch.undo()
+    assert read_runtime(path, read_metadata(path)) is None
+    assert read_metadata(path)["classes"] == list(EMOTIONS)
+    expected = model.predict(faces[..., None].astype("float32"), verbose=0)
+    np.testing.assert_allclose(load_classifier(path).predict_proba(faces), expected, atol=0.02)
