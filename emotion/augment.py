@@ -15,6 +15,8 @@ from emotion.labels import FACE_SIZE
 
 MIN_ERASE_AREA = 0.02  # share of the image; smaller rectangles hide too little to matter
 MAX_ERASE_ASPECT = 3.0  # rectangles from 1:3 to 3:1
+# The constructor's settings: what emotion.train.Recipe fixes and what a saved model records.
+SETTINGS = ("max_rotation_deg", "max_zoom", "max_shift_px", "erase_probability", "max_erase_area", "seed")
 
 
 @keras.saving.register_keras_serializable(package="emotion")
@@ -110,12 +112,4 @@ class Augment(keras.layers.Layer):
         return input_shape
 
     def get_config(self) -> dict:
-        return {
-            **super().get_config(),
-            "max_rotation_deg": self.max_rotation_deg,
-            "max_zoom": self.max_zoom,
-            "max_shift_px": self.max_shift_px,
-            "erase_probability": self.erase_probability,
-            "max_erase_area": self.max_erase_area,
-            "seed": self.seed,
-        }
+        return {**super().get_config(), **{name: getattr(self, name) for name in SETTINGS}}

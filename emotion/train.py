@@ -67,14 +67,9 @@ class Recipe:
 
     def augmentation(self) -> dict:
         """The keyword arguments of emotion.augment.Augment that this recipe fixes."""
-        return {
-            "max_rotation_deg": self.max_rotation_deg,
-            "max_zoom": self.max_zoom,
-            "max_shift_px": self.max_shift_px,
-            "erase_probability": self.erase_probability,
-            "max_erase_area": self.max_erase_area,
-            "seed": self.seed,
-        }
+        from emotion.augment import SETTINGS
+
+        return {name: getattr(self, name) for name in SETTINGS}
 
 
 def load_split(data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:

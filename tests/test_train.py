@@ -38,7 +38,9 @@ def test_augmentation_acts_only_in_training(val_faces):
     from emotion.augment import Augment
 
     images = val_faces[0][:8, ..., None].astype("float32")
-    np.testing.assert_array_equal(ops.convert_to_numpy(Augment(**Recipe().augmentation())(images)), images)
+    layer = Augment(**Recipe().augmentation())
+    np.testing.assert_array_equal(ops.convert_to_numpy(layer(images)), images)
+    assert Augment.from_config(layer.get_config()).get_config() == layer.get_config()  # checkpoints hold it
     # A model built with it has the same weights as the shipped one without it, and the same answers.
     trained = build_model(augmentation=Recipe().augmentation())
     shipped = build_model()
