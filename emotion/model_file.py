@@ -21,11 +21,11 @@ from pathlib import Path
 
 from emotion.labels import EMOTIONS, FACE_SIZE
 
+logger = logging.getLogger(__name__)
+
 METADATA_MEMBER = "emotion_metadata.json"
 RUNTIME_MEMBER = "emotion_runtime.tflite"
 WEIGHTS_MEMBER = "model.weights.h5"  # where Keras 3 keeps the weights inside a .keras archive
-logger = logging.getLogger(__name__)
-
 PREPROCESSING = "48x48 grayscale uint8 values as float32 in [0, 255]; the model rescales them itself"
 
 

@@ -143,14 +143,8 @@ def test_random_erasing_covers_part_of_some_faces_with_noise(val_faces):
     # fractional edges touches up to one more row and column (noise may match a pixel by chance).
     assert np.all(changed > 0.005) and np.all(changed <= 0.30)
     assert erased.min() >= 0 and erased.max() <= 255
-    never = Augment(
-        **Recipe(erase_probability=0.0, max_rotation_deg=0, max_zoom=0, max_shift_px=0).augmentation()
-    )
-    unchanged = keras.ops.convert_to_numpy(never(images, training=True))
-    assert all(
-        np.array_equal(result, image) or np.array_equal(result, image[:, ::-1])
-        for result, image in zip(unchanged, images, strict=True)
-    )
+    never = Augment(**Recipe(erase_probability=0.0).augmentation())
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(never.erase(images)), images)
 
 
 def test_teachers_blend_their_mirror_averaged_answers_into_the_labels(val_faces):
