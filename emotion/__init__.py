@@ -1,48 +1,58 @@
 """Facial emotion recognition: find faces, classify them into EMOTIONS, track them in video.
 
-Importing this package is cheap, and so is loading a model file written by this package:
-TensorFlow is only imported to train, or to load a Keras file that carries no runtime.
+Importing this package is cheap: each name below is imported from its module on first use, so
+`emotion.training` and `emotion.labels` load without OpenCV or PyAV. Loading a model file
+written by this package needs no TensorFlow either: it is only imported to train, or to load a
+Keras file that carries no runtime.
 """
 
-from emotion.classifier import EmotionClassifier, ModelError, load_classifier
-from emotion.draw import annotate
-from emotion.engagement import PRESETS as ENGAGEMENT_PRESETS
-from emotion.engagement import EngagementPreset, engagement_score
-from emotion.faces import Box, DetectorSettings, crop_faces, detect_faces
-from emotion.image import InvalidImage, load_image
-from emotion.labels import EMOTIONS, FACE_SIZE
-from emotion.live import LiveAnalyzer, LiveSettings, SessionSnapshot, TrackedFace
-from emotion.pipeline import Face, analyze_image, classify_faces
-from emotion.remote import ModelDownloadError, load_configured_classifier, resolve_model
-from emotion.video import InvalidVideo, VideoResult, process_video
+from __future__ import annotations
 
-__all__ = [
-    "EMOTIONS",
-    "ENGAGEMENT_PRESETS",
-    "FACE_SIZE",
-    "Box",
-    "DetectorSettings",
-    "EmotionClassifier",
-    "EngagementPreset",
-    "Face",
-    "InvalidImage",
-    "InvalidVideo",
-    "LiveAnalyzer",
-    "LiveSettings",
-    "ModelDownloadError",
-    "ModelError",
-    "SessionSnapshot",
-    "TrackedFace",
-    "VideoResult",
-    "analyze_image",
-    "annotate",
-    "classify_faces",
-    "crop_faces",
-    "detect_faces",
-    "engagement_score",
-    "load_classifier",
-    "load_configured_classifier",
-    "load_image",
-    "process_video",
-    "resolve_model",
-]
+import importlib
+
+# Public name -> (module, name in that module).
+_EXPORTS = {
+    "EMOTIONS": ("emotion.labels", "EMOTIONS"),
+    "ENGAGEMENT_PRESETS": ("emotion.engagement", "PRESETS"),
+    "FACE_SIZE": ("emotion.labels", "FACE_SIZE"),
+    "Box": ("emotion.faces", "Box"),
+    "DetectorSettings": ("emotion.faces", "DetectorSettings"),
+    "EmotionClassifier": ("emotion.classifier", "EmotionClassifier"),
+    "EngagementPreset": ("emotion.engagement", "EngagementPreset"),
+    "Face": ("emotion.pipeline", "Face"),
+    "InvalidImage": ("emotion.image", "InvalidImage"),
+    "InvalidVideo": ("emotion.video", "InvalidVideo"),
+    "LiveAnalyzer": ("emotion.live", "LiveAnalyzer"),
+    "LiveSettings": ("emotion.live", "LiveSettings"),
+    "ModelDownloadError": ("emotion.remote", "ModelDownloadError"),
+    "ModelError": ("emotion.classifier", "ModelError"),
+    "SessionSnapshot": ("emotion.live", "SessionSnapshot"),
+    "TrackedFace": ("emotion.live", "TrackedFace"),
+    "VideoResult": ("emotion.video", "VideoResult"),
+    "analyze_image": ("emotion.pipeline", "analyze_image"),
+    "annotate": ("emotion.draw", "annotate"),
+    "classify_faces": ("emotion.pipeline", "classify_faces"),
+    "crop_faces": ("emotion.faces", "crop_faces"),
+    "detect_faces": ("emotion.faces", "detect_faces"),
+    "engagement_score": ("emotion.engagement", "engagement_score"),
+    "load_classifier": ("emotion.classifier", "load_classifier"),
+    "load_configured_classifier": ("emotion.remote", "load_configured_classifier"),
+    "load_image": ("emotion.image", "load_image"),
+    "process_video": ("emotion.video", "process_video"),
+    "resolve_model": ("emotion.remote", "resolve_model"),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attribute = _EXPORTS[name]
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

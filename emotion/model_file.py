@@ -61,7 +61,7 @@ def save_model(model, path: Path, recipe: dict, metrics: dict) -> None:
     """Write the shipped model with its metadata and its TensorFlow Lite runtime to `path`, atomically.
 
     A model trained with Keras on JAX or PyTorch is written without the runtime (with a warning):
-    `emotion.load_classifier` converts it when it loads it, or `python -m emotion.train --resume`
+    `emotion.load_classifier` converts it when it loads it, or `python -m emotion.training --resume`
     on the TensorFlow backend writes it again with one.
     """
     metadata = {

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from emotion import EMOTIONS, ModelError, load_classifier
-from emotion.model import build_model
+from emotion.training.model import build_model
 from emotion.model_file import METADATA_MEMBER, RUNTIME_MEMBER, read_metadata, read_runtime, save_model
 from tests.conftest import REPO
 

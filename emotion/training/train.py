@@ -1,6 +1,6 @@
 """Train the emotion CNN on FER2013 and write the shipped model.
 
-    python -m emotion.train --data ../shared/data/fer2013 --out model/emotion_cnn.keras
+    python -m emotion.training --data ../shared/data/fer2013 --out model/emotion_cnn.keras
 
 It trains with whichever Keras backend is set (KERAS_BACKEND: TensorFlow by default, or JAX or
 PyTorch on a GPU machine); augmentation is a layer of the model, so it runs on the same device.
@@ -57,7 +57,7 @@ class Recipe:
     distill_temperature: float = 2.0  # softens the teachers' answers: softmax(logits / T)
 
     def architecture(self) -> dict:
-        """The keyword arguments of emotion.model.build_model that this recipe fixes."""
+        """The keyword arguments of emotion.training.model.build_model that this recipe fixes."""
         return {
             "widths": self.widths,
             "convs_per_stage": self.convs_per_stage,
@@ -66,8 +66,8 @@ class Recipe:
         }
 
     def augmentation(self) -> dict:
-        """The keyword arguments of emotion.augment.Augment that this recipe fixes."""
-        from emotion.augment import SETTINGS
+        """The keyword arguments of emotion.training.augment.Augment that this recipe fixes."""
+        from emotion.training.augment import SETTINGS
 
         return {name: getattr(self, name) for name in SETTINGS}
 
@@ -98,7 +98,7 @@ def training_targets(images: np.ndarray, labels: np.ndarray, recipe: Recipe) -> 
         return one_hot(labels)
     import keras
 
-    from emotion.evaluate import predict_logits, softmax
+    from emotion.training.evaluate import predict_logits, softmax
 
     answers = []
     for path in recipe.teachers:
@@ -147,7 +147,7 @@ def gpu_available() -> bool:
 def compile_model(recipe: Recipe, steps_per_epoch: int):
     import keras
 
-    from emotion.model import build_model
+    from emotion.training.model import build_model
 
     model = build_model(**recipe.architecture(), augmentation=recipe.augmentation())
     warmup_steps = recipe.warmup_epochs * steps_per_epoch
@@ -183,9 +183,9 @@ def train(
     """Train (or continue), select on val, calibrate, write `out_path`; return its metrics."""
     import keras
 
-    from emotion import augment  # noqa: F401  (registers the Augment layer that checkpoints hold)
-    from emotion.evaluate import evaluate_model, fit_temperature, predict_logits
-    from emotion.model import build_model
+    from emotion.training import augment  # noqa: F401  (registers the Augment layer that checkpoints hold)
+    from emotion.training.evaluate import evaluate_model, fit_temperature, predict_logits
+    from emotion.training.model import build_model
     from emotion.model_file import save_atomically, save_model
 
     keras.utils.set_random_seed(recipe.seed)
@@ -267,7 +267,7 @@ def train(
 
 def parse_args(argv=None) -> argparse.Namespace:
     defaults = Recipe()
-    parser = argparse.ArgumentParser(prog="python -m emotion.train", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m emotion.training", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="folder with train.npz and val.npz")
     parser.add_argument("--out", type=Path, default=Path("model/emotion_cnn.keras"))
     parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"), help="git-ignored")

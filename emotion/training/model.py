@@ -21,7 +21,7 @@ def build_model(
 
     Input: (N, 48, 48, 1) grayscale in [0, 255]. Output: (N, 7) probabilities in EMOTIONS
     order. `temperature` divides the logits before the softmax (fitted on val after training).
-    `augmentation`: keyword arguments of emotion.augment.Augment, a first layer that acts only
+    `augmentation`: keyword arguments of emotion.training.augment.Augment, a first layer that acts only
     in training; the trainer builds with it, the shipped model without (it has no weights).
     """
     import keras
@@ -30,7 +30,7 @@ def build_model(
     inputs = keras.Input(shape=(FACE_SIZE, FACE_SIZE, 1), name="face")
     x = inputs
     if augmentation is not None:
-        from emotion.augment import Augment
+        from emotion.training.augment import Augment
 
         x = Augment(**augmentation, name="augment")(x)
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(x)

@@ -15,7 +15,7 @@ from emotion.labels import FACE_SIZE
 
 MIN_ERASE_AREA = 0.02  # share of the image; smaller rectangles hide too little to matter
 MAX_ERASE_ASPECT = 3.0  # rectangles from 1:3 to 3:1
-# The constructor's settings: what emotion.train.Recipe fixes and what a saved model records.
+# The constructor's settings: what emotion.training.train.Recipe fixes and what a saved model records.
 SETTINGS = ("max_rotation_deg", "max_zoom", "max_shift_px", "erase_probability", "max_erase_area", "seed")
 
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from emotion import EMOTIONS, load_classifier
-from emotion.model import build_model
+from emotion.training.model import build_model
 from emotion.model_file import read_metadata
-from emotion.train import Recipe, load_split, main, training_targets
+from emotion.training.train import Recipe, load_split, main, training_targets
 from tests.conftest import FER2013, REPO
 
 
@@ -19,7 +19,7 @@ def test_model_output_width_is_pinned_to_emotions():
 def augment(images, recipe: Recipe) -> np.ndarray:
     from keras import ops
 
-    from emotion.augment import Augment
+    from emotion.training.augment import Augment
 
     return ops.convert_to_numpy(Augment(**recipe.augmentation())(images, training=True))
 
@@ -35,7 +35,7 @@ def test_augmentation_keeps_shape_and_range(val_faces):
 def test_augmentation_acts_only_in_training(val_faces):
     from keras import ops
 
-    from emotion.augment import Augment
+    from emotion.training.augment import Augment
 
     images = val_faces[0][:8, ..., None].astype("float32")
     layer = Augment(**Recipe().augmentation())
@@ -132,7 +132,7 @@ def test_one_epoch_on_a_slice_writes_a_loadable_model_and_resumes(tmp_path):
 def test_random_erasing_covers_part_of_some_faces_with_noise(val_faces):
     import keras
 
-    from emotion.augment import Augment
+    from emotion.training.augment import Augment
 
     keras.utils.set_random_seed(7)
     images = val_faces[0][:64, ..., None].astype("float32")

@@ -1,0 +1,3 @@
+from emotion.training.train import main
+
+main()
