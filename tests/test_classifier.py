@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from emotion import EMOTIONS, ModelError, load_classifier
-from emotion.training.model import build_model
 from emotion.model_file import METADATA_MEMBER, RUNTIME_MEMBER, read_metadata, read_runtime, save_model
+from emotion.training.model import build_model
+from emotion.training.train import Recipe
 from tests.conftest import REPO
 
 
@@ -129,7 +130,7 @@ def _set_metadata(path, **fields) -> None:
 
 def test_model_trained_for_other_classes_is_refused(tmp_path):
     path = tmp_path / "other.keras"
-    save_model(build_model(widths=(8,)), path, recipe={}, metrics={})
+    save_model(build_model(**Recipe(widths=(8,)).architecture()), path, recipe={}, metrics={})
     _set_metadata(path, classes=list(reversed(EMOTIONS)))
     with pytest.raises(ModelError, match="trained for classes"):
         load_classifier(path)
@@ -154,7 +155,7 @@ def small_model_file(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("model") / "small.keras"
     keras.utils.set_random_seed(3)
-    model = build_model(widths=(8, 16))
+    model = build_model(**Recipe(widths=(8, 16)).architecture())
     save_model(model, path, recipe={}, metrics={})
     faces = np.random.default_rng(3).integers(0, 256, (16, 48, 48), dtype=np.uint8)
     return path, faces, model.predict(faces[..., None].astype("float32"), verbose=0)

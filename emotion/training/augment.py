@@ -15,7 +15,7 @@ from emotion.labels import FACE_SIZE
 
 MIN_ERASE_AREA = 0.02  # share of the image; smaller rectangles hide too little to matter
 MAX_ERASE_ASPECT = 3.0  # rectangles from 1:3 to 3:1
-# The constructor's settings: what emotion.training.train.Recipe fixes and what a saved model records.
+# The constructor's settings; their defaults live in emotion.training.train.Recipe.
 SETTINGS = ("max_rotation_deg", "max_zoom", "max_shift_px", "erase_probability", "max_erase_area", "seed")
 
 
@@ -30,12 +30,12 @@ class Augment(keras.layers.Layer):
 
     def __init__(
         self,
-        max_rotation_deg: float = 10.0,
-        max_zoom: float = 0.1,
-        max_shift_px: float = 4.0,
-        erase_probability: float = 0.5,
-        max_erase_area: float = 0.25,
-        seed: int | None = None,
+        max_rotation_deg: float,
+        max_zoom: float,
+        max_shift_px: float,
+        erase_probability: float,
+        max_erase_area: float,
+        seed: int | None,
         **kwargs,
     ):
         # Warping grey levels in bfloat16 would round them: augment in float32 whatever the policy.

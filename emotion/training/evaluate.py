@@ -1,4 +1,10 @@
-"""Accuracy, per-class figures, confusion matrix and calibration of a model on labelled faces."""
+"""Accuracy, per-class figures, confusion matrix and calibration of a model on labelled faces.
+
+Faces may carry the shares of annotators who chose each emotion (FER+'s ten votes): then the
+labels are the majority (-1 where there is none: such faces count only in the vote figures),
+the temperature is fitted to the shares, and the figures say how far the probabilities are
+from them (mean KL divergence).
+"""
 
 from __future__ import annotations
 
@@ -9,14 +15,17 @@ from emotion.labels import EMOTIONS
 CALIBRATION_BINS = 15  # equal-width confidence bins for the expected calibration error
 
 
+def as_model_input(images: np.ndarray) -> np.ndarray:
+    """(N, 48, 48) uint8 faces -> (N, 48, 48, 1) float32, what the model takes."""
+    return images[..., None].astype("float32")
+
+
 def predict_logits(model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """(N, 48, 48) uint8 -> (N, 7) float64 pre-softmax logits (before any temperature)."""
     import keras
 
     logits_model = keras.Model(model.inputs, model.get_layer("logits").output)
-    return logits_model.predict(images[..., None].astype("float32"), batch_size=batch_size, verbose=0).astype(
-        "float64"
-    )
+    return logits_model.predict(as_model_input(images), batch_size=batch_size, verbose=0).astype("float64")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -24,18 +33,50 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def negative_log_likelihood(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    return float(-np.mean(np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, None))))
+def cross_entropy(probabilities: np.ndarray, targets: np.ndarray) -> float:
+    """Mean cross-entropy of (N, 7) probabilities against (N, 7) target distributions."""
+    return float(-np.mean(np.sum(targets * np.log(np.clip(probabilities, 1e-12, None)), axis=1)))
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature that minimises the negative log-likelihood, by a fine grid search."""
+def mean_kl_divergence(targets: np.ndarray, probabilities: np.ndarray) -> float:
+    """Mean KL(targets || probabilities): how far the model's answers are from the vote shares."""
+    ratio = np.log(np.clip(targets, 1e-12, None)) - np.log(np.clip(probabilities, 1e-12, None))
+    return float(np.mean(np.sum(np.where(targets > 0, targets * ratio, 0.0), axis=1)))
+
+
+def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
+    """The temperature that minimises the cross-entropy against (N, 7) targets (one-hot labels
+    or vote shares), by a fine grid search."""
     grid = np.exp(np.linspace(np.log(0.25), np.log(4.0), 401))
-    losses = [negative_log_likelihood(softmax(logits / t), labels) for t in grid]
+    losses = [cross_entropy(softmax(logits / t), targets) for t in grid]
     return float(grid[int(np.argmin(losses))])
 
 
+def balanced_score(probabilities: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(accuracy, mean per-class recall) on the faces with a label (labels >= 0)."""
+    labelled = labels >= 0
+    predictions = probabilities[labelled].argmax(axis=1)
+    truth = labels[labelled]
+    recalls = [
+        (predictions[truth == index] == index).mean()
+        for index in range(len(EMOTIONS))
+        if (truth == index).any()
+    ]
+    return float((predictions == truth).mean()), float(np.mean(recalls))
+
+
+def fit_prior_correction(logits: np.ndarray, labels: np.ndarray, prior: np.ndarray) -> float:
+    """The strength tau of the correction logits - tau * log(prior) that maximises accuracy plus
+    mean per-class recall on these faces (tau = 0: none; 1: divide the answer by the prior)."""
+    grid = np.round(np.arange(0.0, 1.51, 0.05), 2)
+    scores = [sum(balanced_score(logits - tau * np.log(prior), labels)) for tau in grid]
+    return float(grid[int(np.argmax(scores))])
+
+
 def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """How far confidence is from accuracy, over CALIBRATION_BINS bins, on the labelled faces."""
+    labelled = labels >= 0
+    probabilities, labels = probabilities[labelled], labels[labelled]
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == labels
     edges = np.linspace(0.0, 1.0, CALIBRATION_BINS + 1)
@@ -56,6 +97,10 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
 
 
 def classification_figures(probabilities: np.ndarray, labels: np.ndarray) -> dict:
+    """Accuracy, mean per-class recall, per-class precision and recall and the confusion matrix,
+    on the faces with a label (labels >= 0)."""
+    labelled = labels >= 0
+    probabilities, labels = probabilities[labelled], labels[labelled]
     predictions = probabilities.argmax(axis=1)
     matrix = confusion_matrix(labels, predictions)
     per_class = {}
@@ -68,25 +113,42 @@ def classification_figures(probabilities: np.ndarray, labels: np.ndarray) -> dic
         }
     return {
         "accuracy": float((predictions == labels).mean()),
+        "mean_recall": float(
+            np.mean([values["recall"] for values in per_class.values() if values["support"]])
+        ),
         "per_class": per_class,
         "confusion_matrix": matrix.tolist(),
     }
 
 
-def evaluate_model(model, images: np.ndarray, labels: np.ndarray, uncalibrated_logits: np.ndarray) -> dict:
-    """Figures for the model card: plain and flip-averaged accuracy, per class, calibration."""
-    probabilities = model.predict(images[..., None].astype("float32"), batch_size=256, verbose=0)
-    flipped = model.predict(images[:, :, ::-1, None].astype("float32"), batch_size=256, verbose=0)
-    figures = classification_figures(probabilities, labels)
+def evaluate_model(model, faces, uncalibrated_logits: np.ndarray) -> dict:
+    """Figures for the model card on a labelled split (`emotion.training.train.Split`): accuracy,
+    mean per-class recall, per class and calibration, plain and averaged with the mirrored face;
+    with vote shares, the KL divergence from them; with original FER2013 labels, the accuracy
+    against those too."""
+    probabilities = model.predict(as_model_input(faces.images), batch_size=256, verbose=0)
+    flipped = model.predict(as_model_input(faces.images[:, :, ::-1]), batch_size=256, verbose=0)
+    figures = classification_figures(probabilities, faces.labels)
+    flip_figures = classification_figures((probabilities + flipped) / 2, faces.labels)
     uncalibrated = softmax(uncalibrated_logits)
-    return {
-        "val_images": len(labels),
+    metrics = {
+        "val_images": len(faces.labels),
+        "val_labelled_images": int((faces.labels >= 0).sum()),
         "val_accuracy": figures["accuracy"],
-        "val_accuracy_flip": float((((probabilities + flipped) / 2).argmax(axis=1) == labels).mean()),
+        "val_mean_recall": figures["mean_recall"],
+        "val_accuracy_flip": flip_figures["accuracy"],
+        "val_mean_recall_flip": flip_figures["mean_recall"],
         "per_class": figures["per_class"],
         "confusion_matrix": figures["confusion_matrix"],
-        "ece_before": expected_calibration_error(uncalibrated, labels),
-        "ece_after": expected_calibration_error(probabilities, labels),
-        "nll_before": negative_log_likelihood(uncalibrated, labels),
-        "nll_after": negative_log_likelihood(probabilities, labels),
+        "ece_before": expected_calibration_error(uncalibrated, faces.labels),
+        "ece_after": expected_calibration_error(probabilities, faces.labels),
+        "cross_entropy_before": cross_entropy(uncalibrated, faces.targets),
+        "cross_entropy_after": cross_entropy(probabilities, faces.targets),
     }
+    if faces.has_votes:
+        metrics["kl_votes"] = mean_kl_divergence(faces.targets, probabilities)
+    if faces.original_labels is not None:
+        metrics["val_accuracy_original_labels"] = classification_figures(
+            probabilities, faces.original_labels
+        )["accuracy"]
+    return metrics

@@ -10,14 +10,16 @@ from emotion.labels import EMOTIONS, FACE_SIZE
 
 
 def build_model(
-    widths: tuple[int, ...] = (32, 64, 128, 256),
-    convs_per_stage: int = 2,
-    dense_units: int = 256,
-    dropout: float = 0.4,
+    widths: tuple[int, ...],
+    convs_per_stage: int,
+    dense_units: int,
+    dropout: float,
     temperature: float = 1.0,
     augmentation: dict | None = None,
 ):
     """A VGG-style CNN: stages of 3x3 conv + BatchNorm + ReLU, each halving the resolution.
+
+    The settings come from `emotion.training.train.Recipe.architecture()`, their one home.
 
     Input: (N, 48, 48, 1) grayscale in [0, 255]. Output: (N, 7) probabilities in EMOTIONS
     order. `temperature` divides the logits before the softmax (fitted on val after training).

@@ -1,27 +1,37 @@
-"""Train the emotion CNN on FER2013 and write the shipped model.
+"""Train the emotion CNN and write the shipped model.
 
-    python -m emotion.training --data ../shared/data/fer2013 --out model/emotion_cnn.keras
+    python -m emotion.training --data ../shared/data/ferplus --out model/emotion_cnn.keras
+
+The data folder holds `train.npz` and `val.npz` (see `python -m emotion.training.data`). Where
+an archive carries FER+'s ten votes per face, the model learns the share of annotators who chose
+each emotion (soft targets), and faces that most annotators called unknown or not a face are
+left out; otherwise it learns the one label per face.
 
 It trains with whichever Keras backend is set (KERAS_BACKEND: TensorFlow by default, or JAX or
 PyTorch on a GPU machine); augmentation is a layer of the model, so it runs on the same device.
 Every epoch writes `last.keras` (with optimizer state) and a CSV row to --checkpoints;
-`--resume` continues from there. Selection is on val accuracy only; a softmax temperature is
-then fitted on val and baked into the written model together with its metadata.
+`--resume` continues from there. The epoch with the best val accuracy plus mean per-class recall
+is kept. Then, on val: a prior correction (logits - tau * log(training prior)) is fitted and
+baked into the last layer's bias, and a softmax temperature is fitted to the targets and baked
+into the model, together with its metadata.
 
-With `--teacher` (repeatable) the targets are soft: each training face's label blended with
-what the teacher models, averaged over them and over the mirrored face, say about it
-(knowledge distillation, Hinton et al., 2015).
+With `--teachers` the targets are blended with what the teacher models, averaged over them and
+over the mirrored face, say about each training face (knowledge distillation, Hinton et al., 2015).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
 import shutil
-from dataclasses import asdict, dataclass
+import time
+import typing
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -29,32 +39,50 @@ from emotion.labels import EMOTIONS, FACE_SIZE
 
 logger = logging.getLogger(__name__)
 
+# FER+'s vote columns that are not one of our emotions but say the face can't be read.
+UNREADABLE_VOTES = ("unknown", "NF")
+
+
+def option(default, help: str, **kwargs):
+    """A Recipe field: its default and its command-line help (the options are made from them)."""
+    return field(default=default, metadata={"help": help}, **kwargs)
+
 
 @dataclass(frozen=True)
 class Recipe:
-    """Everything that decides the trained weights, saved into the model's metadata."""
+    """Everything that decides the trained weights, saved into the model's metadata.
 
-    epochs: int = 100
-    batch_size: int = 128
-    peak_learning_rate: float = 0.05  # SGD with Nesterov momentum, cosine decay
-    warmup_epochs: int = 2
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.1
-    widths: tuple[int, ...] = (32, 64, 128, 256)
-    convs_per_stage: int = 2
-    dense_units: int = 256
-    dropout: float = 0.4
-    max_rotation_deg: float = 10.0
-    max_zoom: float = 0.1  # scale drawn from [1 - max_zoom, 1 + max_zoom]
-    max_shift_px: float = 4.0
-    erase_probability: float = 0.5  # random erasing: a rectangle of noise over part of the face
-    max_erase_area: float = 0.25  # its area, drawn from [0.02, max_erase_area] of the image
-    seed: int = 1337
-    init_from: str | None = None  # start from this model's weights (a warm restart) instead of at random
-    teachers: tuple[str, ...] = ()  # models whose averaged answers become part of the targets
-    distill_weight: float = 0.7  # share of the teachers' answer in each target, the rest is the label
-    distill_temperature: float = 2.0  # softens the teachers' answers: softmax(logits / T)
+    The single home of every training default: `python -m emotion.training` makes one option
+    per field, and build_model and Augment take their settings from here.
+    """
+
+    epochs: int = option(100, "passes over the training faces")
+    batch_size: int = option(128, "faces per step")
+    peak_learning_rate: float = option(0.05, "SGD with Nesterov momentum: the peak of warm-up + cosine decay")
+    warmup_epochs: int = option(2, "epochs of linear warm-up to the peak learning rate")
+    momentum: float = option(0.9, "SGD momentum")
+    weight_decay: float = option(5e-4, "decoupled weight decay")
+    label_smoothing: float = option(0.1, "share of each target spread evenly over the emotions")
+    widths: tuple[int, ...] = option((32, 64, 128, 256), "filters of each stage, comma-separated")
+    convs_per_stage: int = option(2, "3x3 convolutions per stage")
+    dense_units: int = option(256, "units of the dense layer")
+    dropout: float = option(0.4, "dropout before and after the dense layer")
+    max_rotation_deg: float = option(10.0, "augmentation: rotation up to this many degrees")
+    max_zoom: float = option(0.1, "augmentation: scale drawn from [1 - max_zoom, 1 + max_zoom]")
+    max_shift_px: float = option(4.0, "augmentation: shift up to this many pixels")
+    erase_probability: float = option(0.5, "share of faces given a rectangle of noise (random erasing)")
+    max_erase_area: float = option(0.25, "random erasing: area drawn from [0.02, this] of the image")
+    original_label_weight: float = option(
+        0.0, "with FER+ votes: share of the face's original FER2013 label in its target"
+    )
+    logit_adjustment: float = option(
+        0.0, "tau of the logit-adjusted loss (Menon et al., 2021): favours rare emotions; 0 = plain"
+    )
+    seed: int = option(1337, "random seed of weights, shuffling and augmentation")
+    init_from: str | None = option(None, "start from this model's weights (same architecture)")
+    teachers: tuple[str, ...] = option((), "models whose averaged answers are blended into the targets")
+    distill_weight: float = option(0.7, "share of the teachers' answer in each target")
+    distill_temperature: float = option(2.0, "softens the teachers' answers: softmax(logits / T)")
 
     def architecture(self) -> dict:
         """The keyword arguments of emotion.training.model.build_model that this recipe fixes."""
@@ -72,8 +100,18 @@ class Recipe:
         return {name: getattr(self, name) for name in SETTINGS}
 
 
-def load_split(data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 48, 48) uint8 images and (N,) int labels from `<data_dir>/<split>.npz`."""
+class Split(NamedTuple):
+    """The faces of one split and what is known about them."""
+
+    images: np.ndarray  # (N, 48, 48) uint8
+    labels: np.ndarray  # (N,) int32: the label (FER+ majority or FER2013's), -1 where there is none
+    targets: np.ndarray  # (N, 7) float32: vote shares, or the one-hot label
+    original_labels: np.ndarray | None  # (N,) int32: FER2013's own labels, when the archive has them
+    has_votes: bool
+
+
+def load_split(data_dir: Path, split: str) -> Split:
+    """The faces of `<data_dir>/<split>.npz` that can be learnt from."""
     path = Path(data_dir) / f"{split}.npz"
     if not path.is_file():
         raise FileNotFoundError(f"No {split} split at {path}")
@@ -81,21 +119,51 @@ def load_split(data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
         classes = tuple(str(name) for name in archive["classes"])
         if classes != EMOTIONS:
             raise ValueError(f"{path} has classes {classes}, expected {EMOTIONS}")
-        images, labels = archive["images"], archive["labels"].astype("int32")
+        contents = {name: archive[name] for name in archive.files}
+    images, labels = contents["images"], contents["labels"].astype("int32")
     if images.shape[1:] != (FACE_SIZE, FACE_SIZE):
         raise ValueError(f"{path} holds {images.shape[1:]} images, expected 48x48")
-    return images, labels
+    original = contents.get("fer2013_label")
+    if "votes" in contents:
+        votes = contents["votes"].astype("float32")  # (N, 7)
+        keep = votes.sum(axis=1) > 0
+        if "all_votes" in contents:
+            columns = [str(name) for name in contents["vote_columns"]]
+            all_votes = contents["all_votes"].astype("float32")  # (N, 10)
+            unreadable = all_votes[:, [columns.index(name) for name in UNREADABLE_VOTES]].sum(axis=1)
+            keep &= 2 * unreadable <= all_votes.sum(axis=1)
+        targets = votes / votes.sum(axis=1, keepdims=True).clip(min=1)
+    else:
+        keep = labels >= 0
+        targets = one_hot(labels.clip(min=0))
+    return Split(
+        images=images[keep],
+        labels=labels[keep],
+        targets=targets[keep].astype("float32"),
+        original_labels=None if original is None else original[keep].astype("int32"),
+        has_votes="votes" in contents,
+    )
 
 
 def one_hot(labels: np.ndarray) -> np.ndarray:
     return np.eye(len(EMOTIONS), dtype="float32")[labels]
 
 
-def training_targets(images: np.ndarray, labels: np.ndarray, recipe: Recipe) -> np.ndarray:
-    """(N, 7) float32 targets: the one-hot labels, blended with the teachers' softened answers
+def label_targets(faces: Split, recipe: Recipe) -> np.ndarray:
+    """(N, 7) float32: the faces' own targets, blended with their original FER2013 labels by
+    original_label_weight where the archive has both."""
+    if not recipe.original_label_weight or faces.original_labels is None or not faces.has_votes:
+        return faces.targets
+    weight = recipe.original_label_weight
+    return ((1.0 - weight) * faces.targets + weight * one_hot(faces.original_labels)).astype("float32")
+
+
+def training_targets(faces: Split, recipe: Recipe) -> np.ndarray:
+    """(N, 7) float32 targets: label_targets, blended with the teachers' softened answers
     (softmax of logits / distill_temperature, averaged over teachers and the mirrored faces)."""
+    targets = label_targets(faces, recipe)
     if not recipe.teachers:
-        return one_hot(labels)
+        return targets
     import keras
 
     from emotion.training.evaluate import predict_logits, softmax
@@ -103,12 +171,12 @@ def training_targets(images: np.ndarray, labels: np.ndarray, recipe: Recipe) -> 
     answers = []
     for path in recipe.teachers:
         teacher = keras.saving.load_model(path, compile=False)
-        for faces in (images, images[:, :, ::-1]):
-            answers.append(softmax(predict_logits(teacher, faces) / recipe.distill_temperature))
+        for images in (faces.images, faces.images[:, :, ::-1]):
+            answers.append(softmax(predict_logits(teacher, images) / recipe.distill_temperature))
     answer = np.mean(answers, axis=0)
-    logger.info("The teachers agree with %.4f of the training labels", (answer.argmax(1) == labels).mean())
-    blended = (1.0 - recipe.distill_weight) * one_hot(labels) + recipe.distill_weight * answer
-    return blended.astype("float32")
+    agreement = (answer.argmax(1) == targets.argmax(1)).mean()
+    logger.info("The teachers' answer agrees with %.4f of the targets' top emotions", agreement)
+    return ((1.0 - recipe.distill_weight) * targets + recipe.distill_weight * answer).astype("float32")
 
 
 def choose_precision(requested: str) -> str:
@@ -144,9 +212,10 @@ def gpu_available() -> bool:
     return False
 
 
-def compile_model(recipe: Recipe, steps_per_epoch: int):
+def compile_model(recipe: Recipe, steps_per_epoch: int, prior: np.ndarray):
     import keras
 
+    from emotion.training.losses import AdjustedCrossEntropy
     from emotion.training.model import build_model
 
     model = build_model(**recipe.architecture(), augmentation=recipe.augmentation())
@@ -165,10 +234,48 @@ def compile_model(recipe: Recipe, steps_per_epoch: int):
     )
     model.compile(
         optimizer=optimizer,
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
+        loss=AdjustedCrossEntropy(
+            offsets=(recipe.logit_adjustment * np.log(prior)).tolist(),
+            label_smoothing=recipe.label_smoothing,
+        ),
         metrics=["accuracy"],
     )
     return model
+
+
+def epochs_within(seconds: float, recipe: Recipe, faces: Split) -> int:
+    """How many epochs of `recipe` fit in `seconds` here, timed on a few steps of a throw-away model."""
+    import keras
+
+    model = compile_model(recipe, 1, np.full(len(EMOTIONS), 1.0 / len(EMOTIONS)))
+    images = faces.images[: recipe.batch_size, ..., None].astype("float32")
+    targets = faces.targets[: recipe.batch_size]
+    for _ in range(3):  # the first steps compile
+        model.train_on_batch(images, targets)
+    steps = 20
+    started = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(images, targets)
+    step_seconds = (time.perf_counter() - started) / steps
+    # An epoch's steps, plus a tenth for scoring val and saving the checkpoints.
+    epoch_seconds = 1.1 * step_seconds * math.ceil(len(faces.images) / recipe.batch_size)
+    keras.backend.clear_session()
+    epochs = max(1, int(seconds / epoch_seconds))
+    logger.info(
+        "%.1f ms a step, %.1f s an epoch: %d epochs in %.0f s",
+        1e3 * step_seconds,
+        epoch_seconds,
+        epochs,
+        seconds,
+    )
+    return epochs
+
+
+def head(faces: Split, count: int) -> Split:
+    """The first `count` faces of a split (smoke tests)."""
+    return faces._replace(
+        **{name: value[:count] for name, value in faces._asdict().items() if isinstance(value, np.ndarray)}
+    )
 
 
 def train(
@@ -179,85 +286,89 @@ def train(
     resume: bool = False,
     limit: int | None = None,
     precision: str = "auto",
+    time_budget: float | None = None,
 ) -> dict:
-    """Train (or continue), select on val, calibrate, write `out_path`; return its metrics."""
+    """Train (or continue), select on val, calibrate, write `out_path`; return its metrics.
+
+    `time_budget` (seconds) replaces recipe.epochs with as many epochs as fit in it here; the
+    recipe saved with the model records the number, so the run can be repeated without it.
+    """
     import keras
 
-    from emotion.training import augment  # noqa: F401  (registers the Augment layer that checkpoints hold)
-    from emotion.training.evaluate import evaluate_model, fit_temperature, predict_logits
-    from emotion.training.model import build_model
     from emotion.model_file import save_atomically, save_model
+    from emotion.training import augment, losses  # noqa: F401  (register the layer and loss checkpoints hold)
+    from emotion.training.evaluate import as_model_input, balanced_score
 
     keras.utils.set_random_seed(recipe.seed)
-    train_images, train_labels = load_split(data_dir, "train")
-    val_images, val_labels = load_split(data_dir, "val")
+    train_faces, val_faces = load_split(data_dir, "train"), load_split(data_dir, "val")
     if limit:
-        train_images, train_labels = train_images[:limit], train_labels[:limit]
-        val_images, val_labels = val_images[:limit], val_labels[:limit]
+        train_faces, val_faces = head(train_faces, limit), head(val_faces, limit)
+    prior = label_targets(train_faces, recipe).mean(axis=0)  # (7,) the training targets' class shares
 
     precision = choose_precision(precision)
     keras.mixed_precision.set_global_policy(precision)
-    logger.info("Training with %s precision on %d images", precision, len(train_images))
+    logger.info("Training with %s precision on %d faces", precision, len(train_faces.images))
 
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = checkpoint_dir / "last.keras", checkpoint_dir / "best.keras"
     state_path, log_path = checkpoint_dir / "state.json", checkpoint_dir / "log.csv"
-    steps_per_epoch = math.ceil(len(train_images) / recipe.batch_size)
+    steps_per_epoch = math.ceil(len(train_faces.images) / recipe.batch_size)
 
-    state = {"epoch": 0, "best_val_accuracy": -1.0, "recipe": asdict(recipe)}
     if resume and last_path.is_file() and state_path.is_file():
         state = json.loads(state_path.read_text())
-        if state["recipe"] != json.loads(json.dumps(asdict(recipe))):
+        saved = recipe_from_dict(state["recipe"])
+        if time_budget is None and saved != recipe:
             raise ValueError(f"{checkpoint_dir} was trained with another recipe: {state['recipe']}")
+        recipe = saved
         model = keras.saving.load_model(last_path)
         logger.info("Resuming after epoch %d", state["epoch"])
     else:
         if resume:
             logger.warning("Nothing to resume in %s: starting afresh", checkpoint_dir)
-        model = compile_model(recipe, steps_per_epoch)
+        if time_budget is not None:
+            recipe = dataclasses.replace(recipe, epochs=epochs_within(time_budget, recipe, train_faces))
+            keras.utils.set_random_seed(recipe.seed)
+        state = {"epoch": 0, "best_score": -1.0, "recipe": asdict(recipe)}
+        model = compile_model(recipe, steps_per_epoch, prior)
         if recipe.init_from:
             model.set_weights(keras.saving.load_model(recipe.init_from, compile=False).get_weights())
             logger.info("Starting from the weights of %s", recipe.init_from)
         log_path.unlink(missing_ok=True)
 
+    val_inputs = as_model_input(val_faces.images)
+
     class Checkpoint(keras.callbacks.Callback):
+        """Scores val as the card does (accuracy and mean recall on the labelled faces); keeps the best."""
+
         def on_epoch_end(self, epoch, logs=None):
+            probabilities = self.model.predict(val_inputs, batch_size=512, verbose=0)
+            accuracy, mean_recall = balanced_score(probabilities, val_faces.labels)
+            logs.update(val_label_accuracy=accuracy, val_mean_recall=mean_recall)
             state["epoch"] = epoch + 1
             save_atomically(self.model, last_path)
-            if logs["val_accuracy"] > state["best_val_accuracy"]:
-                state["best_val_accuracy"] = float(logs["val_accuracy"])
+            if accuracy + mean_recall > state["best_score"]:
+                state.update(best_score=accuracy + mean_recall, best_epoch=epoch + 1)
                 save_atomically(self.model, best_path)
             state_path.write_text(json.dumps(state, indent=2))
 
     if state["epoch"] < recipe.epochs:
         model.fit(
-            train_images[..., None].astype("float32"),  # (N, 48, 48, 1); the model augments it
-            training_targets(train_images, train_labels, recipe),
+            as_model_input(train_faces.images),  # the model augments it
+            training_targets(train_faces, recipe),
             batch_size=recipe.batch_size,
             shuffle=True,
-            validation_data=(val_images[..., None].astype("float32"), one_hot(val_labels)),
+            validation_data=(val_inputs, val_faces.targets),
             epochs=recipe.epochs,
             initial_epoch=state["epoch"],
             callbacks=[Checkpoint(), keras.callbacks.CSVLogger(str(log_path), append=True)],
             verbose=2,
         )
 
-    # Rebuild in float32 so the shipped model runs anywhere, then calibrate on val.
-    keras.mixed_precision.set_global_policy("float32")
-    trained = keras.saving.load_model(best_path, compile=False)
-    uncalibrated = build_model(**recipe.architecture())
-    uncalibrated.set_weights(trained.get_weights())
-    val_logits = predict_logits(uncalibrated, val_images)
-    temperature = fit_temperature(val_logits, val_labels)
-    final = build_model(**recipe.architecture(), temperature=temperature)
-    final.set_weights(trained.get_weights())
-
-    metrics = evaluate_model(final, val_images, val_labels, uncalibrated_logits=val_logits)
+    final, metrics = finish(best_path, recipe, val_faces, prior)
     metrics.update(
-        temperature=temperature,
         epochs_trained=state["epoch"],
-        train_images=len(train_images),
-        parameters=int(final.count_params()),
+        best_epoch=state.get("best_epoch", state["epoch"]),
+        train_images=len(train_faces.images),
     )
     save_model(final, out_path, recipe=asdict(recipe), metrics=metrics)
     shutil.copyfile(log_path, out_path.with_name("training_log.csv"))  # the learning curves, for the card
@@ -265,68 +376,90 @@ def train(
     return metrics
 
 
+def finish(checkpoint: Path, recipe: Recipe, val_faces: Split, prior: np.ndarray):
+    """The shipped float32 model made from a checkpoint, and its figures on val.
+
+    A prior correction (logits - tau * log(prior), tau fitted on val, 0 where it does not pay)
+    is added to the last layer's bias; a temperature fitted to val's targets is baked in after it.
+    """
+    import keras
+
+    from emotion.training.evaluate import (
+        evaluate_model,
+        fit_prior_correction,
+        fit_temperature,
+        predict_logits,
+    )
+    from emotion.training.model import build_model
+
+    keras.mixed_precision.set_global_policy("float32")  # the shipped model runs anywhere
+    trained = keras.saving.load_model(checkpoint, compile=False)
+    corrected = build_model(**recipe.architecture())
+    corrected.set_weights(trained.get_weights())
+    logits = predict_logits(corrected, val_faces.images)
+    tau = fit_prior_correction(logits, val_faces.labels, prior)
+    logits_layer = corrected.get_layer("logits")
+    kernel, bias = logits_layer.get_weights()
+    logits_layer.set_weights([kernel, bias - tau * np.log(prior)])
+    logits = logits - tau * np.log(prior)
+    temperature = fit_temperature(logits, val_faces.targets)
+    final = build_model(**recipe.architecture(), temperature=temperature)
+    final.set_weights(corrected.get_weights())
+    metrics = evaluate_model(final, val_faces, uncalibrated_logits=logits)
+    metrics.update(
+        temperature=temperature,
+        prior_correction=tau,
+        training_prior=[float(share) for share in prior],
+        parameters=int(final.count_params()),
+    )
+    return final, metrics
+
+
+def recipe_from_dict(values: dict) -> Recipe:
+    """The Recipe saved as JSON (lists back to tuples)."""
+    return Recipe(
+        **{name: tuple(value) if isinstance(value, list) else value for name, value in values.items()}
+    )
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    defaults = Recipe()
     parser = argparse.ArgumentParser(prog="python -m emotion.training", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="folder with train.npz and val.npz")
     parser.add_argument("--out", type=Path, default=Path("model/emotion_cnn.keras"))
     parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"), help="git-ignored")
     parser.add_argument("--metrics", type=Path, help="where to write metrics JSON (default: beside --out)")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument(
-        "--learning-rate",
-        type=float,
-        default=defaults.peak_learning_rate,
-        help="peak of the warm-up + cosine schedule",
-    )
-    parser.add_argument("--warmup-epochs", type=int, default=defaults.warmup_epochs)
-    parser.add_argument(
-        "--widths",
-        type=lambda text: tuple(int(width) for width in text.split(",")),
-        default=defaults.widths,
-        help="filters of each stage, comma-separated (default: %(default)s)",
-    )
-    parser.add_argument("--dense-units", type=int, default=defaults.dense_units)
-    parser.add_argument(
-        "--erase-probability",
-        type=float,
-        default=defaults.erase_probability,
-        help="share of training faces given a rectangle of noise (random erasing); 0: none",
-    )
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--init", type=Path, help="start from this model's weights (same architecture)")
-    parser.add_argument(
-        "--teacher",
-        type=Path,
-        action="append",
-        default=[],
-        help="a trained model whose answers are blended into the targets (repeatable: their mean)",
-    )
-    parser.add_argument("--distill-weight", type=float, default=defaults.distill_weight)
-    parser.add_argument("--distill-temperature", type=float, default=defaults.distill_temperature)
-    parser.add_argument("--limit", type=int, help="use only the first N images of each split (smoke tests)")
+    parser.add_argument("--limit", type=int, help="use only the first N faces of each split (smoke tests)")
     parser.add_argument("--precision", default="auto", choices=["auto", "float32", "mixed_bfloat16"])
     parser.add_argument("--resume", action="store_true", help="continue from --checkpoints/last.keras")
+    parser.add_argument(
+        "--time-budget", type=float, help="seconds: train as many epochs as fit (replaces --epochs)"
+    )
+    recipe = parser.add_argument_group("recipe (saved with the model)")
+    hints = typing.get_type_hints(Recipe)
+    for recipe_field in dataclasses.fields(Recipe):
+        recipe.add_argument(
+            "--" + recipe_field.name.replace("_", "-"),
+            type=_parser_for(hints[recipe_field.name]),
+            default=recipe_field.default,
+            help=recipe_field.metadata["help"] + " (default: %(default)s)",
+        )
     return parser.parse_args(argv)
+
+
+def _parser_for(hint):
+    """Turns an option's text into a value of a Recipe field's type: tuples are comma-separated."""
+    if typing.get_origin(hint) is tuple:
+        (item, _ellipsis) = typing.get_args(hint)
+        return lambda text: tuple(item(part) for part in text.split(",") if part)
+    optional = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    return optional[0] if optional else hint
 
 
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = parse_args(argv)
     recipe = Recipe(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        peak_learning_rate=args.learning_rate,
-        warmup_epochs=args.warmup_epochs,
-        widths=args.widths,
-        dense_units=args.dense_units,
-        erase_probability=args.erase_probability,
-        seed=args.seed,
-        init_from=str(args.init) if args.init else None,
-        teachers=tuple(str(path) for path in args.teacher),
-        distill_weight=args.distill_weight,
-        distill_temperature=args.distill_temperature,
+        **{recipe_field.name: getattr(args, recipe_field.name) for recipe_field in dataclasses.fields(Recipe)}
     )
     metrics = train(
         args.data,
@@ -336,13 +469,16 @@ def main(argv=None) -> None:
         resume=args.resume,
         limit=args.limit,
         precision=args.precision,
+        time_budget=args.time_budget,
     )
     metrics_path = args.metrics or args.out.with_name("metrics.json")
     metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
     logger.info(
-        "val accuracy %.4f (flip-averaged %.4f); wrote %s and %s",
+        "val accuracy %.4f, mean recall %.4f (flip-averaged %.4f, %.4f); wrote %s and %s",
         metrics["val_accuracy"],
+        metrics["val_mean_recall"],
         metrics["val_accuracy_flip"],
+        metrics["val_mean_recall_flip"],
         args.out,
         metrics_path,
     )
