@@ -30,8 +30,9 @@ from emotion.engagement import DEFAULT_PRESET, PRESETS
 from emotion.faces import DetectorSettings
 from emotion.image import InvalidImage, load_image
 from emotion.live import LIVE_DETECTOR, LiveAnalyzer, LiveSettings
-from emotion.pipeline import Face, analyze_image
+from emotion.pipeline import analyze_image
 from emotion.remote import LoadedModel
+from emotion.results import Face, photo_csv, photo_record
 from emotion.settings import ice_servers
 from emotion.video import MAX_DURATION_S, InvalidVideo, VideoResult, process_video
 from recommendations import EmotionSuggestions, Recommendation, Recommender, load_suggestions
@@ -211,32 +212,14 @@ def show_photo(
 
 
 def show_face(number: int, face: Face, show_probabilities: bool) -> None:
-    confidence = float(np.max(face.probabilities))
     label = "largest face" if number == 1 else f"face {number}"
-    st.markdown(f"{label.capitalize()}: **{face.emotion}** ({confidence:.0%})")
+    st.markdown(f"{label.capitalize()}: **{face.emotion}** ({face.confidence:.0%})")
     if show_probabilities:
         st.altair_chart(share_chart(face.probabilities, "probability"), width="stretch")
 
 
-def face_records(faces: list[Face]) -> list[dict]:
-    return [
-        {
-            "face": number,
-            "x": int(face.box.x),
-            "y": int(face.box.y),
-            "width": int(face.box.w),
-            "height": int(face.box.h),
-            "emotion": face.emotion,
-            "confidence": round(float(np.max(face.probabilities)), 4),
-            **{emotion: round(float(p), 4) for emotion, p in zip(EMOTIONS, face.probabilities, strict=True)},
-        }
-        for number, face in enumerate(faces, start=1)
-    ]
-
-
 def show_downloads(name: str, file_id: str, faces: list[Face], annotated_png: bytes) -> None:
     stem = Path(name).stem or "photo"
-    records = face_records(faces)
     buttons = st.container(horizontal=True)
     buttons.download_button(
         "Annotated PNG",
@@ -248,7 +231,7 @@ def show_downloads(name: str, file_id: str, faces: list[Face], annotated_png: by
     )
     buttons.download_button(
         "Results JSON",
-        json.dumps({"file": name, "emotions": list(EMOTIONS), "faces": records}, indent=2),
+        json.dumps(photo_record(name, faces), indent=2),
         file_name=f"{stem}-emotions.json",
         mime="application/json",
         key=f"json-{file_id}",
@@ -256,7 +239,7 @@ def show_downloads(name: str, file_id: str, faces: list[Face], annotated_png: by
     )
     buttons.download_button(
         "Results CSV",
-        pd.DataFrame(records).to_csv(index=False),
+        photo_csv(faces),
         file_name=f"{stem}-emotions.csv",
         mime="text/csv",
         key=f"csv-{file_id}",
@@ -617,7 +600,7 @@ def thin(frame: pd.DataFrame, limit: int = CHART_POINTS) -> pd.DataFrame:
 def emotion_timeline(rows) -> alt.Chart:
     table = thin(
         pd.DataFrame(
-            [(row.time_s, f"face {row.face_id}", row.emotion) for row in rows],
+            [(row.time_s, f"face {row.face.id}", row.face.emotion) for row in rows],
             columns=["time_s", "face", "emotion"],
         )
     )

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emotion.labels import EMOTIONS, FACE_SIZE
+from emotion.labels import FACE_SIZE
 from emotion.live import LiveSettings
 
 logger = logging.getLogger(__name__)
@@ -94,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def predict_command(paths: Sequence[Path], model: Path | None, as_json: bool = False) -> int:
     from emotion.image import InvalidImage, load_image
     from emotion.pipeline import analyze_image
+    from emotion.results import photo_record
 
     files = list(_image_files(paths))
     if not files:
@@ -113,10 +114,7 @@ def predict_command(paths: Sequence[Path], model: Path | None, as_json: bool = F
                 problem = str(error)
         failed = failed or problem is not None
         if as_json:
-            record = {"file": str(file), "faces": [_face_record(face) for face in faces]}
-            if problem is not None:
-                record["error"] = problem
-            print(json.dumps(record), flush=True)
+            print(json.dumps(photo_record(str(file), faces, problem)), flush=True)
         else:
             table.print_file(file, faces, problem)
     return EXIT_FAILED if failed else EXIT_OK
@@ -253,17 +251,6 @@ def _native_output_silenced() -> Iterator[None]:
             os.close(descriptor)
 
 
-def _face_record(face) -> dict:
-    return {
-        "box": [int(value) for value in face.box],
-        "emotion": face.emotion,
-        "probabilities": {
-            emotion: round(float(probability), 4)
-            for emotion, probability in zip(EMOTIONS, face.probabilities, strict=True)
-        },
-    }
-
-
 class _Table:
     """One line per face: file, face number, box, emotion and its probability."""
 
@@ -281,7 +268,7 @@ class _Table:
             print(f"{name}  {'-':>4}  no face found", flush=True)
         for number, face in enumerate(faces, start=1):
             box = "({}, {}, {}, {})".format(*face.box)
-            confidence = 100 * float(face.probabilities.max())
+            confidence = 100 * face.confidence
             print(f"{name}  {number:>4}  {box:<22}  {face.emotion:<8}  {confidence:9.0f}%", flush=True)
 
 

@@ -14,13 +14,11 @@ session statistics sit behind a lock and `snapshot` returns copies.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import NamedTuple, Protocol
@@ -28,10 +26,11 @@ from typing import NamedTuple, Protocol
 import cv2
 import numpy as np
 
-from emotion.draw import draw_banner, draw_face_box, emotion_color, style_for
+from emotion.draw import annotate_frame
 from emotion.engagement import DEFAULT_PRESET, engagement_score, get_preset
 from emotion.faces import Box, DetectorSettings, crop_faces, detect_faces
 from emotion.labels import EMOTIONS
+from emotion.results import Face, FaceRow, rows_to_csv
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +42,6 @@ ROLLING_WINDOWS_S = (30, 60)  # rolling engagement averages shown on the page
 # least 12 % of the frame's height (and never under the detector's min_face_pixels) keeps the
 # full-frame search of a 720p or 1080p camera as fast as that of a 480p one.
 LIVE_DETECTOR = DetectorSettings(min_size_fraction=0.12)
-NO_FACE_TEXT = "No face in view"
 RATE_WINDOW_FRAMES = 30  # FPS and latency are measured over the last second or so of frames
 # Between full-frame detections each face is followed by template matching: the face as last
 # detected, shrunk to TEMPLATE_SIDE pixels, is looked for in a square TRACK_SEARCH_SCALE times
@@ -79,7 +77,6 @@ class LiveSettings:
     engagement_preset: str = DEFAULT_PRESET  # a key of emotion.engagement.PRESETS
     log_interval_s: float = LOG_INTERVAL_S
     log_max_rows: int = LOG_MAX_ROWS
-    draw: bool = True  # False: process() returns the input frame untouched
     show_fps: bool = True
 
     def __post_init__(self):
@@ -93,24 +90,6 @@ class LiveSettings:
         if self.max_missed_frames < 0 or self.max_faces < 1 or self.log_max_rows < 1:
             raise ValueError("max_missed_frames must be >= 0, max_faces and log_max_rows >= 1")
         get_preset(self.engagement_preset)  # an unknown preset fails here, not mid-stream
-
-
-class TrackedFace(NamedTuple):
-    """One face in the current frame, with its track's smoothed values."""
-
-    id: int  # stable while the face stays in view; ids are never reused within a session
-    box: Box  # smoothed, in frame pixels
-    probabilities: np.ndarray  # float32 (7,), smoothed, in EMOTIONS order
-    emotion: str  # the argmax of the smoothed probabilities
-    engagement: float  # in [0, 1], see emotion.engagement
-
-
-class LogRow(NamedTuple):
-    time_s: float  # seconds since the session started (or the video's frame time)
-    face_id: int
-    box: Box
-    emotion: str
-    probabilities: tuple[float, ...]  # in EMOTIONS order
 
 
 class TimelinePoint(NamedTuple):
@@ -128,7 +107,7 @@ class SessionSnapshot:
     face_frames: int  # (frame, face) pairs seen
     fps: float  # frames processed per second, recently
     latency_ms: float  # median processing time per frame, recently
-    faces: tuple[TrackedFace, ...]  # in view now
+    faces: tuple[Face, ...]  # in view now, with their track ids
     emotion_counts: Mapping[str, int]  # (frame, face) pairs per shown emotion, whole session
     distribution: Mapping[str, float]  # emotion_counts as fractions (all 0 before any face)
     dominant_emotion: str | None  # the emotion shown most over the session; None before any face
@@ -140,19 +119,6 @@ class SessionSnapshot:
     @property
     def faces_in_view(self) -> int:
         return len(self.faces)
-
-
-LOG_COLUMNS = ("time_s", "face_id", "x", "y", "w", "h", "emotion", *EMOTIONS)
-
-
-def rows_to_csv(columns: Sequence[str], rows: Iterable[Sequence]) -> str:
-    """CSV text with a header; floats with 4 decimals (probabilities need no more)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([f"{value:.4f}" if isinstance(value, float) else value for value in row])
-    return buffer.getvalue()
 
 
 def iou_matrix(boxes_a: Sequence[Box], boxes_b: Sequence[Box]) -> np.ndarray:
@@ -215,7 +181,7 @@ class SessionStats:
 
     def reset(self) -> None:
         with self._lock:
-            self._log: deque[LogRow] = deque(maxlen=self._log_max_rows)
+            self._log: deque[FaceRow] = deque(maxlen=self._log_max_rows)
             self._last_logged: dict[int, float] = {}  # face id -> time of its last log row
             self._frames = 0
             self._face_frames = 0
@@ -227,11 +193,12 @@ class SessionStats:
             self._frame_times: deque[float] = deque(maxlen=RATE_WINDOW_FRAMES)  # perf_counter
             self._latencies_s: deque[float] = deque(maxlen=RATE_WINDOW_FRAMES)
             self._elapsed_s = 0.0
-            self._faces: tuple[TrackedFace, ...] = ()
+            self._faces: tuple[Face, ...] = ()
 
-    def record(self, time_s: float, faces: Sequence[TrackedFace], latency_s: float) -> None:
-        """Add one processed frame: its time in the session, its faces and how long it took."""
+    def record(self, time_s: float, faces: Sequence[Face], latency_s: float) -> None:
+        """Add one processed frame: its time in the session, its tracked faces and how long it took."""
         with self._lock:
+            frame = self._frames
             self._frames += 1
             self._elapsed_s = max(self._elapsed_s, time_s)
             self._frame_times.append(time.perf_counter())
@@ -245,7 +212,8 @@ class SessionStats:
             emotion_indices = [EMOTIONS.index(face.emotion) for face in faces]
             np.add.at(self._emotion_counts, emotion_indices, 1)
             self._face_frames += len(faces)
-            frame_engagement = float(np.mean([face.engagement for face in faces]))
+            probabilities = np.stack([face.probabilities for face in faces])  # (N, 7)
+            frame_engagement = float(np.mean(engagement_score(probabilities, self._preset)))
             self._engagement_sum += frame_engagement
             self._engagement_frames += 1
             second = int(time_s)
@@ -259,8 +227,7 @@ class SessionStats:
                 last = self._last_logged.get(face.id)
                 if last is None or time_s - last >= self._log_interval_s or time_s < last:
                     self._last_logged[face.id] = time_s
-                    probabilities = tuple(round(float(p), 4) for p in face.probabilities)
-                    self._log.append(LogRow(time_s, face.id, face.box, face.emotion, probabilities))
+                    self._log.append(FaceRow(frame, time_s, face))
 
     def snapshot(self) -> SessionSnapshot:
         with self._lock:
@@ -311,16 +278,13 @@ class SessionStats:
             return 0.0
         return (len(times) - 1) / (times[-1] - times[0])
 
-    def log_rows(self) -> list[LogRow]:
+    def log_rows(self) -> list[FaceRow]:
         with self._lock:
             return list(self._log)
 
     def to_csv(self) -> str:
-        """The log as CSV text: LOG_COLUMNS, one row per logged (time, face)."""
-        return rows_to_csv(
-            LOG_COLUMNS,
-            ((row.time_s, row.face_id, *row.box, row.emotion, *row.probabilities) for row in self.log_rows()),
-        )
+        """The log as CSV text (see emotion.results), one row per logged (frame, face)."""
+        return rows_to_csv(self.log_rows())
 
 
 class LiveAnalyzer:
@@ -341,7 +305,6 @@ class LiveAnalyzer:
         self.settings = settings
         self._detector = detector or (lambda gray: detect_faces(gray, settings.detector))
         self._clock = clock
-        self._preset = get_preset(settings.engagement_preset)
         self.stats = SessionStats(settings.engagement_preset, settings.log_max_rows, settings.log_interval_s)
         self._process_lock = threading.Lock()  # the tracks belong to one process() at a time
         self._reset_tracks()
@@ -365,7 +328,7 @@ class LiveAnalyzer:
     def log_csv(self) -> str:
         return self.stats.to_csv()
 
-    def process(self, bgr: np.ndarray, time_s: float | None = None) -> tuple[np.ndarray, list[TrackedFace]]:
+    def process(self, bgr: np.ndarray, time_s: float | None = None) -> tuple[np.ndarray, list[Face]]:
         """One BGR uint8 (H, W, 3) frame -> (annotated copy, faces in view ordered by id).
 
         time_s: the frame's time in the session; None means the clock's time since the start.
@@ -382,14 +345,11 @@ class LiveAnalyzer:
                 self._frame_shape = gray.shape
             faces = self._track(gray)
             self._frame_index += 1
-        annotated = bgr
-        if self.settings.draw:
-            fps = self.stats.fps() if self.settings.show_fps else None
-            annotated = self.draw(bgr, faces, fps)
+        annotated = annotate_frame(bgr, faces, self.stats.fps() if self.settings.show_fps else None)
         self.stats.record(time_s, faces, time.perf_counter() - started)
         return annotated, faces
 
-    def _track(self, gray: np.ndarray) -> list[TrackedFace]:
+    def _track(self, gray: np.ndarray) -> list[Face]:
         settings = self.settings
         height, width = gray.shape
         if self._frame_index % settings.detect_every == 0:
@@ -420,16 +380,8 @@ class LiveAnalyzer:
         for track in self._tracks:
             if track.probabilities is None:
                 continue
-            probabilities = track.probabilities.astype(np.float32)
-            faces.append(
-                TrackedFace(
-                    id=track.id,
-                    box=track.rounded_box(width, height),
-                    probabilities=probabilities,
-                    emotion=EMOTIONS[int(np.argmax(probabilities))],
-                    engagement=engagement_score(probabilities, self._preset),
-                )
-            )
+            box = track.rounded_box(width, height)
+            faces.append(Face.from_probabilities(box, track.probabilities, track.id))
         return faces
 
     def _follow(self, gray: np.ndarray, track: _Track) -> bool:
@@ -498,23 +450,6 @@ class LiveAnalyzer:
                 self._detected(track, gray, box)
                 self._tracks.append(track)
                 self._next_id += 1
-
-    def draw(self, bgr: np.ndarray, faces: Sequence[TrackedFace], fps: float | None) -> np.ndarray:
-        """The overlay on a copy of the frame: each face's box in its emotion's colour, labelled
-        '#id emotion 87%' over a confidence bar, and a one-line status strip at the top."""
-        canvas = np.array(bgr, order="C")  # a copy
-        style = style_for(canvas.shape)
-        # Smallest first, so the largest face's label ends up on top where labels overlap.
-        for face in sorted(faces, key=lambda face: face.box.w * face.box.h):
-            confidence = float(face.probabilities.max())
-            label = f"#{face.id} {face.emotion} {round(100 * confidence)}%"
-            draw_face_box(canvas, face.box, label, emotion_color(face.emotion, "bgr"), confidence, style)
-        status = [] if faces else [NO_FACE_TEXT]
-        if fps:  # None: not shown; 0: not measured yet
-            status.append(f"{fps:.0f} FPS")
-        if status:
-            draw_banner(canvas, "   ".join(status), "top", style=style)
-        return canvas
 
 
 def _check_frame(bgr: np.ndarray) -> np.ndarray:

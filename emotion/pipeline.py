@@ -5,30 +5,17 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from emotion.faces import DEFAULT_SETTINGS, Box, DetectorSettings, crop_faces, detect_faces, to_gray
-from emotion.labels import EMOTIONS
+from emotion.results import Face
 
 if TYPE_CHECKING:
     from emotion.classifier import EmotionClassifier
 
 logger = logging.getLogger(__name__)
-
-
-class Face(NamedTuple):
-    """One face found in an image and what the model reads in it."""
-
-    box: Box  # input-image pixels
-    probabilities: np.ndarray  # (7,) float32, in EMOTIONS order, summing to 1
-    emotion: str  # EMOTIONS[argmax(probabilities)]
-
-    @property
-    def confidence(self) -> float:
-        """The probability of `emotion`."""
-        return float(self.probabilities.max())
 
 
 _default_classifier: EmotionClassifier | None = None
@@ -51,10 +38,7 @@ def classify_faces(gray: np.ndarray, boxes: Sequence[Box], classifier: EmotionCl
     if len(boxes) == 0:
         return []
     probabilities = classifier.predict_proba(crop_faces(gray, boxes))  # (N, 7)
-    return [
-        Face(Box(*box), row.astype(np.float32), EMOTIONS[int(np.argmax(row))])
-        for box, row in zip(boxes, probabilities, strict=True)
-    ]
+    return [Face.from_probabilities(box, row) for box, row in zip(boxes, probabilities, strict=True)]
 
 
 def analyze_image(

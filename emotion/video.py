@@ -33,9 +33,10 @@ from typing import NamedTuple
 import av
 import numpy as np
 
+from emotion.engagement import engagement_score
 from emotion.faces import DetectorSettings
-from emotion.labels import EMOTIONS
-from emotion.live import Classifier, LiveAnalyzer, LiveSettings, rows_to_csv
+from emotion.live import Classifier, LiveAnalyzer, LiveSettings
+from emotion.results import FaceRow, rows_to_csv
 
 logger = logging.getLogger(__name__)
 
@@ -49,27 +50,11 @@ DEFAULT_FPS = Fraction(30)  # when a container gives no frame rate at all
 ENCODE_QUEUE_FRAMES = 8  # annotated frames waiting for the encoder thread, at most
 IMAGE_FORMATS = ("image2",)  # plus every "*_pipe" demuxer: still images (an animated GIF is a video)
 
-VIDEO_COLUMNS = ("frame", "time_s", "face_id", "x", "y", "w", "h", "emotion", *EMOTIONS)
-
 ProgressCallback = Callable[[int, int], None]  # (frames done, frames in total)
 
 
 class InvalidVideo(ValueError):
     """The file is not a video we can analyse: empty, damaged, truncated, too long or too large."""
-
-
-class VideoFaceRow(NamedTuple):
-    """One face in one frame of the annotated video."""
-
-    frame: int  # 0-based frame index
-    time_s: float
-    face_id: int  # the track id, stable while the face stays in view
-    x: int  # box in output-video pixels
-    y: int
-    w: int
-    h: int
-    emotion: str
-    probabilities: tuple[float, ...]  # in EMOTIONS order
 
 
 class EngagementPoint(NamedTuple):
@@ -87,7 +72,7 @@ class VideoResult:
     height: int
     source_width: int
     source_height: int
-    rows: tuple[VideoFaceRow, ...]  # one per (frame, face)
+    rows: tuple[FaceRow, ...]  # one per (frame, face); boxes in the annotated video's pixels
     frames_with_faces: int
     distribution: Mapping[str, float]  # share of (frame, face) rows per emotion; all 0 without faces
     dominant_emotion: str | None  # None when no face was found
@@ -99,11 +84,8 @@ class VideoResult:
         return (self.width, self.height) != (self.source_width, self.source_height)
 
     def to_csv(self) -> str:
-        """VIDEO_COLUMNS, one row per (frame, face)."""
-        return rows_to_csv(
-            VIDEO_COLUMNS,
-            ((*row[:-1], *row.probabilities) for row in self.rows),
-        )
+        """The rows as CSV text (see emotion.results)."""
+        return rows_to_csv(self.rows)
 
 
 class VideoInfo(NamedTuple):
@@ -150,7 +132,7 @@ def process_video(
         width, height = output_size(info.width, info.height)
         analyzer = LiveAnalyzer(classifier, settings)
         buffer = io.BytesIO()
-        rows: list[VideoFaceRow] = []
+        rows: list[FaceRow] = []
         engagement: list[EngagementPoint] = []
         frames = 0
         total = info.frames
@@ -165,15 +147,11 @@ def process_video(
                 if out_stream is None:  # a rotated video is only known to be portrait now
                     out_stream = _add_output_stream(output, info.fps, bgr.shape[1], bgr.shape[0])
                 annotated, faces = analyzer.process(bgr, time_s=time_s)
-                for face in faces:
-                    probabilities = tuple(round(float(p), 4) for p in face.probabilities)
-                    rows.append(
-                        VideoFaceRow(
-                            frames, round(time_s, 4), face.id, *face.box, face.emotion, probabilities
-                        )
-                    )
+                rows.extend(FaceRow(frames, time_s, face) for face in faces)
                 if faces:
-                    engagement.append(EngagementPoint(time_s, float(np.mean([f.engagement for f in faces]))))
+                    probabilities = np.stack([face.probabilities for face in faces])  # (N, 7)
+                    mean = float(np.mean(engagement_score(probabilities, settings.engagement_preset)))
+                    engagement.append(EngagementPoint(time_s, mean))
                 encoding.append(encoder.submit(_encode, output, out_stream, annotated))
                 if len(encoding) > ENCODE_QUEUE_FRAMES:
                     encoding.popleft().result()  # also raises what the encoder raised

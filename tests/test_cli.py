@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from emotion.labels import EMOTIONS
-from emotion.video import VIDEO_COLUMNS
+from emotion.results import CSV_COLUMNS
 from tests.conftest import FACE_CLIP, REPO
 
 MODEL = REPO / "model" / "emotion_cnn.keras"
@@ -49,9 +49,11 @@ def test_predict_json_gives_one_object_per_photo_and_goes_on_after_an_error(phot
     portrait, damaged = records
     assert "error" not in portrait and len(portrait["faces"]) >= 1
     face = portrait["faces"][0]
+    assert face["face_id"] == 1
     assert len(face["box"]) == 4 and all(isinstance(value, int) for value in face["box"])
     assert face["emotion"] in EMOTIONS and list(face["probabilities"]) == list(EMOTIONS)
     assert sum(face["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert face["confidence"] == max(face["probabilities"].values())
     assert damaged["faces"] == [] and "cannot be read" in damaged["error"]
     assert "Traceback" not in result.stderr
 
@@ -77,7 +79,7 @@ def test_video_writes_the_annotated_mp4_and_the_csv_with_a_progress_bar(tmp_path
         assert stream.codec_context.name == "h264" and stream.average_rate == 30
         assert sum(1 for _ in container.decode(stream)) == 71
     rows = list(csv.DictReader(io.StringIO(table.read_text())))
-    assert rows and tuple(rows[0]) == VIDEO_COLUMNS
+    assert rows and tuple(rows[0]) == CSV_COLUMNS
     assert len({(row["frame"], row["face_id"]) for row in rows}) == len(rows)
 
 

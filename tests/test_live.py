@@ -7,18 +7,11 @@ import cv2
 import numpy as np
 import pytest
 
-from emotion.engagement import PRESETS
+from emotion.engagement import PRESETS, engagement_score
 from emotion.faces import Box, DetectorSettings
 from emotion.labels import EMOTIONS
-from emotion.live import (
-    LOG_COLUMNS,
-    LiveAnalyzer,
-    LiveSettings,
-    SessionStats,
-    TrackedFace,
-    iou_matrix,
-    match_boxes,
-)
+from emotion.live import LiveAnalyzer, LiveSettings, SessionStats, iou_matrix, match_boxes
+from emotion.results import CSV_COLUMNS, Face
 from tests.conftest import FACE_CLIP
 
 FRAME_SHAPE = (480, 640, 3)
@@ -193,14 +186,7 @@ def test_no_face_overlay_and_empty_statistics(classifier):
     assert snapshot.dominant_emotion is None and snapshot.mean_engagement is None
     assert set(snapshot.distribution.values()) == {0.0}
     assert snapshot.rolling_engagement == {30: None, 60: None}
-    assert analyzer.log_csv().splitlines() == [",".join(LOG_COLUMNS)]
-
-
-def test_draw_off_returns_the_frame_itself():
-    box = Box(200, 150, 120, 120)
-    frame = frame_with_squares([box])
-    annotated, faces = analyzer_for([[box]], draw=False).process(frame)
-    assert annotated is frame and len(faces) == 1
+    assert analyzer.log_csv().splitlines() == [",".join(CSV_COLUMNS)]
 
 
 def test_five_synthetic_faces_and_a_sixth_beyond_max_faces():
@@ -225,7 +211,7 @@ def test_five_real_faces_of_a_group_are_tracked_apart(classifier, group_photo_rg
     for face in faces:
         assert face.emotion in EMOTIONS
         assert face.probabilities.sum() == pytest.approx(1.0, abs=1e-4)
-        assert 0.0 <= face.engagement <= 1.0
+        assert 0.0 <= engagement_score(face.probabilities) <= 1.0
     assert annotated.shape == bgr.shape and not np.array_equal(annotated, bgr)
 
 
@@ -248,10 +234,8 @@ def test_the_face_clip_is_tracked_as_one_face(classifier):
     assert snapshot.latency_ms > 0.0
 
 
-def face(face_id: int, emotion: str, preset: str = "general") -> TrackedFace:
-    probabilities = one_hot(emotion, certainty=1.0)
-    engagement = float(probabilities @ PRESETS[preset].vector)
-    return TrackedFace(face_id, Box(10 * face_id, 0, 50, 50), probabilities, emotion, engagement)
+def face(face_id: int, emotion: str) -> Face:
+    return Face(Box(10 * face_id, 0, 50, 50), one_hot(emotion, certainty=1.0), emotion, face_id)
 
 
 def test_session_statistics_aggregate_the_whole_session_and_roll_over_the_last_seconds():
@@ -285,7 +269,7 @@ def test_the_log_is_a_bounded_ring_and_samples_each_face_at_its_interval():
     rows = stats.log_rows()
     assert len(rows) == 500 == stats.snapshot().log_rows
     assert rows[-1].time_s > 999.7  # the newest rows are kept
-    times_of_one_face = [row.time_s for row in rows if row.face_id == rows[-1].face_id]
+    times_of_one_face = [row.time_s for row in rows if row.face.id == rows[-1].face.id]
     assert np.all(np.diff(times_of_one_face) >= 0.2 - 1e-9)
     assert len(stats._last_logged) == 2 and len(stats.snapshot().timeline) <= 60
 
@@ -296,9 +280,11 @@ def test_log_csv_has_one_row_per_logged_face_with_every_probability():
     stats.record(0.6, [face(1, "happy")], 0.001)
     table = list(csv.DictReader(io.StringIO(stats.to_csv())))
     assert len(table) == 3
-    assert tuple(table[0]) == LOG_COLUMNS
+    assert tuple(table[0]) == CSV_COLUMNS
+    assert [row["frame"] for row in table] == ["0", "0", "1"]
     assert table[1]["face_id"] == "2" and table[1]["emotion"] == "surprise"
-    assert float(table[1]["surprise"]) == 1.0 and float(table[2]["time_s"]) == 0.6
+    assert float(table[1]["surprise"]) == 1.0 and float(table[1]["confidence"]) == 1.0
+    assert float(table[2]["time_s"]) == 0.6
 
 
 def test_process_and_snapshot_from_different_threads():
