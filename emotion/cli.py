@@ -92,8 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def predict_command(paths: Sequence[Path], model: Path | None, as_json: bool = False) -> int:
-    from emotion.image import InvalidImage, load_image
-    from emotion.pipeline import analyze_image
+    from emotion.image import InvalidImage
+    from emotion.pipeline import analyze_photo, photo_json
     from emotion.results import photo_record
 
     files = list(_image_files(paths))
@@ -106,17 +106,22 @@ def predict_command(paths: Sequence[Path], model: Path | None, as_json: bool = F
     table = _Table(max(len(str(file)) for file, _ in files)) if not as_json else None
     failed = False
     for file, problem in files:
+        if as_json:
+            if problem is None:
+                record = photo_json(str(file), file, classifier)
+            else:
+                record = photo_record(str(file), [], problem)
+            failed = failed or "error" in record
+            print(json.dumps(record), flush=True)
+            continue
         faces = []
         if problem is None:
             try:
-                faces = analyze_image(load_image(file), classifier)
-            except (InvalidImage, OSError) as error:
+                faces = analyze_photo(file, classifier)
+            except InvalidImage as error:
                 problem = str(error)
         failed = failed or problem is not None
-        if as_json:
-            print(json.dumps(photo_record(str(file), faces, problem)), flush=True)
-        else:
-            table.print_file(file, faces, problem)
+        table.print_file(file, faces, problem)
     return EXIT_FAILED if failed else EXIT_OK
 
 

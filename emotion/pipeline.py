@@ -1,16 +1,23 @@
-"""The photo pipeline in one place: RGB image -> gray -> faces -> 48x48 crops -> emotions."""
+"""The photo pipeline in one place: decode -> gray -> faces -> 48x48 crops -> emotions.
+
+`analyze_image` takes a decoded RGB image; `analyze_photo` a photo file (decoded by
+emotion.image); `photo_json` gives a photo file's JSON object, the one `python -m emotion
+predict --json` prints, for any caller that must answer the same.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
 from emotion.faces import DEFAULT_SETTINGS, Box, DetectorSettings, crop_faces, detect_faces, to_gray
-from emotion.results import Face
+from emotion.image import InvalidImage, load_image
+from emotion.results import Face, photo_record
 
 if TYPE_CHECKING:
     from emotion.classifier import EmotionClassifier
@@ -55,3 +62,29 @@ def analyze_image(
     if not boxes:
         return []
     return classify_faces(gray, boxes, classifier if classifier is not None else default_classifier())
+
+
+def analyze_photo(
+    source: bytes | str | Path | BinaryIO,
+    classifier: EmotionClassifier | None = None,
+    settings: DetectorSettings = DEFAULT_SETTINGS,
+) -> list[Face]:
+    """Every face in a photo file (its bytes, path or open file), largest first; raises InvalidImage."""
+    return analyze_image(load_image(source), classifier, settings)
+
+
+def photo_json(
+    file: str,
+    source: bytes | str | Path | BinaryIO,
+    classifier: EmotionClassifier | None = None,
+    settings: DetectorSettings = DEFAULT_SETTINGS,
+) -> dict:
+    """The JSON object (see emotion.results) for the photo in `source`, named `file`.
+
+    A file that is not a photo we can read gives no faces and the reason under "error".
+    """
+    try:
+        faces, error = analyze_photo(source, classifier, settings), None
+    except InvalidImage as invalid:
+        faces, error = [], str(invalid)
+    return photo_record(file, faces, error)
