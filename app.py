@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import time
 from collections import OrderedDict
@@ -21,16 +20,15 @@ import av
 import numpy as np
 import pandas as pd
 import streamlit as st
-from PIL import Image
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 from emotion import EMOTIONS, EmotionClassifier, load_configured_classifier
-from emotion.draw import annotate, emotion_color
+from emotion.draw import emotion_color
 from emotion.engagement import DEFAULT_PRESET, PRESETS
-from emotion.faces import DetectorSettings
-from emotion.image import InvalidImage, load_image
-from emotion.live import LIVE_DETECTOR, LiveAnalyzer, LiveSettings
-from emotion.pipeline import analyze_image
+from emotion.faces import LIVE_DETECTOR, PHOTO_DETECTOR, SENSITIVITIES, DetectorSettings, detector_settings
+from emotion.image import InvalidImage
+from emotion.live import LiveAnalyzer, LiveSettings
+from emotion.pipeline import PhotoResult, process_photo
 from emotion.remote import LoadedModel
 from emotion.results import Face, photo_csv, photo_record
 from emotion.settings import ice_servers
@@ -57,14 +55,6 @@ CAMERA_CONSTRAINTS = {
     "audio": False,
 }
 
-# Detector sensitivity -> Haar cascade settings. "Balanced" is DetectorSettings' own default;
-# fewer neighbours and a finer scale step find more faces, and more false ones.
-SENSITIVITY = {
-    "Strict": {"scale_factor": 1.2, "min_neighbors": 5},
-    "Balanced": {},
-    "Sensitive": {"scale_factor": 1.05, "min_neighbors": 2},
-}
-
 
 @dataclasses.dataclass(frozen=True)
 class PageSettings:
@@ -84,13 +74,13 @@ def load_model() -> LoadedModel:
 
 
 def sidebar() -> PageSettings:
-    defaults = DetectorSettings()
     with st.sidebar:
         st.header("Settings")
         sensitivity = st.select_slider(
             "Detector sensitivity",
-            options=list(SENSITIVITY),
-            value="Balanced",
+            options=list(SENSITIVITIES),
+            value="balanced",
+            format_func=str.capitalize,
             help="Sensitive finds more faces (small, turned, dim) and more false ones; "
             "Strict finds fewer, surer faces.",
         )
@@ -98,7 +88,7 @@ def sidebar() -> PageSettings:
             "Minimum face size (% of the picture's shorter side)",
             min_value=2,
             max_value=50,
-            value=max(2, round(defaults.min_size_fraction * 100)),
+            value=max(2, round(PHOTO_DETECTOR.min_size_fraction * 100)),
             help="Faces smaller than this are ignored. The webcam and videos look for faces of "
             f"at least {LIVE_DETECTOR.min_size_fraction:.0%}, which keeps the live view fast.",
         )
@@ -116,21 +106,19 @@ def sidebar() -> PageSettings:
             "Smoothing",
             min_value=0.0,
             max_value=0.95,
-            value=round(1.0 - LiveSettings().smoothing, 2),
+            value=LiveSettings().smoothing,
             step=0.05,
             help="How much a face's emotion keeps from previous frames: higher is steadier, "
             "lower reacts faster.",
         )
-    sensitivity_settings = SENSITIVITY[sensitivity]
     min_size_fraction = min_face_percent / 100
-    detector = dataclasses.replace(defaults, min_size_fraction=min_size_fraction, **sensitivity_settings)
-    # Webcam faces are close and large; searching for small ones would halve the frame rate.
-    live_detector = dataclasses.replace(
-        LIVE_DETECTOR,
-        min_size_fraction=max(min_size_fraction, LIVE_DETECTOR.min_size_fraction),
-        **sensitivity_settings,
+    return PageSettings(
+        detector=detector_settings("photo", sensitivity, min_size_fraction),
+        live_detector=detector_settings("live", sensitivity, min_size_fraction),
+        show_probabilities=show_probabilities,
+        engagement_preset=preset,
+        smoothing=smoothing,
     )
-    return PageSettings(detector, live_detector, show_probabilities, preset, smoothing)
 
 
 # --- Photo -------------------------------------------------------------------------------
@@ -158,11 +146,6 @@ def photo_tab(classifier: EmotionClassifier, settings: PageSettings) -> None:
             show_photo(photo.name, photo.file_id, photo.getvalue(), classifier, settings)
 
 
-class PhotoResult(NamedTuple):
-    faces: list[Face]  # largest first
-    annotated_png: bytes  # shown and offered for download, encoded once
-
-
 def analyse_photo(
     file_id: str, data: bytes, classifier: EmotionClassifier, detector: DetectorSettings
 ) -> PhotoResult:
@@ -170,11 +153,7 @@ def analyse_photo(
     results: OrderedDict = st.session_state.setdefault("photo_results", OrderedDict())
     key = (file_id, hashlib.sha1(data).hexdigest(), detector)
     if key not in results:
-        rgb = load_image(data)
-        faces = analyze_image(rgb, classifier, detector)
-        png = io.BytesIO()
-        Image.fromarray(annotate(rgb, faces)).save(png, format="PNG")
-        results[key] = PhotoResult(faces, png.getvalue())
+        results[key] = process_photo(data, classifier, detector)
         while len(results) > PHOTO_RESULTS_KEPT:
             results.popitem(last=False)
     results.move_to_end(key)
@@ -303,10 +282,9 @@ def about_the_model(classifier: EmotionClassifier) -> None:
 
 
 def live_settings(settings: PageSettings) -> LiveSettings:
-    # The slider says how steady a label is; LiveSettings wants the weight of the newest frame.
     return LiveSettings(
         detector=settings.live_detector,
-        smoothing=round(1.0 - settings.smoothing, 2),
+        smoothing=settings.smoothing,
         engagement_preset=settings.engagement_preset,
     )
 

@@ -41,6 +41,7 @@ _EXPORTS = {
     "load_image": ("emotion.image", "load_image"),
     "photo_json": ("emotion.pipeline", "photo_json"),
     "photo_record": ("emotion.results", "photo_record"),
+    "process_photo": ("emotion.pipeline", "process_photo"),
     "process_video": ("emotion.video", "process_video"),
     "resolve_model": ("emotion.remote", "resolve_model"),
 }

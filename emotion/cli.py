@@ -67,12 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--out", type=Path, metavar="OUT.mp4", help="write the annotated video here")
     video.add_argument("--csv", type=Path, metavar="OUT.csv", help="write one row per (frame, face) here")
     video.add_argument(
-        "--every",
+        "--detect-every",
         type=_positive_int,
         default=LiveSettings().detect_every,
         metavar="N",
         help="search whole frames for faces on every Nth frame only, following them in between "
-        "(default: %(default)s, as the webcam; 1 is slower and a little more precise)",
+        "(default: %(default)s, as the webcam and the page; 1 is slower and a little more precise)",
     )
     _add_model_option(video)
     return parser
@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "predict":
             return predict_command(args.paths, args.model, as_json=args.json)
-        return video_command(args.input, args.out, args.csv, args.every, args.model)
+        return video_command(args.input, args.out, args.csv, args.detect_every, args.model)
     except KeyboardInterrupt:
         _error("interrupted")
         return EXIT_FAILED
@@ -126,7 +126,7 @@ def predict_command(paths: Sequence[Path], model: Path | None, as_json: bool = F
 
 
 def video_command(
-    source: Path, out: Path | None, csv_path: Path | None, every: int, model: Path | None
+    source: Path, out: Path | None, csv_path: Path | None, detect_every: int, model: Path | None
 ) -> int:
     from emotion.video import InvalidVideo, probe_video, process_video
 
@@ -144,7 +144,8 @@ def video_command(
         return EXIT_USAGE
     progress = _ProgressBar()
     try:
-        result = process_video(source, classifier, every=every, progress=progress)
+        settings = LiveSettings(detect_every=detect_every)  # the live detector, as the page's Video tab
+        result = process_video(source, classifier, settings=settings, progress=progress)
     except InvalidVideo as error:
         progress.finish()
         _error(str(error))

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import NamedTuple, Protocol
 
@@ -28,7 +28,7 @@ import numpy as np
 
 from emotion.draw import annotate_frame
 from emotion.engagement import DEFAULT_PRESET, engagement_score, get_preset
-from emotion.faces import Box, DetectorSettings, crop_faces, detect_faces
+from emotion.faces import LIVE_DETECTOR, Box, DetectorSettings, crop_faces, detect_faces
 from emotion.labels import EMOTIONS
 from emotion.results import Face, FaceRow, rows_to_csv
 
@@ -38,10 +38,6 @@ LOG_MAX_ROWS = 18_000  # one face for one hour at 5 rows/s (~10 MB); older rows 
 LOG_INTERVAL_S = 0.2  # at most 5 log rows per face and second: webcam frames repeat themselves
 TIMELINE_S = 60  # the per-second engagement timeline covers the last minute
 ROLLING_WINDOWS_S = (30, 60)  # rolling engagement averages shown on the page
-# A webcam user sits within a metre or two, so faces are large: searching only for faces of at
-# least 12 % of the frame's height (and never under the detector's min_face_pixels) keeps the
-# full-frame search of a 720p or 1080p camera as fast as that of a 480p one.
-LIVE_DETECTOR = DetectorSettings(min_size_fraction=0.12)
 RATE_WINDOW_FRAMES = 30  # FPS and latency are measured over the last second or so of frames
 # Between full-frame detections each face is followed by template matching: the face as last
 # detected, shrunk to TEMPLATE_SIDE pixels, is looked for in a square TRACK_SEARCH_SCALE times
@@ -66,11 +62,12 @@ Detector = Callable[[np.ndarray], list[Box]]  # grayscale (H, W) uint8 -> boxes,
 class LiveSettings:
     """How a LiveAnalyzer detects, tracks, smooths and draws."""
 
-    detector: DetectorSettings = field(default_factory=lambda: LIVE_DETECTOR)  # the full-frame search
+    detector: DetectorSettings = LIVE_DETECTOR  # the full-frame search
     detect_every: int = 5  # search the whole frame on every Nth frame (new faces appear within N)
-    track_between: bool = True  # in between, search near each tracked face only (else reuse its box)
-    smoothing: float = 0.35  # EMA weight of the newest probabilities: 1 = no smoothing
-    box_smoothing: float = 0.6  # EMA weight of the newest box: boxes may follow faster than labels
+    # How much a face's probabilities keep from earlier frames (an exponential moving average):
+    # 0 = none, the newest frame alone; higher is steadier, lower reacts faster.
+    smoothing: float = 0.65
+    box_smoothing: float = 0.4  # the same for its box: boxes may follow faster than labels
     iou_threshold: float = 0.3  # a detection continues a track if their boxes overlap this much
     max_missed_frames: int = 8  # a track not detected for more frames than this is dropped
     max_faces: int = 5  # the largest faces of a crowd; each face costs classifier time
@@ -83,8 +80,8 @@ class LiveSettings:
         if self.detect_every < 1:
             raise ValueError(f"detect_every must be at least 1, got {self.detect_every}")
         for name in ("smoothing", "box_smoothing"):
-            if not 0.0 < getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if not 0.0 < self.iou_threshold <= 1.0:
             raise ValueError(f"iou_threshold must be in (0, 1], got {self.iou_threshold}")
         if self.max_missed_frames < 0 or self.max_faces < 1 or self.log_max_rows < 1:
@@ -356,13 +353,9 @@ class LiveAnalyzer:
             detections = list(self._detector(gray))[: settings.max_faces]
             self._update_tracks(gray, detections)
             found = [track for track in self._tracks if track.last_detected == self._frame_index]
-        elif settings.track_between:
+        else:
             found = [track for track in self._tracks if self._follow(gray, track)]
             self._drop_lost_tracks()
-        else:
-            # The boxes of the latest full detection are reused as they are.
-            last_round = self._frame_index - self._frame_index % settings.detect_every
-            found = [track for track in self._tracks if track.last_detected >= last_round]
         # Only faces found in this frame are classified: a lingering track (its face lost for a
         # few frames) keeps its last probabilities instead of learning from whatever is now
         # behind its box.
@@ -373,9 +366,8 @@ class LiveAnalyzer:
                 if track.probabilities is None:
                     track.probabilities = new.astype(np.float32)
                 else:
-                    track.probabilities = (
-                        1 - settings.smoothing
-                    ) * track.probabilities + settings.smoothing * new
+                    kept = settings.smoothing
+                    track.probabilities = kept * track.probabilities + (1 - kept) * new
         faces = []
         for track in self._tracks:
             if track.probabilities is None:
@@ -407,8 +399,8 @@ class LiveAnalyzer:
         return True
 
     def _move(self, track: _Track, box: Sequence[float]) -> None:
-        alpha = self.settings.box_smoothing
-        track.box = (1 - alpha) * track.box + alpha * np.asarray(box, dtype=np.float64)
+        kept = self.settings.box_smoothing
+        track.box = kept * track.box + (1 - kept) * np.asarray(box, dtype=np.float64)
         track.last_seen = self._frame_index
 
     def _detected(self, track: _Track, gray: np.ndarray, box: Box) -> None:
@@ -418,7 +410,7 @@ class LiveAnalyzer:
         x, y, w, h = box
         face = gray[max(0, y) : y + h, max(0, x) : x + w]
         track.template = None
-        if self.settings.track_between and face.size:
+        if face.size:
             template = cv2.resize(face, (TEMPLATE_SIDE, TEMPLATE_SIDE), interpolation=cv2.INTER_AREA)
             # A featureless patch matches anywhere (its normalised correlation is undefined).
             if template.std() >= MIN_TEMPLATE_CONTRAST:

@@ -1,8 +1,10 @@
-"""The photo pipeline in one place: decode -> gray -> faces -> 48x48 crops -> emotions.
+"""The photo pipeline in one place: decode -> gray -> faces -> 48x48 crops -> emotions -> annotate.
 
 `analyze_image` takes a decoded RGB image; `analyze_photo` a photo file (decoded by
-emotion.image); `photo_json` gives a photo file's JSON object, the one `python -m emotion
-predict --json` prints, for any caller that must answer the same.
+emotion.image); `process_photo` also draws the faces on it and encodes that as PNG, as the
+page shows and offers it (the photo's counterpart of emotion.video.process_video);
+`photo_json` gives a photo file's JSON object, the one `python -m emotion predict --json`
+prints, for any caller that must answer the same.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 import numpy as np
 
-from emotion.faces import DEFAULT_SETTINGS, Box, DetectorSettings, crop_faces, detect_faces, to_gray
-from emotion.image import InvalidImage, load_image
+from emotion.draw import annotate
+from emotion.faces import PHOTO_DETECTOR, Box, DetectorSettings, crop_faces, detect_faces, to_gray
+from emotion.image import InvalidImage, encode_png, load_image
 from emotion.results import Face, photo_record
 
 if TYPE_CHECKING:
@@ -51,7 +54,7 @@ def classify_faces(gray: np.ndarray, boxes: Sequence[Box], classifier: EmotionCl
 def analyze_image(
     rgb: np.ndarray,
     classifier: EmotionClassifier | None = None,
-    settings: DetectorSettings = DEFAULT_SETTINGS,
+    settings: DetectorSettings = PHOTO_DETECTOR,
 ) -> list[Face]:
     """Every face in an RGB (H, W, 3) (or grayscale) uint8 image, largest first; [] if none.
 
@@ -67,17 +70,33 @@ def analyze_image(
 def analyze_photo(
     source: bytes | str | Path | BinaryIO,
     classifier: EmotionClassifier | None = None,
-    settings: DetectorSettings = DEFAULT_SETTINGS,
+    settings: DetectorSettings = PHOTO_DETECTOR,
 ) -> list[Face]:
     """Every face in a photo file (its bytes, path or open file), largest first; raises InvalidImage."""
     return analyze_image(load_image(source), classifier, settings)
+
+
+class PhotoResult(NamedTuple):
+    faces: list[Face]  # largest first
+    annotated_png: bytes  # the upright photo with every face drawn on it, as PNG
+
+
+def process_photo(
+    source: bytes | str | Path | BinaryIO,
+    classifier: EmotionClassifier | None = None,
+    settings: DetectorSettings = PHOTO_DETECTOR,
+) -> PhotoResult:
+    """A photo file's faces and the annotated picture; raises InvalidImage."""
+    rgb = load_image(source)
+    faces = analyze_image(rgb, classifier, settings)
+    return PhotoResult(faces, encode_png(annotate(rgb, faces)))
 
 
 def photo_json(
     file: str,
     source: bytes | str | Path | BinaryIO,
     classifier: EmotionClassifier | None = None,
-    settings: DetectorSettings = DEFAULT_SETTINGS,
+    settings: DetectorSettings = PHOTO_DETECTOR,
 ) -> dict:
     """The JSON object (see emotion.results) for the photo in `source`, named `file`.
 

@@ -34,7 +34,6 @@ import av
 import numpy as np
 
 from emotion.engagement import engagement_score
-from emotion.faces import DetectorSettings
 from emotion.live import Classifier, LiveAnalyzer, LiveSettings
 from emotion.results import FaceRow, rows_to_csv
 
@@ -107,25 +106,18 @@ def process_video(
     source: str | Path | bytes,
     classifier: Classifier,
     *,
-    every: int | None = None,
     settings: LiveSettings | None = None,
     progress: ProgressCallback | None = None,
 ) -> VideoResult:
     """Annotate every frame of a video with its faces' emotions.
 
-    source: a path or the file's bytes. settings: the tracking settings; by default the
-    webcam's with the photo detector (a video's faces may be smaller); never an FPS banner.
-    every: search whole frames for faces on every Nth frame only and follow them in between;
-    1 searches every frame (slower, slightly more precise boxes); None means
-    settings.detect_every. progress(done, total) is called after each frame; total is an
-    estimate where the container does not say.
+    source: a path or the file's bytes. settings: how faces are searched for, tracked and
+    smoothed; by default the webcam's (the live detector preset, a search of the whole frame
+    on every LiveSettings.detect_every-th frame); never an FPS banner. progress(done, total) is
+    called after each frame; total is an estimate where the container does not say.
     Raises InvalidVideo with a message for people.
     """
-    settings = settings or LiveSettings(detector=DetectorSettings())
-    every = settings.detect_every if every is None else every
-    if every < 1:
-        raise ValueError(f"every must be at least 1, got {every}")
-    settings = replace(settings, detect_every=every, show_fps=False)
+    settings = replace(settings or LiveSettings(), show_fps=False)
     with _open(source) as container:
         stream = container.streams.video[0]
         info = _check(container, stream)

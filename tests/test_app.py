@@ -14,7 +14,7 @@ import streamlit_webrtc
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from emotion import EMOTIONS
+from emotion import EMOTIONS, process_video
 from tests.conftest import FACE_CLIP, REPO
 
 APP = str(REPO / "app.py")
@@ -168,7 +168,7 @@ def test_webcam_frames_feed_live_statistics_and_a_summary(app, streamer):
     assert "Session log CSV" in [button.label for button in app.get("download_button")]
 
 
-def test_video_upload_shows_annotated_video_and_timeline(app):
+def test_video_upload_shows_annotated_video_and_timeline(app, classifier):
     app.file_uploader(key="video").set_value(("face_clip.avi", FACE_CLIP.read_bytes(), "video/x-msvideo"))
     app.run()
     assert not app.exception, app.exception
@@ -177,6 +177,9 @@ def test_video_upload_shows_annotated_video_and_timeline(app):
     labels = [button.label for button in app.get("download_button")]
     assert "Annotated MP4" in labels
     assert "Results CSV" in labels
+    # With the sidebar as it starts, the tab finds the faces `python -m emotion video` finds.
+    shown = app.session_state["video_analysis"].result
+    assert shown.to_csv() == process_video(FACE_CLIP, classifier).to_csv()
 
 
 def test_broken_video_says_so(app):

@@ -20,11 +20,13 @@ from emotion import (
     InvalidImage,
     analyze_image,
     analyze_photo,
+    annotate,
     classify_faces,
     detect_faces,
     photo_json,
     photo_record,
     pipeline,
+    process_photo,
 )
 
 
@@ -137,6 +139,17 @@ def test_a_photo_file_gives_the_same_faces_and_json_as_its_pixels(astronaut_rgb,
     assert [face.box for face in faces] == [expected.box]
     np.testing.assert_array_equal(faces[0].probabilities, expected.probabilities)
     assert record == photo_record("astronaut.png", faces)
+
+
+def test_process_photo_also_gives_the_annotated_picture(astronaut_rgb, classifier):
+    png = io.BytesIO()
+    Image.fromarray(astronaut_rgb).save(png, format="PNG")
+
+    faces, annotated_png = process_photo(png.getvalue(), classifier)
+
+    assert [face.box for face in faces] == [face.box for face in analyze_image(astronaut_rgb, classifier)]
+    shown = np.asarray(Image.open(io.BytesIO(annotated_png)))
+    np.testing.assert_array_equal(shown, annotate(astronaut_rgb, faces))
 
 
 def test_a_file_that_is_not_a_photo_gives_its_reason_in_the_json(classifier):

@@ -2,6 +2,7 @@ import csv
 import io
 import tempfile
 import wave
+from dataclasses import replace
 from fractions import Fraction
 
 import av
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from emotion import video
+from emotion.faces import LIVE_DETECTOR, PHOTO_DETECTOR
 from emotion.labels import EMOTIONS
 from emotion.live import LiveSettings
 from emotion.results import CSV_COLUMNS
@@ -129,7 +131,7 @@ def test_summary_and_progress(clip_result):
 
 
 def test_bytes_input_and_every_nth_frame_detection(classifier):
-    result = process_video(FACE_CLIP.read_bytes(), classifier, every=5)
+    result = process_video(FACE_CLIP.read_bytes(), classifier, settings=LiveSettings(detect_every=5))
     assert result.frames == 71 and result.frames_with_faces > 0.8 * 71
     assert {row.face.id for row in result.rows} == {1}
 
@@ -221,21 +223,19 @@ def test_a_video_of_unknown_length_is_stopped_at_the_limit(classifier, monkeypat
     monkeypatch.setattr(video, "_check", lambda container, stream: unknown_length)
     monkeypatch.setattr(video, "MAX_DURATION_S", 1.0)
     with pytest.raises(InvalidVideo, match="too long: at most 1 s"):
-        process_video(FACE_CLIP, classifier, every=5)
+        process_video(FACE_CLIP, classifier)
 
 
-def test_the_settings_detect_every_is_kept_unless_every_is_given(classifier, monkeypatch):
+def test_by_default_faces_are_searched_for_as_in_the_webcam_and_never_with_an_fps_banner(
+    classifier, monkeypatch
+):
     used = []
     analyzer = video.LiveAnalyzer
     monkeypatch.setattr(video, "LiveAnalyzer", lambda *args: used.append(args[1]) or analyzer(*args))
     grey = make_video([np.full((120, 160, 3), 128, dtype=np.uint8)] * 2)
-    process_video(grey, classifier, settings=LiveSettings(detect_every=4))
-    process_video(grey, classifier, settings=LiveSettings(detect_every=4), every=2)
     process_video(grey, classifier)
-    assert [settings.detect_every for settings in used] == [4, 2, LiveSettings().detect_every]
+    process_video(grey, classifier, settings=LiveSettings(detect_every=4, detector=PHOTO_DETECTOR))
+    assert used[0] == replace(LiveSettings(), show_fps=False)
+    assert used[0].detector == LIVE_DETECTOR
+    assert (used[1].detect_every, used[1].detector) == (4, PHOTO_DETECTOR)
     assert not any(settings.show_fps for settings in used)
-
-
-def test_every_must_be_positive(classifier):
-    with pytest.raises(ValueError, match="every must be at least 1"):
-        process_video(FACE_CLIP, classifier, every=0)
