@@ -43,7 +43,6 @@ _EXPORTS = {
     "photo_record": ("emotion.results", "photo_record"),
     "process_photo": ("emotion.pipeline", "process_photo"),
     "process_video": ("emotion.video", "process_video"),
-    "resolve_model": ("emotion.remote", "resolve_model"),
 }
 
 __all__ = sorted(_EXPORTS)

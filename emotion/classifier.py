@@ -75,12 +75,8 @@ class EmotionClassifier:
 
 
 def load_classifier(path: str | Path | None = None) -> EmotionClassifier:
-    """The classifier in `path`; None means the default model (see emotion.remote)."""
-    if path is None:
-        from emotion.remote import default_model_path
-
-        path = default_model_path()
-    path = Path(path)
+    """The classifier in `path`; None means the bundled model (MODEL_URL's: see emotion.remote)."""
+    path = Path(path) if path is not None else BUNDLED_MODEL
     if not path.is_file():
         raise ModelError(f"No model file at {path}")
     try:

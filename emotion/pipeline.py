@@ -33,7 +33,7 @@ _default_classifier_lock = threading.Lock()
 
 
 def default_classifier() -> EmotionClassifier:
-    """The default model, loaded on first use (a few seconds) and shared afterwards."""
+    """The bundled model, loaded on first use and shared afterwards; never a downloaded one."""
     global _default_classifier
     with _default_classifier_lock:
         if _default_classifier is None:
@@ -58,7 +58,7 @@ def analyze_image(
 ) -> list[Face]:
     """Every face in an RGB (H, W, 3) (or grayscale) uint8 image, largest first; [] if none.
 
-    classifier: None means the default model, loaded once per process.
+    classifier: None means the bundled model, loaded once per process.
     """
     gray = to_gray(rgb)
     boxes = detect_faces(gray, settings)
