@@ -27,7 +27,7 @@ _EXPORTS = {
     "LiveSettings": ("emotion.live", "LiveSettings"),
     "ModelDownloadError": ("emotion.remote", "ModelDownloadError"),
     "ModelError": ("emotion.classifier", "ModelError"),
-    "SessionSnapshot": ("emotion.live", "SessionSnapshot"),
+    "SessionSnapshot": ("emotion.session", "SessionSnapshot"),
     "VideoResult": ("emotion.video", "VideoResult"),
     "analyze_image": ("emotion.pipeline", "analyze_image"),
     "analyze_photo": ("emotion.pipeline", "analyze_photo"),

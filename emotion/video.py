@@ -34,8 +34,9 @@ import av
 import numpy as np
 
 from emotion.engagement import engagement_score
-from emotion.live import Classifier, LiveAnalyzer, LiveSettings
+from emotion.live import LiveAnalyzer, LiveSettings
 from emotion.results import FaceRow, rows_to_csv
+from emotion.tracking import Classifier
 
 logger = logging.getLogger(__name__)
 
