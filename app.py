@@ -1,7 +1,11 @@
 """Emotion Lens: facial emotion recognition for photos, a live webcam and video files.
 
-The one Streamlit page: layout and wiring only. Faces are found, classified, tracked and drawn
-by the `emotion` package; suggestions come from `recommendations`.
+The one Streamlit page: the sidebar, one function per tab (`photo_tab`, `webcam_tab`,
+`video_tab`), their charts, and what the page keeps per visitor (analysed photos, the webcam
+session, the last video, the suggestions shown). The `emotion` package finds, classifies,
+tracks and draws the faces and writes the downloads; suggestions come from `recommendations`.
+`streamlit run app.py` runs `main()`; importing the module runs nothing, so that its helpers
+can be tested on their own.
 """
 
 from __future__ import annotations
@@ -619,4 +623,5 @@ def main() -> None:
         video_tab(loaded.classifier, settings)
 
 
-main()
+if __name__ == "__main__":  # as `streamlit run app.py` runs it; importing app.py runs nothing
+    main()

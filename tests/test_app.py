@@ -223,3 +223,24 @@ def test_model_warning_is_shown(monkeypatch, streamer, classifier):
         assert warning in [element.value for element in page.warning]
     finally:
         st.cache_resource.clear()
+
+
+def test_the_page_helpers_work_without_running_the_page():
+    import pandas as pd
+
+    import app
+    from emotion.engagement import DEFAULT_PRESET
+    from emotion.faces import detector_settings
+    from emotion.live import LiveSettings
+
+    # With the sidebar as it starts, the webcam and the Video tab get the engine's defaults.
+    defaults = app.PageSettings(
+        detector=detector_settings("photo"),
+        live_detector=detector_settings("live"),
+        show_probabilities=True,
+        engagement_preset=DEFAULT_PRESET,
+        smoothing=LiveSettings().smoothing,
+    )
+    assert app.live_settings(defaults) == LiveSettings()
+    assert len(app.thin(pd.DataFrame({"x": range(5000)}), limit=2000)) <= 2000
+    assert app.percent(None) == "-" and app.percent(0.256) == "26%"
