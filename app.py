@@ -485,7 +485,7 @@ def video_tab(classifier: EmotionClassifier, settings: PageSettings) -> None:
     if upload is None:
         st.info(
             f"Upload a video of up to {MAX_DURATION_S:.0f} s: every frame is annotated and you get "
-            "the emotions over time. Processing takes about as long as the video."
+            "the emotions over time. Processing takes less time than playing it."
         )
         return
     wanted = live_settings(settings)

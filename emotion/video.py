@@ -10,7 +10,9 @@ file is written at all. The output keeps the input's frame count and frame rate;
 audio, and variable frame-rate input comes out at its average rate.
 
 Limits (the maximum file size is the page's upload limit):
-- MAX_DURATION_S: longer videos are refused, processing takes about as long as playing.
+- MAX_DURATION_S: longer videos are refused. Processing runs 3.7x faster than real time on a
+  2-core machine (the face clip, faces searched every 5th frame; scripts/benchmark.py), so two
+  minutes take about half a minute there.
 - Videos larger than PROCESSING_MAX_SIDE (a 4K video, say) are downscaled to it for processing
   and output: the detector works on a downscaled image anyway and an annotated 4K MP4 would only
   be slower to encode and to send. Videos above MAX_INPUT_PIXELS (beyond 4K) are refused:
@@ -40,7 +42,7 @@ from emotion.tracking import Classifier
 
 logger = logging.getLogger(__name__)
 
-MAX_DURATION_S = 120.0  # two minutes; processing runs at about real time on a 2-core server
+MAX_DURATION_S = 120.0  # two minutes
 MAX_INPUT_PIXELS = 4096 * 2160  # DCI 4K; larger videos are refused before decoding
 PROCESSING_MAX_SIDE = 1280  # longer side; larger videos are downscaled to it (720p for 4K)
 TRUNCATION_TOLERANCE_FRAMES = 2  # containers may count a frame or two more than they deliver

@@ -125,7 +125,7 @@ def test_photo_without_a_face_says_so(app):
     assert any(info.value.startswith("No face found") for info in app.info)
 
 
-def test_about_the_model_tolerates_placeholder_metadata(app):
+def test_about_the_model_states_its_limitations(app):
     expander = next(block for block in app.expander if block.label == "About the model")
     assert "Limitations" in "\n".join(element.value for element in expander.markdown)
 
