@@ -1,14 +1,17 @@
 """Emotion Lens: facial emotion recognition for photos, a live webcam and video files.
 
-The one Streamlit page: layout and wiring only. Faces are found, classified, tracked and drawn
-by the `emotion` package; suggestions come from `recommendations`.
+The one Streamlit page: the sidebar, one function per tab (`photo_tab`, `webcam_tab`,
+`video_tab`), their charts, and what the page keeps per visitor (analysed photos, the webcam
+session, the last video, the suggestions shown). The `emotion` package finds, classifies,
+tracks and draws the faces and writes the downloads; suggestions come from `recommendations`.
+`streamlit run app.py` runs `main()`; importing the module runs nothing, so that its helpers
+can be tested on their own.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import time
 from collections import OrderedDict
@@ -21,17 +24,17 @@ import av
 import numpy as np
 import pandas as pd
 import streamlit as st
-from PIL import Image
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 from emotion import EMOTIONS, EmotionClassifier, load_configured_classifier
-from emotion.draw import annotate, emotion_color
+from emotion.draw import emotion_color
 from emotion.engagement import DEFAULT_PRESET, PRESETS
-from emotion.faces import DetectorSettings
-from emotion.image import InvalidImage, load_image
-from emotion.live import LIVE_DETECTOR, LiveAnalyzer, LiveSettings
-from emotion.pipeline import Face, analyze_image
+from emotion.faces import LIVE_DETECTOR, PHOTO_DETECTOR, SENSITIVITIES, DetectorSettings, detector_settings
+from emotion.image import InvalidImage
+from emotion.live import LiveAnalyzer, LiveSettings
+from emotion.pipeline import PhotoResult, process_photo
 from emotion.remote import LoadedModel
+from emotion.results import Face, photo_csv, photo_record
 from emotion.settings import ice_servers
 from emotion.video import MAX_DURATION_S, InvalidVideo, VideoResult, process_video
 from recommendations import EmotionSuggestions, Recommendation, Recommender, load_suggestions
@@ -56,14 +59,6 @@ CAMERA_CONSTRAINTS = {
     "audio": False,
 }
 
-# Detector sensitivity -> Haar cascade settings. "Balanced" is DetectorSettings' own default;
-# fewer neighbours and a finer scale step find more faces, and more false ones.
-SENSITIVITY = {
-    "Strict": {"scale_factor": 1.2, "min_neighbors": 5},
-    "Balanced": {},
-    "Sensitive": {"scale_factor": 1.05, "min_neighbors": 2},
-}
-
 
 @dataclasses.dataclass(frozen=True)
 class PageSettings:
@@ -83,13 +78,13 @@ def load_model() -> LoadedModel:
 
 
 def sidebar() -> PageSettings:
-    defaults = DetectorSettings()
     with st.sidebar:
         st.header("Settings")
         sensitivity = st.select_slider(
             "Detector sensitivity",
-            options=list(SENSITIVITY),
-            value="Balanced",
+            options=list(SENSITIVITIES),
+            value="balanced",
+            format_func=str.capitalize,
             help="Sensitive finds more faces (small, turned, dim) and more false ones; "
             "Strict finds fewer, surer faces.",
         )
@@ -97,7 +92,7 @@ def sidebar() -> PageSettings:
             "Minimum face size (% of the picture's shorter side)",
             min_value=2,
             max_value=50,
-            value=max(2, round(defaults.min_size_fraction * 100)),
+            value=max(2, round(PHOTO_DETECTOR.min_size_fraction * 100)),
             help="Faces smaller than this are ignored. The webcam and videos look for faces of "
             f"at least {LIVE_DETECTOR.min_size_fraction:.0%}, which keeps the live view fast.",
         )
@@ -115,21 +110,19 @@ def sidebar() -> PageSettings:
             "Smoothing",
             min_value=0.0,
             max_value=0.95,
-            value=round(1.0 - LiveSettings().smoothing, 2),
+            value=LiveSettings().smoothing,
             step=0.05,
             help="How much a face's emotion keeps from previous frames: higher is steadier, "
             "lower reacts faster.",
         )
-    sensitivity_settings = SENSITIVITY[sensitivity]
     min_size_fraction = min_face_percent / 100
-    detector = dataclasses.replace(defaults, min_size_fraction=min_size_fraction, **sensitivity_settings)
-    # Webcam faces are close and large; searching for small ones would halve the frame rate.
-    live_detector = dataclasses.replace(
-        LIVE_DETECTOR,
-        min_size_fraction=max(min_size_fraction, LIVE_DETECTOR.min_size_fraction),
-        **sensitivity_settings,
+    return PageSettings(
+        detector=detector_settings("photo", sensitivity, min_size_fraction),
+        live_detector=detector_settings("live", sensitivity, min_size_fraction),
+        show_probabilities=show_probabilities,
+        engagement_preset=preset,
+        smoothing=smoothing,
     )
-    return PageSettings(detector, live_detector, show_probabilities, preset, smoothing)
 
 
 # --- Photo -------------------------------------------------------------------------------
@@ -157,11 +150,6 @@ def photo_tab(classifier: EmotionClassifier, settings: PageSettings) -> None:
             show_photo(photo.name, photo.file_id, photo.getvalue(), classifier, settings)
 
 
-class PhotoResult(NamedTuple):
-    faces: list[Face]  # largest first
-    annotated_png: bytes  # shown and offered for download, encoded once
-
-
 def analyse_photo(
     file_id: str, data: bytes, classifier: EmotionClassifier, detector: DetectorSettings
 ) -> PhotoResult:
@@ -169,11 +157,7 @@ def analyse_photo(
     results: OrderedDict = st.session_state.setdefault("photo_results", OrderedDict())
     key = (file_id, hashlib.sha1(data).hexdigest(), detector)
     if key not in results:
-        rgb = load_image(data)
-        faces = analyze_image(rgb, classifier, detector)
-        png = io.BytesIO()
-        Image.fromarray(annotate(rgb, faces)).save(png, format="PNG")
-        results[key] = PhotoResult(faces, png.getvalue())
+        results[key] = process_photo(data, classifier, detector)
         while len(results) > PHOTO_RESULTS_KEPT:
             results.popitem(last=False)
     results.move_to_end(key)
@@ -211,32 +195,14 @@ def show_photo(
 
 
 def show_face(number: int, face: Face, show_probabilities: bool) -> None:
-    confidence = float(np.max(face.probabilities))
     label = "largest face" if number == 1 else f"face {number}"
-    st.markdown(f"{label.capitalize()}: **{face.emotion}** ({confidence:.0%})")
+    st.markdown(f"{label.capitalize()}: **{face.emotion}** ({face.confidence:.0%})")
     if show_probabilities:
         st.altair_chart(share_chart(face.probabilities, "probability"), width="stretch")
 
 
-def face_records(faces: list[Face]) -> list[dict]:
-    return [
-        {
-            "face": number,
-            "x": int(face.box.x),
-            "y": int(face.box.y),
-            "width": int(face.box.w),
-            "height": int(face.box.h),
-            "emotion": face.emotion,
-            "confidence": round(float(np.max(face.probabilities)), 4),
-            **{emotion: round(float(p), 4) for emotion, p in zip(EMOTIONS, face.probabilities, strict=True)},
-        }
-        for number, face in enumerate(faces, start=1)
-    ]
-
-
 def show_downloads(name: str, file_id: str, faces: list[Face], annotated_png: bytes) -> None:
     stem = Path(name).stem or "photo"
-    records = face_records(faces)
     buttons = st.container(horizontal=True)
     buttons.download_button(
         "Annotated PNG",
@@ -248,7 +214,7 @@ def show_downloads(name: str, file_id: str, faces: list[Face], annotated_png: by
     )
     buttons.download_button(
         "Results JSON",
-        json.dumps({"file": name, "emotions": list(EMOTIONS), "faces": records}, indent=2),
+        json.dumps(photo_record(name, faces), indent=2),
         file_name=f"{stem}-emotions.json",
         mime="application/json",
         key=f"json-{file_id}",
@@ -256,7 +222,7 @@ def show_downloads(name: str, file_id: str, faces: list[Face], annotated_png: by
     )
     buttons.download_button(
         "Results CSV",
-        pd.DataFrame(records).to_csv(index=False),
+        photo_csv(faces),
         file_name=f"{stem}-emotions.csv",
         mime="text/csv",
         key=f"csv-{file_id}",
@@ -320,10 +286,9 @@ def about_the_model(classifier: EmotionClassifier) -> None:
 
 
 def live_settings(settings: PageSettings) -> LiveSettings:
-    # The slider says how steady a label is; LiveSettings wants the weight of the newest frame.
     return LiveSettings(
         detector=settings.live_detector,
-        smoothing=round(1.0 - settings.smoothing, 2),
+        smoothing=settings.smoothing,
         engagement_preset=settings.engagement_preset,
     )
 
@@ -520,7 +485,7 @@ def video_tab(classifier: EmotionClassifier, settings: PageSettings) -> None:
     if upload is None:
         st.info(
             f"Upload a video of up to {MAX_DURATION_S:.0f} s: every frame is annotated and you get "
-            "the emotions over time. Processing takes about as long as the video."
+            "the emotions over time. Processing takes less time than playing it."
         )
         return
     wanted = live_settings(settings)
@@ -617,7 +582,7 @@ def thin(frame: pd.DataFrame, limit: int = CHART_POINTS) -> pd.DataFrame:
 def emotion_timeline(rows) -> alt.Chart:
     table = thin(
         pd.DataFrame(
-            [(row.time_s, f"face {row.face_id}", row.emotion) for row in rows],
+            [(row.time_s, f"face {row.face.id}", row.face.emotion) for row in rows],
             columns=["time_s", "face", "emotion"],
         )
     )
@@ -658,4 +623,5 @@ def main() -> None:
         video_tab(loaded.classifier, settings)
 
 
-main()
+if __name__ == "__main__":  # as `streamlit run app.py` runs it; importing app.py runs nothing
+    main()

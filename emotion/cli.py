@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emotion.labels import EMOTIONS, FACE_SIZE
+from emotion.labels import FACE_SIZE
 from emotion.live import LiveSettings
 
 logger = logging.getLogger(__name__)
@@ -67,12 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--out", type=Path, metavar="OUT.mp4", help="write the annotated video here")
     video.add_argument("--csv", type=Path, metavar="OUT.csv", help="write one row per (frame, face) here")
     video.add_argument(
-        "--every",
+        "--detect-every",
         type=_positive_int,
         default=LiveSettings().detect_every,
         metavar="N",
         help="search whole frames for faces on every Nth frame only, following them in between "
-        "(default: %(default)s, as the webcam; 1 is slower and a little more precise)",
+        "(default: %(default)s, as the webcam and the page; 1 is slower and a little more precise)",
     )
     _add_model_option(video)
     return parser
@@ -85,15 +85,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "predict":
             return predict_command(args.paths, args.model, as_json=args.json)
-        return video_command(args.input, args.out, args.csv, args.every, args.model)
+        return video_command(args.input, args.out, args.csv, args.detect_every, args.model)
     except KeyboardInterrupt:
         _error("interrupted")
         return EXIT_FAILED
 
 
 def predict_command(paths: Sequence[Path], model: Path | None, as_json: bool = False) -> int:
-    from emotion.image import InvalidImage, load_image
-    from emotion.pipeline import analyze_image
+    from emotion.image import InvalidImage
+    from emotion.pipeline import analyze_photo, photo_json
+    from emotion.results import photo_record
 
     files = list(_image_files(paths))
     if not files:
@@ -105,25 +106,27 @@ def predict_command(paths: Sequence[Path], model: Path | None, as_json: bool = F
     table = _Table(max(len(str(file)) for file, _ in files)) if not as_json else None
     failed = False
     for file, problem in files:
+        if as_json:
+            if problem is None:
+                record = photo_json(str(file), file, classifier)
+            else:
+                record = photo_record(str(file), [], problem)
+            failed = failed or "error" in record
+            print(json.dumps(record), flush=True)
+            continue
         faces = []
         if problem is None:
             try:
-                faces = analyze_image(load_image(file), classifier)
-            except (InvalidImage, OSError) as error:
+                faces = analyze_photo(file, classifier)
+            except InvalidImage as error:
                 problem = str(error)
         failed = failed or problem is not None
-        if as_json:
-            record = {"file": str(file), "faces": [_face_record(face) for face in faces]}
-            if problem is not None:
-                record["error"] = problem
-            print(json.dumps(record), flush=True)
-        else:
-            table.print_file(file, faces, problem)
+        table.print_file(file, faces, problem)
     return EXIT_FAILED if failed else EXIT_OK
 
 
 def video_command(
-    source: Path, out: Path | None, csv_path: Path | None, every: int, model: Path | None
+    source: Path, out: Path | None, csv_path: Path | None, detect_every: int, model: Path | None
 ) -> int:
     from emotion.video import InvalidVideo, probe_video, process_video
 
@@ -141,7 +144,8 @@ def video_command(
         return EXIT_USAGE
     progress = _ProgressBar()
     try:
-        result = process_video(source, classifier, every=every, progress=progress)
+        settings = LiveSettings(detect_every=detect_every)  # the live detector, as the page's Video tab
+        result = process_video(source, classifier, settings=settings, progress=progress)
     except InvalidVideo as error:
         progress.finish()
         _error(str(error))
@@ -253,17 +257,6 @@ def _native_output_silenced() -> Iterator[None]:
             os.close(descriptor)
 
 
-def _face_record(face) -> dict:
-    return {
-        "box": [int(value) for value in face.box],
-        "emotion": face.emotion,
-        "probabilities": {
-            emotion: round(float(probability), 4)
-            for emotion, probability in zip(EMOTIONS, face.probabilities, strict=True)
-        },
-    }
-
-
 class _Table:
     """One line per face: file, face number, box, emotion and its probability."""
 
@@ -281,7 +274,7 @@ class _Table:
             print(f"{name}  {'-':>4}  no face found", flush=True)
         for number, face in enumerate(faces, start=1):
             box = "({}, {}, {}, {})".format(*face.box)
-            confidence = 100 * float(face.probabilities.max())
+            confidence = 100 * face.confidence
             print(f"{name}  {number:>4}  {box:<22}  {face.emotion:<8}  {confidence:9.0f}%", flush=True)
 
 

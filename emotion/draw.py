@@ -8,7 +8,7 @@ Line widths and text scale with the image, so labels read the same on a 200 px t
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from emotion.faces import Box
-from emotion.pipeline import Face
+from emotion.results import Face
 
 ColorOrder = Literal["rgb", "bgr"]
 Color = tuple[int, int, int]
@@ -36,6 +36,8 @@ EMOTION_COLORS: dict[str, Color] = {
 BLACK: Color = (0, 0, 0)
 WHITE: Color = (255, 255, 255)
 BAR_BACKGROUND: Color = (64, 64, 64)  # the unfilled part of a confidence bar
+BANNER_OPACITY = 0.6  # of the black status strip over a video frame
+NO_FACE_TEXT = "No face in view"
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 # Sizes relative to the image's longer side, with floors that keep a 200 px image legible:
 LINE_PER_PIXEL = 1 / 320  # box line: 2 px at 640, 12 px at 4000
@@ -91,8 +93,9 @@ def text_color_on(background: Color) -> Color:
 
 
 def face_label(face: Face) -> str:
-    """'happy 87%'."""
-    return f"{face.emotion} {round(100 * face.confidence)}%"
+    """'happy 87%', and '#2 happy 87%' for a tracked face."""
+    label = f"{face.emotion} {round(100 * face.confidence)}%"
+    return label if face.id is None else f"#{face.id} {label}"
 
 
 def _check_canvas(image: np.ndarray) -> None:
@@ -191,48 +194,53 @@ def draw_face(
     )
 
 
-def draw_banner(
-    image: np.ndarray,
-    text: str,
-    position: Literal["top", "bottom"] = "top",
-    background: Color = BLACK,
-    text_color: Color = WHITE,
-    opacity: float = 0.6,
-    style: DrawStyle | None = None,
-) -> None:
-    """In place: a full-width translucent strip with one line of text (shrunk to fit)."""
+def draw_banner(image: np.ndarray, text: str, style: DrawStyle | None = None) -> None:
+    """In place: a translucent black strip across the top with one line of white text (shrunk to fit)."""
     _check_canvas(image)
     style = style or style_for(image.shape)
-    height, width = image.shape[:2]
+    width = image.shape[1]
     font_scale = style.font_scale
     (text_width, text_height), baseline = cv2.getTextSize(text, FONT, font_scale, style.text_thickness)
     if text_width + 2 * style.margin > width:
         font_scale *= (width - 2 * style.margin) / max(1, text_width)
         (text_width, text_height), baseline = cv2.getTextSize(text, FONT, font_scale, style.text_thickness)
-    strip_height = min(height, text_height + baseline + 2 * style.margin)
-    top = 0 if position == "top" else height - strip_height
-    strip = image[top : top + strip_height]
-    strip[:] = (strip * (1.0 - opacity) + np.asarray(background, dtype=np.float32) * opacity).astype(np.uint8)
+    strip_height = min(image.shape[0], text_height + baseline + 2 * style.margin)
+    strip = image[:strip_height]
+    strip[:] = (strip * (1.0 - BANNER_OPACITY)).astype(np.uint8)  # blended with black
     cv2.putText(
         image,
         text,
-        (style.margin, top + strip_height - style.margin - baseline),
+        (style.margin, strip_height - style.margin - baseline),
         FONT,
         font_scale,
-        text_color,
+        WHITE,
         style.text_thickness,
         cv2.LINE_AA,
     )
 
 
-def annotate(rgb: np.ndarray, faces: Iterable[Face]) -> np.ndarray:
-    """A copy of the RGB (H, W, 3) (or grayscale) uint8 image with every face drawn on it."""
-    image = np.asarray(rgb)
+def annotate(image: np.ndarray, faces: Iterable[Face], order: ColorOrder = "rgb") -> np.ndarray:
+    """A copy of the (H, W, 3) uint8 image (colours in `order`; or a grayscale (H, W) one, drawn on
+    as RGB) with every face drawn on it: labelled 'happy 87%', a tracked face '#2 happy 87%'."""
+    image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
         raise ValueError(f"annotate takes an RGB (H, W, 3) or grayscale uint8 image, got {image.shape}")
     canvas = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else np.array(image, order="C")
     style = style_for(canvas.shape)
     # Smallest first, so the largest (main) face's label ends up on top where labels overlap.
     for face in sorted(faces, key=lambda face: face.box.w * face.box.h):
-        draw_face(canvas, face, "rgb", style=style)
+        draw_face(canvas, face, order, style=style)
+    return canvas
+
+
+def annotate_frame(bgr: np.ndarray, faces: Sequence[Face], fps: float | None = None) -> np.ndarray:
+    """The live overlay on a copy of a BGR (H, W, 3) video frame: its faces as `annotate` draws
+    them, under a status strip at the top saying NO_FACE_TEXT when there is none and, given a
+    measured `fps` (not None or 0), the frame rate."""
+    canvas = annotate(bgr, faces, "bgr")
+    status = [] if faces else [NO_FACE_TEXT]
+    if fps:
+        status.append(f"{fps:.0f} FPS")
+    if status:
+        draw_banner(canvas, "   ".join(status))
     return canvas

@@ -1,4 +1,5 @@
-"""Decode an uploaded photo into the RGB array the engine works on, or say why it cannot be.
+"""Decode an uploaded photo into the RGB array the engine works on, or say why it cannot be;
+encode an annotated one as PNG.
 
 Everything happens in memory; nothing is written to disk.
 """
@@ -88,6 +89,13 @@ def load_image(data: bytes | str | Path | BinaryIO, max_pixels: int = MAX_PIXELS
     if orientation in _UPRIGHT:
         rgb = rgb.transpose(_UPRIGHT[orientation])
     return np.array(rgb, dtype=np.uint8)  # a writeable, C-contiguous copy, (H, W, 3)
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    """An RGB (H, W, 3) uint8 image as PNG file bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def _read_bytes(data: bytes | str | Path | BinaryIO) -> bytes:

@@ -6,17 +6,16 @@ wrong file is never reused, checked against MODEL_SHA256 and loaded once to prov
 7-emotion classifier. Whatever goes wrong (network, 404, Drive quota, wrong checksum, a file
 that is not a model) the app falls back to the bundled model and shows why.
 
-Loading the model costs seconds, so the app should call `load_configured_classifier` once
-(under st.cache_resource): the load that validates a downloaded model is the one it gets back.
-`resolve_model` returns only the path; it validates a downloaded file by loading it too, but
-remembers files it has validated, so calling it again in the same process costs one checksum.
+The app calls `load_configured_classifier` once (under st.cache_resource): the load that
+validates a downloaded model is the one it gets back. `default_model_path` is for callers that
+load the model themselves (the command line). Nothing else in the engine downloads: without a
+model named, `emotion.load_classifier` and `analyze_image` use the bundled one.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import threading
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -73,11 +72,6 @@ class ModelSource:
         return cls(url=str(url).strip(), sha256=normalize_sha256(str(sha256)))
 
 
-class ResolvedModel(NamedTuple):
-    path: Path
-    warning: str | None  # for the page: why the bundled model is used instead of MODEL_URL's
-
-
 class LoadedModel(NamedTuple):
     classifier: EmotionClassifier
     path: Path
@@ -90,44 +84,18 @@ def normalize_sha256(sha256: str) -> str:
     return sha256.removeprefix("sha256:")
 
 
-def fetch_model(url: str, sha256: str, cache_dir: str | Path | None = None, *, validate: bool = True) -> Path:
-    """Download `url` (a Google Drive share link works) into the cache and return its path.
-
-    The file is named `<sha256>.keras` in `cache_dir` (default: MODEL_CACHE_DIR or
-    ~/.cache/emotion-lens/models); a cached copy with the right checksum is reused. With
-    `validate`, the file is also loaded once per process to prove it is a usable model;
-    without, only its checksum and archive are checked. Raises ModelDownloadError.
-    """
-    path, _ = _fetch(ModelSource(url=url, sha256=normalize_sha256(sha256)), cache_dir, None, load=validate)
-    return path
-
-
-def resolve_model(
-    secrets: Mapping[str, Any] | None = None, cache_dir: str | Path | None = None
-) -> ResolvedModel:
-    """(path, warning): MODEL_URL's model when configured and usable, else the bundled one.
-
-    Unset settings give the bundled model and no warning. Any failure is logged and gives the
-    bundled model with a warning the page can show.
-    """
-    try:
-        source = ModelSource.from_settings(secrets)
-        if source is None:
-            return ResolvedModel(BUNDLED_MODEL, None)
-        path, _ = _fetch(source, cache_dir, secrets, load=True)
-        return ResolvedModel(path, None)
-    except ModelDownloadError as error:
-        return ResolvedModel(BUNDLED_MODEL, _fallback_warning(error))
-
-
 def load_configured_classifier(
     secrets: Mapping[str, Any] | None = None, cache_dir: str | Path | None = None
 ) -> LoadedModel:
-    """resolve_model + load_classifier with a single model load: what the app caches once."""
+    """(classifier, path, warning): MODEL_URL's model when configured and usable, else the bundled one.
+
+    Unset settings give the bundled model and no warning. Any failure with MODEL_URL is logged
+    and gives the bundled model with a warning the page can show. The model is loaded once.
+    """
     try:
         source = ModelSource.from_settings(secrets)
         if source is not None:
-            path, classifier = _fetch(source, cache_dir, secrets, load=True, keep=True)
+            path, classifier = _fetch(source, cache_dir, secrets, load=True)
             return LoadedModel(classifier, path, None)
         warning = None
     except ModelDownloadError as error:
@@ -136,7 +104,8 @@ def load_configured_classifier(
 
 
 def default_model_path() -> Path:
-    """The model `load_classifier()` uses: MODEL_URL's (environment only) if it downloads, else bundled.
+    """The configured model's file, for a caller that loads it itself (the command line):
+    MODEL_URL's (environment only) if it downloads, else the bundled one.
 
     The downloaded file is checked (checksum, readable archive) but not loaded here, because
     the caller loads it next.
@@ -157,20 +126,14 @@ def _fallback_warning(error: ModelDownloadError) -> str:
     return f"Could not load the model from MODEL_URL ({error}); using the bundled model."
 
 
-# Files this process has already loaded successfully, so a rerun only re-checks the checksum.
-_validated: set[Path] = set()
-_validated_lock = threading.Lock()
-
-
 def _fetch(
     source: ModelSource,
     cache_dir: str | Path | None,
     secrets: Mapping[str, Any] | None,
     *,
     load: bool,
-    keep: bool = False,
 ) -> tuple[Path, EmotionClassifier | None]:
-    """Download and verify `source`; with `load`, also load it (returned when `keep`)."""
+    """Download and verify `source`; with `load`, also load the classifier and return it."""
     cache_dir = Path(cache_dir or get_setting("MODEL_CACHE_DIR", secrets, DEFAULT_CACHE_DIR)).expanduser()
     path = cache_dir / f"{source.sha256}.keras"  # Keras only loads files named *.keras
     try:
@@ -182,19 +145,13 @@ def _fetch(
     _check_archive(path)
     if not load:
         return path, None
-    with _validated_lock:
-        known_good = path in _validated
-    if known_good and not keep:
-        return path, None
     try:
         classifier = load_classifier(path)
     except ModelError as error:
         _remove(path)
         raise ModelDownloadError(f"the downloaded file is not a usable emotion model: {error}") from error
-    with _validated_lock:
-        _validated.add(path)
     logger.info("Using the model downloaded from %s (sha256 %s)", source.url, source.sha256)
-    return path, classifier if keep else None
+    return path, classifier
 
 
 def _download(source: ModelSource, path: Path) -> None:

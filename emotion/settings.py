@@ -33,19 +33,12 @@ class SettingsError(ValueError):
     """A setting is present but malformed."""
 
 
-def get_setting(
-    name: str,
-    secrets: Mapping[str, Any] | None = None,
-    default: Any = None,
-    *,
-    warn_if_missing: bool = False,
-) -> Any:
+def get_setting(name: str, secrets: Mapping[str, Any] | None = None, default: Any = None) -> Any:
     """The value of setting `name`: from `secrets` first, then the environment, else `default`.
 
     Empty values count as unset. Any error while reading `secrets` (Streamlit raises
     FileNotFoundError subclasses when there is no secrets file, and parse errors for a broken
-    one) also counts as unset. With `warn_if_missing`, falling back to `default` is logged
-    as a warning, for settings whose absence changes what the app can do.
+    one) also counts as unset.
     """
     if secrets is not None:
         try:
@@ -58,11 +51,7 @@ def get_setting(
         if not _is_empty(value):
             return value
     value = os.environ.get(name)
-    if not _is_empty(value):
-        return value
-    if warn_if_missing:
-        logger.warning("%s is not set in secrets or the environment; using %r", name, default)
-    return default
+    return default if _is_empty(value) else value
 
 
 def _is_empty(value: Any) -> bool:

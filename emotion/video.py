@@ -10,7 +10,9 @@ file is written at all. The output keeps the input's frame count and frame rate;
 audio, and variable frame-rate input comes out at its average rate.
 
 Limits (the maximum file size is the page's upload limit):
-- MAX_DURATION_S: longer videos are refused, processing takes about as long as playing.
+- MAX_DURATION_S: longer videos are refused. Processing runs 3.7x faster than real time on a
+  2-core machine (the face clip, faces searched every 5th frame; scripts/benchmark.py), so two
+  minutes take about half a minute there.
 - Videos larger than PROCESSING_MAX_SIDE (a 4K video, say) are downscaled to it for processing
   and output: the detector works on a downscaled image anyway and an annotated 4K MP4 would only
   be slower to encode and to send. Videos above MAX_INPUT_PIXELS (beyond 4K) are refused:
@@ -33,13 +35,14 @@ from typing import NamedTuple
 import av
 import numpy as np
 
-from emotion.faces import DetectorSettings
-from emotion.labels import EMOTIONS
-from emotion.live import Classifier, LiveAnalyzer, LiveSettings, rows_to_csv
+from emotion.engagement import engagement_score
+from emotion.live import LiveAnalyzer, LiveSettings
+from emotion.results import FaceRow, rows_to_csv
+from emotion.tracking import Classifier
 
 logger = logging.getLogger(__name__)
 
-MAX_DURATION_S = 120.0  # two minutes; processing runs at about real time on a 2-core server
+MAX_DURATION_S = 120.0  # two minutes
 MAX_INPUT_PIXELS = 4096 * 2160  # DCI 4K; larger videos are refused before decoding
 PROCESSING_MAX_SIDE = 1280  # longer side; larger videos are downscaled to it (720p for 4K)
 TRUNCATION_TOLERANCE_FRAMES = 2  # containers may count a frame or two more than they deliver
@@ -49,27 +52,11 @@ DEFAULT_FPS = Fraction(30)  # when a container gives no frame rate at all
 ENCODE_QUEUE_FRAMES = 8  # annotated frames waiting for the encoder thread, at most
 IMAGE_FORMATS = ("image2",)  # plus every "*_pipe" demuxer: still images (an animated GIF is a video)
 
-VIDEO_COLUMNS = ("frame", "time_s", "face_id", "x", "y", "w", "h", "emotion", *EMOTIONS)
-
 ProgressCallback = Callable[[int, int], None]  # (frames done, frames in total)
 
 
 class InvalidVideo(ValueError):
     """The file is not a video we can analyse: empty, damaged, truncated, too long or too large."""
-
-
-class VideoFaceRow(NamedTuple):
-    """One face in one frame of the annotated video."""
-
-    frame: int  # 0-based frame index
-    time_s: float
-    face_id: int  # the track id, stable while the face stays in view
-    x: int  # box in output-video pixels
-    y: int
-    w: int
-    h: int
-    emotion: str
-    probabilities: tuple[float, ...]  # in EMOTIONS order
 
 
 class EngagementPoint(NamedTuple):
@@ -87,7 +74,7 @@ class VideoResult:
     height: int
     source_width: int
     source_height: int
-    rows: tuple[VideoFaceRow, ...]  # one per (frame, face)
+    rows: tuple[FaceRow, ...]  # one per (frame, face); boxes in the annotated video's pixels
     frames_with_faces: int
     distribution: Mapping[str, float]  # share of (frame, face) rows per emotion; all 0 without faces
     dominant_emotion: str | None  # None when no face was found
@@ -99,11 +86,8 @@ class VideoResult:
         return (self.width, self.height) != (self.source_width, self.source_height)
 
     def to_csv(self) -> str:
-        """VIDEO_COLUMNS, one row per (frame, face)."""
-        return rows_to_csv(
-            VIDEO_COLUMNS,
-            ((*row[:-1], *row.probabilities) for row in self.rows),
-        )
+        """The rows as CSV text (see emotion.results)."""
+        return rows_to_csv(self.rows)
 
 
 class VideoInfo(NamedTuple):
@@ -125,32 +109,25 @@ def process_video(
     source: str | Path | bytes,
     classifier: Classifier,
     *,
-    every: int | None = None,
     settings: LiveSettings | None = None,
     progress: ProgressCallback | None = None,
 ) -> VideoResult:
     """Annotate every frame of a video with its faces' emotions.
 
-    source: a path or the file's bytes. settings: the tracking settings; by default the
-    webcam's with the photo detector (a video's faces may be smaller); never an FPS banner.
-    every: search whole frames for faces on every Nth frame only and follow them in between;
-    1 searches every frame (slower, slightly more precise boxes); None means
-    settings.detect_every. progress(done, total) is called after each frame; total is an
-    estimate where the container does not say.
+    source: a path or the file's bytes. settings: how faces are searched for, tracked and
+    smoothed; by default the webcam's (the live detector preset, a search of the whole frame
+    on every LiveSettings.detect_every-th frame); never an FPS banner. progress(done, total) is
+    called after each frame; total is an estimate where the container does not say.
     Raises InvalidVideo with a message for people.
     """
-    settings = settings or LiveSettings(detector=DetectorSettings())
-    every = settings.detect_every if every is None else every
-    if every < 1:
-        raise ValueError(f"every must be at least 1, got {every}")
-    settings = replace(settings, detect_every=every, show_fps=False)
+    settings = replace(settings or LiveSettings(), show_fps=False)
     with _open(source) as container:
         stream = container.streams.video[0]
         info = _check(container, stream)
         width, height = output_size(info.width, info.height)
         analyzer = LiveAnalyzer(classifier, settings)
         buffer = io.BytesIO()
-        rows: list[VideoFaceRow] = []
+        rows: list[FaceRow] = []
         engagement: list[EngagementPoint] = []
         frames = 0
         total = info.frames
@@ -165,15 +142,11 @@ def process_video(
                 if out_stream is None:  # a rotated video is only known to be portrait now
                     out_stream = _add_output_stream(output, info.fps, bgr.shape[1], bgr.shape[0])
                 annotated, faces = analyzer.process(bgr, time_s=time_s)
-                for face in faces:
-                    probabilities = tuple(round(float(p), 4) for p in face.probabilities)
-                    rows.append(
-                        VideoFaceRow(
-                            frames, round(time_s, 4), face.id, *face.box, face.emotion, probabilities
-                        )
-                    )
+                rows.extend(FaceRow(frames, time_s, face) for face in faces)
                 if faces:
-                    engagement.append(EngagementPoint(time_s, float(np.mean([f.engagement for f in faces]))))
+                    probabilities = np.stack([face.probabilities for face in faces])  # (N, 7)
+                    mean = float(np.mean(engagement_score(probabilities, settings.engagement_preset)))
+                    engagement.append(EngagementPoint(time_s, mean))
                 encoding.append(encoder.submit(_encode, output, out_stream, annotated))
                 if len(encoding) > ENCODE_QUEUE_FRAMES:
                     encoding.popleft().result()  # also raises what the encoder raised

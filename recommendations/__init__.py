@@ -13,7 +13,6 @@ from recommendations.chooser import (
     RecommendationsError,
     Recommender,
     load_suggestions,
-    recommend,
 )
 
 __all__ = [
@@ -25,5 +24,4 @@ __all__ = [
     "RecommendationsError",
     "Recommender",
     "load_suggestions",
-    "recommend",
 ]

@@ -168,16 +168,3 @@ def _pick_index(count: int, previous: int, rng: random.Random) -> int:
     """A random index in range(count) other than `previous` (count >= 2)."""
     index = rng.randrange(count - 1) if previous >= 0 else rng.randrange(count)
     return index + 1 if previous >= 0 and index >= previous else index
-
-
-_default: Recommender | None = None
-_default_lock = threading.Lock()
-
-
-def recommend(emotion: str, rng: random.Random | None = None) -> Recommendation:
-    """A recommendation from the bundled suggestions file (loaded and checked on first use)."""
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = Recommender()
-    return _default.recommend(emotion, rng)

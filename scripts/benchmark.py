@@ -176,7 +176,7 @@ def main() -> None:
     clip = FACE_CLIP.read_bytes()
     for every in (LiveSettings().detect_every, 1):
         started = time.perf_counter()
-        result = process_video(clip, classifier, every=every)
+        result = process_video(clip, classifier, settings=LiveSettings(detect_every=every))
         elapsed = time.perf_counter() - started
         print(
             f"video file, faces searched every {every} frame(s) ({result.frames} frames, "

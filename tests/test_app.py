@@ -14,7 +14,7 @@ import streamlit_webrtc
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from emotion import EMOTIONS
+from emotion import EMOTIONS, process_video
 from tests.conftest import FACE_CLIP, REPO
 
 APP = str(REPO / "app.py")
@@ -125,7 +125,7 @@ def test_photo_without_a_face_says_so(app):
     assert any(info.value.startswith("No face found") for info in app.info)
 
 
-def test_about_the_model_tolerates_placeholder_metadata(app):
+def test_about_the_model_states_its_limitations(app):
     expander = next(block for block in app.expander if block.label == "About the model")
     assert "Limitations" in "\n".join(element.value for element in expander.markdown)
 
@@ -168,7 +168,7 @@ def test_webcam_frames_feed_live_statistics_and_a_summary(app, streamer):
     assert "Session log CSV" in [button.label for button in app.get("download_button")]
 
 
-def test_video_upload_shows_annotated_video_and_timeline(app):
+def test_video_upload_shows_annotated_video_and_timeline(app, classifier):
     app.file_uploader(key="video").set_value(("face_clip.avi", FACE_CLIP.read_bytes(), "video/x-msvideo"))
     app.run()
     assert not app.exception, app.exception
@@ -177,6 +177,9 @@ def test_video_upload_shows_annotated_video_and_timeline(app):
     labels = [button.label for button in app.get("download_button")]
     assert "Annotated MP4" in labels
     assert "Results CSV" in labels
+    # With the sidebar as it starts, the tab finds the faces `python -m emotion video` finds.
+    shown = app.session_state["video_analysis"].result
+    assert shown.to_csv() == process_video(FACE_CLIP, classifier).to_csv()
 
 
 def test_broken_video_says_so(app):
@@ -220,3 +223,24 @@ def test_model_warning_is_shown(monkeypatch, streamer, classifier):
         assert warning in [element.value for element in page.warning]
     finally:
         st.cache_resource.clear()
+
+
+def test_the_page_helpers_work_without_running_the_page():
+    import pandas as pd
+
+    import app
+    from emotion.engagement import DEFAULT_PRESET
+    from emotion.faces import detector_settings
+    from emotion.live import LiveSettings
+
+    # With the sidebar as it starts, the webcam and the Video tab get the engine's defaults.
+    defaults = app.PageSettings(
+        detector=detector_settings("photo"),
+        live_detector=detector_settings("live"),
+        show_probabilities=True,
+        engagement_preset=DEFAULT_PRESET,
+        smoothing=LiveSettings().smoothing,
+    )
+    assert app.live_settings(defaults) == LiveSettings()
+    assert len(app.thin(pd.DataFrame({"x": range(5000)}), limit=2000)) <= 2000
+    assert app.percent(None) == "-" and app.percent(0.256) == "26%"

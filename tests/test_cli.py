@@ -11,7 +11,9 @@ import pytest
 from PIL import Image
 
 from emotion.labels import EMOTIONS
-from emotion.video import VIDEO_COLUMNS
+from emotion.live import LiveSettings
+from emotion.results import CSV_COLUMNS
+from emotion.video import process_video
 from tests.conftest import FACE_CLIP, REPO
 
 MODEL = REPO / "model" / "emotion_cnn.keras"
@@ -49,9 +51,11 @@ def test_predict_json_gives_one_object_per_photo_and_goes_on_after_an_error(phot
     portrait, damaged = records
     assert "error" not in portrait and len(portrait["faces"]) >= 1
     face = portrait["faces"][0]
+    assert face["face_id"] == 1
     assert len(face["box"]) == 4 and all(isinstance(value, int) for value in face["box"])
     assert face["emotion"] in EMOTIONS and list(face["probabilities"]) == list(EMOTIONS)
     assert sum(face["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert face["confidence"] == max(face["probabilities"].values())
     assert damaged["faces"] == [] and "cannot be read" in damaged["error"]
     assert "Traceback" not in result.stderr
 
@@ -65,9 +69,9 @@ def test_predict_prints_a_table(photos):
     assert rows[0].split()[-2] in EMOTIONS and rows[0].endswith("%")
 
 
-def test_video_writes_the_annotated_mp4_and_the_csv_with_a_progress_bar(tmp_path):
+def test_video_writes_the_annotated_mp4_and_the_csv_with_a_progress_bar(tmp_path, classifier):
     out, table = tmp_path / "annotated.mp4", tmp_path / "faces.csv"
-    result = run("video", FACE_CLIP, "--out", out, "--csv", table, "--every", "3", "--model", MODEL)
+    result = run("video", FACE_CLIP, "--out", out, "--csv", table, "--detect-every", "3", "--model", MODEL)
     assert result.returncode == 0, result.stderr
     assert "100%" in result.stderr and "71/71 frames" in result.stderr
     assert "Traceback" not in result.stderr
@@ -77,8 +81,11 @@ def test_video_writes_the_annotated_mp4_and_the_csv_with_a_progress_bar(tmp_path
         assert stream.codec_context.name == "h264" and stream.average_rate == 30
         assert sum(1 for _ in container.decode(stream)) == 71
     rows = list(csv.DictReader(io.StringIO(table.read_text())))
-    assert rows and tuple(rows[0]) == VIDEO_COLUMNS
+    assert rows and tuple(rows[0]) == CSV_COLUMNS
     assert len({(row["frame"], row["face_id"]) for row in rows}) == len(rows)
+    # The faces the page's Video tab finds with the same settings (the live detector).
+    expected = process_video(FACE_CLIP, classifier, settings=LiveSettings(detect_every=3))
+    assert table.read_text() == expected.to_csv()
 
 
 @pytest.mark.parametrize(
@@ -100,7 +107,7 @@ def test_video_errors_are_one_line_without_a_traceback(tmp_path, case, message):
 
 
 def test_usage_and_model_errors_exit_with_2(tmp_path):
-    usage = run("video", FACE_CLIP, "--every", "0")
+    usage = run("video", FACE_CLIP, "--detect-every", "0")
     assert usage.returncode == 2 and "must be 1 or more" in usage.stderr
     image = tmp_path / "grey.png"
     Image.new("RGB", (64, 64), "grey").save(image)

@@ -11,6 +11,7 @@ from emotion import EMOTIONS, Box, Face, annotate
 from emotion.draw import (
     EMOTION_COLORS,
     MIN_FONT_SCALE,
+    annotate_frame,
     draw_banner,
     draw_face,
     draw_face_box,
@@ -53,6 +54,7 @@ def test_label_text_contrasts_with_its_background():
 def test_face_label_reads_emotion_and_percent():
     assert face_label(make_face(Box(0, 0, 10, 10), "happy", 0.87)) == "happy 87%"
     assert face_label(make_face(Box(0, 0, 10, 10), "surprise", 1.0)) == "surprise 100%"
+    assert face_label(make_face(Box(0, 0, 10, 10), "happy", 0.87)._replace(id=3)) == "#3 happy 87%"
 
 
 def test_sizes_grow_with_the_image_and_stay_legible_when_small():
@@ -145,10 +147,6 @@ def test_banner_darkens_only_its_strip_and_fits_long_text():
 
     assert image[0].mean() < 128  # darkened, with white text
     assert (image[-1] == 128).all()
-    bottom = gray_image(240, 320)
-    draw_banner(bottom, "No face found", position="bottom")
-    assert (bottom[0] == 128).all()
-    assert bottom[-1].mean() < 128
 
 
 def test_annotate_returns_a_new_image_and_leaves_the_input_alone(astronaut_rgb):
@@ -161,6 +159,19 @@ def test_annotate_returns_a_new_image_and_leaves_the_input_alone(astronaut_rgb):
     assert annotated.shape == astronaut_rgb.shape and annotated.dtype == np.uint8
     assert (annotated != astronaut_rgb).any()
     np.testing.assert_array_equal(annotate(astronaut_rgb, []), astronaut_rgb)
+
+
+def test_a_video_frame_gets_its_faces_in_bgr_and_a_status_strip():
+    frame = gray_image(240, 320)
+    face = make_face(Box(100, 80, 100, 100), "angry", 0.6)._replace(id=1)
+
+    annotated = annotate_frame(frame, [face], fps=25.0)
+
+    np.testing.assert_array_equal(frame, 128)  # the input is left alone
+    assert (annotated[130, 100] == emotion_color("angry", "bgr")).all()  # the box's left edge
+    assert annotated[0].mean() < 128 and (annotated[-1] == 128).all()  # the strip, at the top only
+    assert annotate_frame(frame, []).mean() < frame.mean()  # "No face in view"
+    np.testing.assert_array_equal(annotate_frame(frame, [face]), annotate(frame, [face], "bgr"))
 
 
 def test_annotate_takes_grayscale_and_refuses_other_arrays():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from emotion import FACE_SIZE, Box, DetectorSettings, crop_faces, detect_faces
-from emotion.faces import square_box
+from emotion.faces import LIVE_DETECTOR, PHOTO_DETECTOR, detector_settings, square_box
 
 ASTRONAUT_FACE_CENTER = (223, 113)  # (x, y) between the eyes and the mouth
 
@@ -183,3 +183,20 @@ def test_crop_faces_refuses_colour_images_and_boxes_outside():
         crop_faces(np.zeros((50, 50, 3), np.uint8), [Box(0, 0, 10, 10)])
     with pytest.raises(ValueError, match="outside"):
         crop_faces(np.zeros((50, 50), np.uint8), [Box(60, 60, 10, 10)])
+
+
+def test_detector_presets_at_each_sensitivity():
+    assert detector_settings() == PHOTO_DETECTOR == DetectorSettings()
+    assert detector_settings("live") == LIVE_DETECTOR
+    strict = detector_settings("photo", "strict")
+    sensitive = detector_settings("photo", "sensitive")
+    assert strict.min_neighbors > PHOTO_DETECTOR.min_neighbors > sensitive.min_neighbors
+    assert strict.scale_factor > PHOTO_DETECTOR.scale_factor > sensitive.scale_factor
+    assert detector_settings("photo", min_size_fraction=0.02).min_size_fraction == 0.02
+    # A stream never searches for faces below the live preset's minimum, only above it.
+    assert detector_settings("live", min_size_fraction=0.02) == LIVE_DETECTOR
+    assert detector_settings("live", min_size_fraction=0.3).min_size_fraction == 0.3
+    with pytest.raises(ValueError, match="Unknown detector preset"):
+        detector_settings("crowd")
+    with pytest.raises(ValueError, match="Unknown sensitivity"):
+        detector_settings("photo", "Balanced")

@@ -1,23 +1,33 @@
-"""The photo pipeline: detect -> crop -> one batched classification, on real faces.
+"""The photo pipeline: decode -> detect -> crop -> one batched classification -> annotate, on real faces.
 
-The bundled model may be untrained, so no test asserts which emotion a face shows.
+Which emotion a face shows is the model's accuracy (model/MODEL_CARD.md), not the pipeline's:
+the tests check the shape and consistency of the results, never a particular emotion.
 """
 
 from __future__ import annotations
 
+import io
+
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from emotion import (
     EMOTIONS,
     Box,
     DetectorSettings,
     Face,
+    InvalidImage,
     analyze_image,
+    analyze_photo,
+    annotate,
     classify_faces,
     detect_faces,
+    photo_json,
+    photo_record,
     pipeline,
+    process_photo,
 )
 
 
@@ -117,3 +127,35 @@ def test_without_a_classifier_the_default_is_loaded_once(astronaut_rgb, classifi
 def test_analyze_refuses_arrays_that_are_not_images(classifier):
     with pytest.raises(ValueError, match="image must be"):
         analyze_image(np.zeros((10, 10, 2), np.uint8), classifier)
+
+
+def test_a_photo_file_gives_the_same_faces_and_json_as_its_pixels(astronaut_rgb, classifier):
+    png = io.BytesIO()
+    Image.fromarray(astronaut_rgb).save(png, format="PNG")
+
+    faces = analyze_photo(png.getvalue(), classifier)
+    record = photo_json("astronaut.png", png.getvalue(), classifier)
+
+    (expected,) = analyze_image(astronaut_rgb, classifier)
+    assert [face.box for face in faces] == [expected.box]
+    np.testing.assert_array_equal(faces[0].probabilities, expected.probabilities)
+    assert record == photo_record("astronaut.png", faces)
+
+
+def test_process_photo_also_gives_the_annotated_picture(astronaut_rgb, classifier):
+    png = io.BytesIO()
+    Image.fromarray(astronaut_rgb).save(png, format="PNG")
+
+    faces, annotated_png = process_photo(png.getvalue(), classifier)
+
+    assert [face.box for face in faces] == [face.box for face in analyze_image(astronaut_rgb, classifier)]
+    shown = np.asarray(Image.open(io.BytesIO(annotated_png)))
+    np.testing.assert_array_equal(shown, annotate(astronaut_rgb, faces))
+
+
+def test_a_file_that_is_not_a_photo_gives_its_reason_in_the_json(classifier):
+    with pytest.raises(InvalidImage):
+        analyze_photo(b"not a photo", classifier)
+    record = photo_json("notes.txt", b"not a photo", classifier)
+    assert record["file"] == "notes.txt" and record["faces"] == []
+    assert record["error"].startswith("This file is not an image")

@@ -21,7 +21,6 @@ from recommendations import (
     RecommendationsError,
     Recommender,
     load_suggestions,
-    recommend,
 )
 
 
@@ -53,8 +52,9 @@ def test_bundled_file_covers_every_emotion():
 
 def test_recommend_returns_one_of_each_kind_for_every_emotion():
     suggestions = load_suggestions()
+    recommender = Recommender()
     for emotion in EMOTIONS:
-        recommendation = recommend(emotion)
+        recommendation = recommender.recommend(emotion)
         assert isinstance(recommendation, Recommendation)
         assert recommendation.emotion == emotion
         assert isinstance(recommendation.quote, Quote)
@@ -129,7 +129,7 @@ def test_concurrent_calls_share_one_recommender():
 @pytest.mark.parametrize("emotion", ["joy", "Happy", "", "contempt"])
 def test_unknown_emotion_is_a_clear_value_error(emotion):
     with pytest.raises(ValueError, match=r"Unknown emotion .*expected one of angry, disgust, fear"):
-        recommend(emotion)
+        Recommender().recommend(emotion)
 
 
 def test_missing_file(tmp_path):
@@ -197,4 +197,4 @@ def test_empty_activity(tmp_path, document):
 
 
 def test_package_exports():
-    assert set(recommendations.__all__) >= {"recommend", "Recommendation", "RecommendationsError"}
+    assert set(recommendations.__all__) >= {"Recommender", "Recommendation", "RecommendationsError"}

@@ -13,9 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from emotion import ModelDownloadError, resolve_model
+from emotion import ModelDownloadError
 from emotion.classifier import BUNDLED_MODEL
-from emotion.remote import ModelSource, default_model_path, fetch_model, load_configured_classifier
+from emotion.remote import ModelSource, default_model_path, load_configured_classifier
 
 MODEL_SETTINGS = ("MODEL_URL", "MODEL_SHA256", "MODEL_CACHE_DIR")
 
@@ -101,8 +101,15 @@ def secrets_for(url: str, checksum: str | None) -> dict[str, str]:
     return {"MODEL_URL": url} if checksum is None else {"MODEL_URL": url, "MODEL_SHA256": checksum}
 
 
+def configured(secrets, cache_dir) -> tuple:
+    """(path, warning) of the model the app would load with these secrets."""
+    loaded = load_configured_classifier(secrets, cache_dir)
+    assert loaded.classifier.source == loaded.path
+    return loaded.path, loaded.warning
+
+
 def test_unset_settings_give_the_bundled_model_silently(tmp_path, caplog):
-    assert resolve_model({}, cache_dir=tmp_path) == (BUNDLED_MODEL, None)
+    assert configured({}, cache_dir=tmp_path) == (BUNDLED_MODEL, None)
     assert default_model_path() == BUNDLED_MODEL
     assert not caplog.records
     assert list(tmp_path.iterdir()) == []
@@ -110,13 +117,13 @@ def test_unset_settings_give_the_bundled_model_silently(tmp_path, caplog):
 
 def test_a_model_with_the_right_checksum_is_downloaded_and_loads(server, model_bytes, tmp_path):
     secrets = secrets_for(server.url("/emotion_cnn.keras"), sha256(model_bytes).upper())
-    path, warning = resolve_model(secrets, cache_dir=tmp_path)
+    path, warning = configured(secrets, cache_dir=tmp_path)
     assert warning is None
     assert path == tmp_path / f"{sha256(model_bytes)}.keras"
     assert path.read_bytes() == model_bytes
 
-    # Validated once per process: a rerun only re-hashes the cached file, no new request.
-    assert resolve_model(secrets, cache_dir=tmp_path) == (path, None)
+    # The next start re-hashes the cached file: no new request.
+    assert configured(secrets, cache_dir=tmp_path) == (path, None)
     assert server.requests == ["/emotion_cnn.keras"]
 
 
@@ -139,7 +146,7 @@ def test_load_configured_classifier_falls_back_to_the_bundled_model(server, tmp_
 
 def test_not_found_falls_back_with_a_warning(server, model_bytes, tmp_path, caplog):
     secrets = secrets_for(server.url("/missing.keras"), sha256(model_bytes))
-    path, warning = resolve_model(secrets, cache_dir=tmp_path)
+    path, warning = configured(secrets, cache_dir=tmp_path)
     assert path == BUNDLED_MODEL
     assert warning.startswith("Could not load the model from MODEL_URL (")
     assert "HTTP 404" in warning
@@ -150,7 +157,7 @@ def test_not_found_falls_back_with_a_warning(server, model_bytes, tmp_path, capl
 
 def test_wrong_checksum_falls_back_and_keeps_no_file(server, tmp_path):
     secrets = secrets_for(server.url("/emotion_cnn.keras"), "0" * 64)
-    path, warning = resolve_model(secrets, cache_dir=tmp_path)
+    path, warning = configured(secrets, cache_dir=tmp_path)
     assert path == BUNDLED_MODEL
     assert "checksum is not MODEL_SHA256" in warning
     assert not any(tmp_path.glob("*.keras"))
@@ -158,7 +165,7 @@ def test_wrong_checksum_falls_back_and_keeps_no_file(server, tmp_path):
 
 def test_truncated_file_fails_the_checksum_of_the_full_model(server, model_bytes, tmp_path):
     secrets = secrets_for(server.url("/half.keras"), sha256(model_bytes))
-    path, warning = resolve_model(secrets, cache_dir=tmp_path)
+    path, warning = configured(secrets, cache_dir=tmp_path)
     assert path == BUNDLED_MODEL
     assert "checksum is not MODEL_SHA256" in warning
     assert not any(tmp_path.glob("*.keras"))
@@ -167,21 +174,22 @@ def test_truncated_file_fails_the_checksum_of_the_full_model(server, model_bytes
 def test_truncated_file_with_its_own_checksum_is_not_a_model(server, model_bytes, tmp_path):
     half = model_bytes[: len(model_bytes) // 2]
     secrets = secrets_for(server.url("/half.keras"), sha256(half))
-    path, warning = resolve_model(secrets, cache_dir=tmp_path)
+    path, warning = configured(secrets, cache_dir=tmp_path)
     assert path == BUNDLED_MODEL
     assert "not a Keras model archive" in warning
     assert not (tmp_path / f"{sha256(half)}.keras").exists()
 
 
 def test_archive_that_is_not_a_keras_model_is_rejected_by_loading_it(server, tmp_path):
-    checksum = sha256(server.files["/not_a_model.zip"])
-    with pytest.raises(ModelDownloadError, match="not a usable emotion model"):
-        fetch_model(server.url("/not_a_model.zip"), checksum, cache_dir=tmp_path)
+    secrets = secrets_for(server.url("/not_a_model.zip"), sha256(server.files["/not_a_model.zip"]))
+    path, warning = configured(secrets, cache_dir=tmp_path)
+    assert path == BUNDLED_MODEL
+    assert "not a usable emotion model" in warning
     assert not any(tmp_path.glob("*.keras"))
 
 
 def test_missing_checksum_falls_back(server, tmp_path):
-    path, warning = resolve_model(secrets_for(server.url("/emotion_cnn.keras"), None), cache_dir=tmp_path)
+    path, warning = configured(secrets_for(server.url("/emotion_cnn.keras"), None), cache_dir=tmp_path)
     assert path == BUNDLED_MODEL
     assert "MODEL_SHA256 is not set" in warning
     assert server.requests == []
@@ -193,15 +201,18 @@ def test_unreachable_server_falls_back(tmp_path, monkeypatch):
     monkeypatch.setattr(emotion.remote, "DOWNLOAD_RETRIES", 0)
     with FileServer({}) as stopped:
         url = stopped.url("/emotion_cnn.keras")
-    path, warning = resolve_model(secrets_for(url, "a" * 64), cache_dir=tmp_path)
+    path, warning = configured(secrets_for(url, "a" * 64), cache_dir=tmp_path)
     assert path == BUNDLED_MODEL
     assert "could not connect to the server" in warning
 
 
-def test_a_stale_file_under_the_checksum_name_is_replaced(server, model_bytes, tmp_path):
+def test_a_stale_file_under_the_checksum_name_is_replaced(server, model_bytes, tmp_path, monkeypatch):
     stale = tmp_path / f"{sha256(model_bytes)}.keras"
     stale.write_bytes(b"left over from an interrupted copy")
-    path = fetch_model(server.url("/emotion_cnn.keras"), sha256(model_bytes), tmp_path, validate=False)
+    monkeypatch.setenv("MODEL_URL", server.url("/emotion_cnn.keras"))
+    monkeypatch.setenv("MODEL_SHA256", sha256(model_bytes))
+    monkeypatch.setenv("MODEL_CACHE_DIR", str(tmp_path))
+    path = default_model_path()
     assert path == stale
     assert path.read_bytes() == model_bytes
 
@@ -240,8 +251,23 @@ def test_model_source_from_settings_normalises_the_checksum():
 
 
 def test_google_drive_share_links_are_resolved_by_gdown():
-    # fetch_model passes share links to gdown unchanged: this pins that gdown extracts the id.
+    # Share links go to gdown unchanged: this pins that gdown extracts the id.
     from gdown.parse_url import parse_url
 
     file_id = "1AbCdEfGhIjKlMnOpQrStUvWxYz012345"
     assert parse_url(f"https://drive.google.com/file/d/{file_id}/view?usp=sharing")[0] == file_id
+
+
+def test_only_a_caller_that_asks_gets_the_configured_model(server, model_bytes, tmp_path, monkeypatch):
+    from emotion import load_classifier, pipeline
+
+    monkeypatch.setenv("MODEL_URL", server.url("/emotion_cnn.keras"))
+    monkeypatch.setenv("MODEL_SHA256", sha256(model_bytes))
+    monkeypatch.setenv("MODEL_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(pipeline, "_default_classifier", None)
+    assert load_classifier().source == BUNDLED_MODEL
+    assert pipeline.analyze_image(np.full((120, 160, 3), 128, np.uint8)) == []
+    assert pipeline.default_classifier().source == BUNDLED_MODEL
+    assert server.requests == []
+    assert default_model_path() == tmp_path / f"{sha256(model_bytes)}.keras"  # asked for
+    assert server.requests == ["/emotion_cnn.keras"]

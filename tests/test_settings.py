@@ -71,14 +71,6 @@ def test_empty_values_count_as_unset(monkeypatch):
     assert get_setting("SOME_SETTING", {"SOME_SETTING": ""}, "fallback") == "fallback"
 
 
-def test_missing_setting_warns_only_when_asked(caplog):
-    with caplog.at_level(logging.WARNING, logger="emotion.settings"):
-        assert get_setting("SOME_SETTING", {}, 3) == 3
-        assert not caplog.records
-        assert get_setting("SOME_SETTING", {}, 3, warn_if_missing=True) == 3
-    assert "SOME_SETTING is not set" in caplog.text
-
-
 def test_explicit_ice_servers_from_json(monkeypatch, twilio_calls):
     monkeypatch.setenv("ICE_SERVERS", json.dumps([TURN_SERVER, {"urls": "stun:stun.example.org"}]))
     monkeypatch.setenv("TWILIO_ACCOUNT_SID", "sid")

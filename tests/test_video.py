@@ -2,6 +2,7 @@ import csv
 import io
 import tempfile
 import wave
+from dataclasses import replace
 from fractions import Fraction
 
 import av
@@ -10,9 +11,11 @@ import numpy as np
 import pytest
 
 from emotion import video
+from emotion.faces import LIVE_DETECTOR, PHOTO_DETECTOR
 from emotion.labels import EMOTIONS
 from emotion.live import LiveSettings
-from emotion.video import VIDEO_COLUMNS, InvalidVideo, output_size, probe_video, process_video
+from emotion.results import CSV_COLUMNS
+from emotion.video import InvalidVideo, output_size, probe_video, process_video
 from tests.conftest import FACE_CLIP
 
 
@@ -93,24 +96,28 @@ def test_every_frame_with_a_face_is_annotated(clip_result):
     assert len(frames_with_rows) == result.frames_with_faces
     for row in result.rows:
         # The box's left edge, drawn in colour, differs from the original far beyond H.264's noise.
-        edge = np.s_[row.y + 10 : row.y + row.h - 10, row.x : row.x + 2]
+        x, y, _, h = row.face.box
+        edge = np.s_[y + 10 : y + h - 10, x : x + 2]
         difference = np.abs(annotated[row.frame][edge].astype(int) - originals[row.frame][edge].astype(int))
         assert difference.mean() > 25, f"frame {row.frame} is not annotated"
 
 
 def test_rows_are_one_per_frame_and_face_and_become_csv(clip_result):
     result, _ = clip_result
-    keys = [(row.frame, row.face_id) for row in result.rows]
+    keys = [(row.frame, row.face.id) for row in result.rows]
     assert len(keys) == len(set(keys))
     for row in result.rows:
         assert row.time_s == pytest.approx(row.frame / 30, abs=1e-3)
-        assert row.emotion in EMOTIONS and len(row.probabilities) == len(EMOTIONS)
-        assert sum(row.probabilities) == pytest.approx(1.0, abs=1e-3)
-        assert row.x >= 0 and row.x + row.w <= result.width and row.y + row.h <= result.height
+        face = row.face
+        assert face.emotion in EMOTIONS and face.probabilities.shape == (len(EMOTIONS),)
+        assert face.probabilities.sum() == pytest.approx(1.0, abs=1e-3)
+        x, y, w, h = face.box
+        assert x >= 0 and x + w <= result.width and y + h <= result.height
     table = list(csv.DictReader(io.StringIO(result.to_csv())))
     assert len(table) == len(result.rows)
-    assert tuple(table[0]) == VIDEO_COLUMNS
+    assert tuple(table[0]) == CSV_COLUMNS
     assert int(table[-1]["frame"]) == result.rows[-1].frame
+    assert int(table[-1]["face_id"]) == result.rows[-1].face.id
 
 
 def test_summary_and_progress(clip_result):
@@ -124,9 +131,9 @@ def test_summary_and_progress(clip_result):
 
 
 def test_bytes_input_and_every_nth_frame_detection(classifier):
-    result = process_video(FACE_CLIP.read_bytes(), classifier, every=5)
+    result = process_video(FACE_CLIP.read_bytes(), classifier, settings=LiveSettings(detect_every=5))
     assert result.frames == 71 and result.frames_with_faces > 0.8 * 71
-    assert {row.face_id for row in result.rows} == {1}
+    assert {row.face.id for row in result.rows} == {1}
 
 
 def test_a_video_without_faces(classifier):
@@ -135,7 +142,7 @@ def test_a_video_without_faces(classifier):
     assert result.frames == 10 and result.rows == () and result.frames_with_faces == 0
     assert result.dominant_emotion is None and result.mean_engagement is None
     assert set(result.distribution.values()) == {0.0}
-    assert result.to_csv().splitlines() == [",".join(VIDEO_COLUMNS)]
+    assert result.to_csv().splitlines() == [",".join(CSV_COLUMNS)]
     _, frames = decode(result.video)
     assert len(frames) == 10
     assert frames[0][:10].mean() < 100  # "No face in view" on a dark strip at the top
@@ -216,21 +223,19 @@ def test_a_video_of_unknown_length_is_stopped_at_the_limit(classifier, monkeypat
     monkeypatch.setattr(video, "_check", lambda container, stream: unknown_length)
     monkeypatch.setattr(video, "MAX_DURATION_S", 1.0)
     with pytest.raises(InvalidVideo, match="too long: at most 1 s"):
-        process_video(FACE_CLIP, classifier, every=5)
+        process_video(FACE_CLIP, classifier)
 
 
-def test_the_settings_detect_every_is_kept_unless_every_is_given(classifier, monkeypatch):
+def test_by_default_faces_are_searched_for_as_in_the_webcam_and_never_with_an_fps_banner(
+    classifier, monkeypatch
+):
     used = []
     analyzer = video.LiveAnalyzer
     monkeypatch.setattr(video, "LiveAnalyzer", lambda *args: used.append(args[1]) or analyzer(*args))
     grey = make_video([np.full((120, 160, 3), 128, dtype=np.uint8)] * 2)
-    process_video(grey, classifier, settings=LiveSettings(detect_every=4))
-    process_video(grey, classifier, settings=LiveSettings(detect_every=4), every=2)
     process_video(grey, classifier)
-    assert [settings.detect_every for settings in used] == [4, 2, LiveSettings().detect_every]
+    process_video(grey, classifier, settings=LiveSettings(detect_every=4, detector=PHOTO_DETECTOR))
+    assert used[0] == replace(LiveSettings(), show_fps=False)
+    assert used[0].detector == LIVE_DETECTOR
+    assert (used[1].detect_every, used[1].detector) == (4, PHOTO_DETECTOR)
     assert not any(settings.show_fps for settings in used)
-
-
-def test_every_must_be_positive(classifier):
-    with pytest.raises(ValueError, match="every must be at least 1"):
-        process_video(FACE_CLIP, classifier, every=0)
