@@ -93,8 +93,13 @@ def text_color_on(background: Color) -> Color:
 
 
 def face_label(face: Face) -> str:
-    """'happy 87%', and '#2 happy 87%' for a tracked face."""
-    label = f"{face.emotion} {round(100 * face.confidence)}%"
+    """'happy 87%', 'happy or neutral?' where no emotion is clearly ahead, and '#2 happy 87%' for a
+    tracked face."""
+    label = (
+        f"{face.emotion} or {face.runner_up}?"
+        if face.uncertain
+        else f"{face.emotion} {round(100 * face.confidence)}%"
+    )
     return label if face.id is None else f"#{face.id} {label}"
 
 

@@ -57,10 +57,11 @@ def save_atomically(model, path: Path, metadata: dict | None = None, runtime: by
     os.replace(partial, path)
 
 
-def save_model(model, path: Path, recipe: dict, metrics: dict) -> None:
+def save_model(model, path: Path, recipe: dict, metrics: dict, runtime: bytes | None = None) -> None:
     """Write the shipped model with its metadata and its TensorFlow Lite runtime to `path`, atomically.
 
-    A model trained with Keras on JAX or PyTorch is written without the runtime (with a warning):
+    `runtime`: the model's conversion (convert_to_tflite), made here when not given. A model
+    trained with Keras on JAX or PyTorch is written without it (with a warning):
     `emotion.load_classifier` converts it when it loads it, or `python -m emotion.training --resume`
     on the TensorFlow backend writes it again with one.
     """
@@ -74,10 +75,9 @@ def save_model(model, path: Path, recipe: dict, metrics: dict) -> None:
     }
     import keras
 
-    runtime = None
-    if keras.backend.backend() == "tensorflow":
+    if runtime is None and keras.backend.backend() == "tensorflow":
         runtime = convert_to_tflite(model)
-    else:  # the converter takes TensorFlow models only
+    elif runtime is None:  # the converter takes TensorFlow models only
         logger.warning(
             "Keras runs on %s: %s carries no runtime and is converted when loaded",
             keras.backend.backend(),

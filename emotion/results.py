@@ -8,15 +8,17 @@ predict --json`, the webcam's session log and the video CSV are all written here
 JSON, one object per photo:
     {"file": "group.jpg",
      "faces": [{"face_id": 1, "box": [x, y, w, h], "emotion": "happy", "confidence": 0.8731,
-                "probabilities": {"angry": 0.0132, ..., "neutral": 0.0514}}],
+                "uncertain": false, "probabilities": {"angry": 0.0132, ..., "neutral": 0.0514}}],
      "error": "..."}                  (only when the photo could not be analysed)
 CSV, one row per face (and frame), columns CSV_COLUMNS:
     frame, time_s, face_id, x, y, w, h, emotion, confidence, angry, ..., neutral
     (frame and time_s are empty for a photo)
 
-face_id is a tracked face's id in a video or webcam session, stable while the face stays in
-view, and in a photo the face's number, 1 being the largest. Boxes are in the pixels of the
-analysed image (for a video, of the annotated video). Probabilities follow EMOTIONS' order.
+uncertain is true where no emotion is clearly ahead (see UNCERTAIN_MARGIN): emotion is then
+only the likeliest of close readings. face_id is a tracked face's id in a video or webcam
+session, stable while the face stays in view, and in a photo the face's number, 1 being the
+largest. Boxes are in the pixels of the analysed image (for a video, of the annotated video).
+Probabilities follow EMOTIONS' order.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ from emotion.faces import Box
 from emotion.labels import EMOTIONS
 
 DECIMALS = 4  # probabilities, confidences and times in exports: finer than the model's own noise
+# A face is uncertain when its likeliest emotion leads the next by less than this. The model's
+# probabilities are calibrated to the share of people who would read the face each way, so this
+# is about one person in ten.
+UNCERTAIN_MARGIN = 0.10
 CSV_COLUMNS = ("frame", "time_s", "face_id", "x", "y", "w", "h", "emotion", "confidence", *EMOTIONS)
 
 
@@ -53,6 +59,17 @@ class Face(NamedTuple):
     def confidence(self) -> float:
         """The probability of `emotion`."""
         return float(self.probabilities.max())
+
+    @property
+    def runner_up(self) -> str:
+        """The second likeliest emotion."""
+        return EMOTIONS[int(np.argsort(self.probabilities)[-2])]
+
+    @property
+    def uncertain(self) -> bool:
+        """Whether no emotion is clearly ahead: the likeliest leads the next by less than UNCERTAIN_MARGIN."""
+        second = float(np.sort(self.probabilities)[-2])
+        return self.confidence - second < UNCERTAIN_MARGIN
 
 
 class FaceRow(NamedTuple):
@@ -80,6 +97,7 @@ def face_record(face: Face) -> dict:
         "box": [int(value) for value in face.box],
         "emotion": face.emotion,
         "confidence": rounded(face.confidence),
+        "uncertain": face.uncertain,
         "probabilities": {
             emotion: rounded(probability)
             for emotion, probability in zip(EMOTIONS, face.probabilities, strict=True)

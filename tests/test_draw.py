@@ -57,6 +57,11 @@ def test_face_label_reads_emotion_and_percent():
     assert face_label(make_face(Box(0, 0, 10, 10), "happy", 0.87)._replace(id=3)) == "#3 happy 87%"
 
 
+def test_an_uncertain_face_is_labelled_with_both_readings():
+    face = Face.from_probabilities((0, 0, 10, 10), [0.05, 0.0, 0.05, 0.42, 0.05, 0.05, 0.38])
+    assert face_label(face) == "happy or neutral?"
+
+
 def test_sizes_grow_with_the_image_and_stay_legible_when_small():
     styles = [style_for((side, side, 3)) for side in (200, 640, 1280, 4000)]
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from emotion import EMOTIONS, Box, Face, FaceRow, photo_record
-from emotion.results import CSV_COLUMNS, DECIMALS, numbered, photo_csv, rows_to_csv
+from emotion.results import CSV_COLUMNS, DECIMALS, face_record, numbered, photo_csv, rows_to_csv
 
 PROBABILITIES = np.array([0.01, 0.02, 0.03, 0.81234567, 0.05, 0.06, 0.01765433], dtype=np.float32)
 
@@ -43,6 +43,7 @@ def test_the_json_of_a_photo():
                 "box": [10, 20, 30, 30],
                 "emotion": "happy",
                 "confidence": round(float(PROBABILITIES[3]), DECIMALS),
+                "uncertain": False,
                 "probabilities": {
                     emotion: round(float(value), DECIMALS)
                     for emotion, value in zip(EMOTIONS, PROBABILITIES, strict=True)
@@ -69,3 +70,11 @@ def test_one_csv_schema_for_photos_and_streams():
         assert (row["x"], row["y"], row["w"], row["h"]) == ("10", "20", "30", "30")
         assert row["emotion"] == "happy" and row["confidence"] == "0.8123" == row["happy"]
         assert float(row["neutral"]) == round(float(PROBABILITIES[6]), DECIMALS)
+
+
+def test_a_face_with_no_emotion_clearly_ahead_is_uncertain():
+    close = Face.from_probabilities((0, 0, 10, 10), [0.05, 0.0, 0.05, 0.42, 0.05, 0.05, 0.38])
+    clear = Face.from_probabilities((0, 0, 10, 10), [0.05, 0.0, 0.05, 0.62, 0.05, 0.05, 0.18])
+    assert close.uncertain and close.emotion == "happy" and close.runner_up == "neutral"
+    assert not clear.uncertain
+    assert face_record(numbered([close])[0])["uncertain"] is True

@@ -8,6 +8,8 @@ from them (mean KL divergence).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from emotion.labels import EMOTIONS
@@ -121,16 +123,13 @@ def classification_figures(probabilities: np.ndarray, labels: np.ndarray) -> dic
     }
 
 
-def evaluate_model(model, faces, uncalibrated_logits: np.ndarray) -> dict:
-    """Figures for the model card on a labelled split (`emotion.training.train.Split`): accuracy,
-    mean per-class recall, per class and calibration, plain and averaged with the mirrored face;
-    with vote shares, the KL divergence from them; with original FER2013 labels, the accuracy
-    against those too."""
-    probabilities = model.predict(as_model_input(faces.images), batch_size=256, verbose=0)
-    flipped = model.predict(as_model_input(faces.images[:, :, ::-1]), batch_size=256, verbose=0)
+def split_figures(probabilities: np.ndarray, flipped: np.ndarray, faces) -> dict:
+    """Figures for the model card from a model's (N, 7) answers on a labelled split
+    (`emotion.training.train.Split`) and on its mirrored faces: accuracy, mean per-class recall,
+    per class and calibration, plain and averaged with the mirrored face; with vote shares, the
+    KL divergence from them; with original FER2013 labels, the accuracy against those too."""
     figures = classification_figures(probabilities, faces.labels)
     flip_figures = classification_figures((probabilities + flipped) / 2, faces.labels)
-    uncalibrated = softmax(uncalibrated_logits)
     metrics = {
         "val_images": len(faces.labels),
         "val_labelled_images": int((faces.labels >= 0).sum()),
@@ -140,15 +139,36 @@ def evaluate_model(model, faces, uncalibrated_logits: np.ndarray) -> dict:
         "val_mean_recall_flip": flip_figures["mean_recall"],
         "per_class": figures["per_class"],
         "confusion_matrix": figures["confusion_matrix"],
-        "ece_before": expected_calibration_error(uncalibrated, faces.labels),
-        "ece_after": expected_calibration_error(probabilities, faces.labels),
-        "cross_entropy_before": cross_entropy(uncalibrated, faces.targets),
-        "cross_entropy_after": cross_entropy(probabilities, faces.targets),
+        "ece": expected_calibration_error(probabilities, faces.labels),
+        "cross_entropy": cross_entropy(probabilities, faces.targets),
     }
     if faces.has_votes:
         metrics["kl_votes"] = mean_kl_divergence(faces.targets, probabilities)
     if faces.original_labels is not None:
-        metrics["val_accuracy_original_labels"] = classification_figures(
-            probabilities, faces.original_labels
-        )["accuracy"]
+        original = classification_figures(probabilities, faces.original_labels)
+        metrics["val_accuracy_original_labels"] = original["accuracy"]
     return metrics
+
+
+def evaluate_model(model, faces, uncalibrated_logits: np.ndarray) -> dict:
+    """split_figures of a Keras model, with the calibration before its temperature beside them."""
+    probabilities = model.predict(as_model_input(faces.images), batch_size=256, verbose=0)
+    flipped = model.predict(as_model_input(faces.images[:, :, ::-1]), batch_size=256, verbose=0)
+    uncalibrated = softmax(uncalibrated_logits)
+    return {
+        **split_figures(probabilities, flipped, faces),
+        "ece_before": expected_calibration_error(uncalibrated, faces.labels),
+        "cross_entropy_before": cross_entropy(uncalibrated, faces.targets),
+    }
+
+
+def evaluate_runtime(runtime: bytes, faces) -> dict:
+    """split_figures of a TensorFlow Lite runtime as the app runs it (emotion.classifier)."""
+    from emotion.classifier import EmotionClassifier
+
+    classifier = EmotionClassifier(runtime, metadata={}, source=Path("runtime"))
+    batches = range(0, len(faces.images), 256)
+    probabilities = np.concatenate([classifier.predict_proba(faces.images[at : at + 256]) for at in batches])
+    mirrored = faces.images[:, :, ::-1]
+    flipped = np.concatenate([classifier.predict_proba(mirrored[at : at + 256]) for at in batches])
+    return split_figures(probabilities, flipped, faces)

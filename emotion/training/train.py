@@ -10,10 +10,10 @@ left out; otherwise it learns the one label per face.
 It trains with whichever Keras backend is set (KERAS_BACKEND: TensorFlow by default, or JAX or
 PyTorch on a GPU machine); augmentation is a layer of the model, so it runs on the same device.
 Every epoch writes `last.keras` (with optimizer state) and a CSV row to --checkpoints;
-`--resume` continues from there. The epoch with the best val accuracy plus mean per-class recall
-is kept. Then, on val: a prior correction (logits - tau * log(training prior)) is fitted and
-baked into the last layer's bias, and a softmax temperature is fitted to the targets and baked
-into the model, together with its metadata.
+`--resume` continues from there, with the recipe saved there. The epoch with the best val
+accuracy plus mean per-class recall is kept. Then, on val: a prior correction (logits - tau *
+log(training prior)) is fitted and baked into the last layer's bias, and a softmax temperature
+is fitted to the targets and baked into the model, together with its metadata.
 
 With `--teachers` the targets are blended with what the teacher models, averaged over them and
 over the mirrored face, say about each training face (knowledge distillation, Hinton et al., 2015).
@@ -36,6 +36,7 @@ from typing import NamedTuple
 import numpy as np
 
 from emotion.labels import EMOTIONS, FACE_SIZE
+from emotion.training.evaluate import as_model_input
 
 logger = logging.getLogger(__name__)
 
@@ -243,30 +244,38 @@ def compile_model(recipe: Recipe, steps_per_epoch: int, prior: np.ndarray):
     return model
 
 
-def epochs_within(seconds: float, recipe: Recipe, faces: Split) -> int:
-    """How many epochs of `recipe` fit in `seconds` here, timed on a few steps of a throw-away model."""
+FINISH_SECONDS = 30  # after the last epoch: calibrate on val and write the model
+
+
+def epochs_within(seconds: float, recipe: Recipe, faces: Split, targets: np.ndarray) -> int:
+    """How many epochs of `recipe` fit in `seconds` here, from a few timed steps of a throw-away model.
+
+    The first steps compile; the real model compiles again, which the count leaves time for.
+    """
     import keras
 
-    model = compile_model(recipe, 1, np.full(len(EMOTIONS), 1.0 / len(EMOTIONS)))
-    images = faces.images[: recipe.batch_size, ..., None].astype("float32")
-    targets = faces.targets[: recipe.batch_size]
-    for _ in range(3):  # the first steps compile
-        model.train_on_batch(images, targets)
+    started = time.perf_counter()
+    model = compile_model(recipe, 1, targets.mean(axis=0))
+    images = as_model_input(faces.images[: recipe.batch_size])
+    for _ in range(3):
+        model.train_on_batch(images, targets[: recipe.batch_size])
+    compile_seconds = time.perf_counter() - started
     steps = 20
     started = time.perf_counter()
     for _ in range(steps):
-        model.train_on_batch(images, targets)
+        model.train_on_batch(images, targets[: recipe.batch_size])
     step_seconds = (time.perf_counter() - started) / steps
+    keras.backend.clear_session()
     # An epoch's steps, plus a tenth for scoring val and saving the checkpoints.
     epoch_seconds = 1.1 * step_seconds * math.ceil(len(faces.images) / recipe.batch_size)
-    keras.backend.clear_session()
-    epochs = max(1, int(seconds / epoch_seconds))
+    left = seconds - compile_seconds - FINISH_SECONDS
+    epochs = max(1, int(left / epoch_seconds))
     logger.info(
         "%.1f ms a step, %.1f s an epoch: %d epochs in %.0f s",
         1e3 * step_seconds,
         epoch_seconds,
         epochs,
-        seconds,
+        left,
     )
     return epochs
 
@@ -290,51 +299,37 @@ def train(
 ) -> dict:
     """Train (or continue), select on val, calibrate, write `out_path`; return its metrics.
 
-    `time_budget` (seconds) replaces recipe.epochs with as many epochs as fit in it here; the
-    recipe saved with the model records the number, so the run can be repeated without it.
+    `resume` continues the recipe saved in `checkpoint_dir` (or only writes the model, when
+    its last epoch is done). `time_budget` (seconds, counted from the call) replaces
+    recipe.epochs with as many epochs as fit in it here; the recipe saved with the model
+    records the number, so the run can be repeated without it.
     """
+    started = time.perf_counter()
     import keras
 
-    from emotion.model_file import save_atomically, save_model
+    from emotion.model_file import convert_to_tflite, save_atomically, save_model
     from emotion.training import augment, losses  # noqa: F401  (register the layer and loss checkpoints hold)
-    from emotion.training.evaluate import as_model_input, balanced_score
+    from emotion.training.evaluate import balanced_score, cross_entropy, evaluate_runtime
 
-    keras.utils.set_random_seed(recipe.seed)
     train_faces, val_faces = load_split(data_dir, "train"), load_split(data_dir, "val")
     if limit:
         train_faces, val_faces = head(train_faces, limit), head(val_faces, limit)
-    prior = label_targets(train_faces, recipe).mean(axis=0)  # (7,) the training targets' class shares
-
-    precision = choose_precision(precision)
-    keras.mixed_precision.set_global_policy(precision)
-    logger.info("Training with %s precision on %d faces", precision, len(train_faces.images))
 
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = checkpoint_dir / "last.keras", checkpoint_dir / "best.keras"
     state_path, log_path = checkpoint_dir / "state.json", checkpoint_dir / "log.csv"
-    steps_per_epoch = math.ceil(len(train_faces.images) / recipe.batch_size)
-
-    if resume and last_path.is_file() and state_path.is_file():
+    state = {"epoch": 0, "best_score": -1.0}
+    if resume and state_path.is_file():
         state = json.loads(state_path.read_text())
-        saved = recipe_from_dict(state["recipe"])
-        if time_budget is None and saved != recipe:
-            raise ValueError(f"{checkpoint_dir} was trained with another recipe: {state['recipe']}")
-        recipe = saved
-        model = keras.saving.load_model(last_path)
-        logger.info("Resuming after epoch %d", state["epoch"])
-    else:
-        if resume:
-            logger.warning("Nothing to resume in %s: starting afresh", checkpoint_dir)
-        if time_budget is not None:
-            recipe = dataclasses.replace(recipe, epochs=epochs_within(time_budget, recipe, train_faces))
-            keras.utils.set_random_seed(recipe.seed)
-        state = {"epoch": 0, "best_score": -1.0, "recipe": asdict(recipe)}
-        model = compile_model(recipe, steps_per_epoch, prior)
-        if recipe.init_from:
-            model.set_weights(keras.saving.load_model(recipe.init_from, compile=False).get_weights())
-            logger.info("Starting from the weights of %s", recipe.init_from)
-        log_path.unlink(missing_ok=True)
+        recipe = recipe_from_dict(state["recipe"])
+        logger.info("Resuming the recipe saved in %s after epoch %d", checkpoint_dir, state["epoch"])
+    elif resume:
+        logger.warning("Nothing to resume in %s: starting afresh", checkpoint_dir)
+    prior = label_targets(train_faces, recipe).mean(axis=0)  # (7,) the training targets' class shares
 
+    precision = choose_precision(precision)
+    keras.mixed_precision.set_global_policy(precision)
+    keras.utils.set_random_seed(recipe.seed)
     val_inputs = as_model_input(val_faces.images)
 
     class Checkpoint(keras.callbacks.Callback):
@@ -343,7 +338,8 @@ def train(
         def on_epoch_end(self, epoch, logs=None):
             probabilities = self.model.predict(val_inputs, batch_size=512, verbose=0)
             accuracy, mean_recall = balanced_score(probabilities, val_faces.labels)
-            logs.update(val_label_accuracy=accuracy, val_mean_recall=mean_recall)
+            val_loss = cross_entropy(probabilities, val_faces.targets)
+            logs.update(val_loss=val_loss, val_label_accuracy=accuracy, val_mean_recall=mean_recall)
             state["epoch"] = epoch + 1
             save_atomically(self.model, last_path)
             if accuracy + mean_recall > state["best_score"]:
@@ -351,13 +347,29 @@ def train(
                 save_atomically(self.model, best_path)
             state_path.write_text(json.dumps(state, indent=2))
 
-    if state["epoch"] < recipe.epochs:
+    if state["epoch"] == 0 or state["epoch"] < recipe.epochs:
+        targets = training_targets(train_faces, recipe)
+        if state["epoch"]:
+            model = keras.saving.load_model(last_path)
+        else:
+            if time_budget is not None:
+                left = time_budget - (time.perf_counter() - started)
+                recipe = dataclasses.replace(recipe, epochs=epochs_within(left, recipe, train_faces, targets))
+                keras.utils.set_random_seed(recipe.seed)
+            state["recipe"] = asdict(recipe)
+            model = compile_model(recipe, math.ceil(len(train_faces.images) / recipe.batch_size), prior)
+            if recipe.init_from:
+                model.set_weights(keras.saving.load_model(recipe.init_from, compile=False).get_weights())
+                logger.info("Starting from the weights of %s", recipe.init_from)
+            log_path.unlink(missing_ok=True)
+        logger.info(
+            "Training %d epochs with %s precision on %d faces", recipe.epochs, precision, len(targets)
+        )
         model.fit(
             as_model_input(train_faces.images),  # the model augments it
-            training_targets(train_faces, recipe),
+            targets,
             batch_size=recipe.batch_size,
             shuffle=True,
-            validation_data=(val_inputs, val_faces.targets),
             epochs=recipe.epochs,
             initial_epoch=state["epoch"],
             callbacks=[Checkpoint(), keras.callbacks.CSVLogger(str(log_path), append=True)],
@@ -367,10 +379,14 @@ def train(
     final, metrics = finish(best_path, recipe, val_faces, prior)
     metrics.update(
         epochs_trained=state["epoch"],
-        best_epoch=state.get("best_epoch", state["epoch"]),
+        best_epoch=state["best_epoch"],
         train_images=len(train_faces.images),
     )
-    save_model(final, out_path, recipe=asdict(recipe), metrics=metrics)
+    runtime = None
+    if keras.backend.backend() == "tensorflow":  # the converter takes TensorFlow models only
+        runtime = convert_to_tflite(final)
+        metrics["runtime"] = evaluate_runtime(runtime, val_faces)
+    save_model(final, out_path, recipe=asdict(recipe), metrics=metrics, runtime=runtime)
     shutil.copyfile(log_path, out_path.with_name("training_log.csv"))  # the learning curves, for the card
     metrics["file_size_bytes"] = out_path.stat().st_size
     return metrics
@@ -430,7 +446,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--metrics", type=Path, help="where to write metrics JSON (default: beside --out)")
     parser.add_argument("--limit", type=int, help="use only the first N faces of each split (smoke tests)")
     parser.add_argument("--precision", default="auto", choices=["auto", "float32", "mixed_bfloat16"])
-    parser.add_argument("--resume", action="store_true", help="continue from --checkpoints/last.keras")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the recipe saved in --checkpoints (its options are ignored)",
+    )
     parser.add_argument(
         "--time-budget", type=float, help="seconds: train as many epochs as fit (replaces --epochs)"
     )
