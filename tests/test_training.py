@@ -5,6 +5,7 @@ import pytest
 
 from emotion import EMOTIONS, load_classifier
 from emotion.model_file import read_metadata
+from emotion.training.data import VOTE_COLUMNS
 from emotion.training.model import build_model
 from emotion.training.train import Recipe, Split, load_split, main, parse_args, training_targets
 from tests.conftest import REPO
@@ -70,18 +71,6 @@ def test_split_with_other_classes_is_refused(tmp_path):
         load_split(tmp_path, "train")
 
 
-VOTE_COLUMNS = (
-    "neutral",
-    "happiness",
-    "surprise",
-    "sadness",
-    "anger",
-    "disgust",
-    "fear",
-    "contempt",
-    "unknown",
-    "NF",
-)
 OURS_IN_VOTE_COLUMNS = [4, 5, 6, 1, 3, 2, 0]  # EMOTIONS order -> vote column
 
 
