@@ -9,6 +9,11 @@ result) and peak resident memory in a fresh process. Then, where Chromium and Pl
 installed (the dev tools), the app itself: from `streamlit run app.py` to the first photo's
 result in a headless browser, the frame rate the Webcam tab shows with a fake camera playing
 the face clip, and the server's peak resident memory.
+
+The faces and the clip are FER2013's val faces and a recorded face clip from the data folder
+($EMOTION_DATA, default ../shared/data: `fer2013/val.npz`, `video/face_clip.avi`), which the
+README's figures were measured on. Without them it says so and measures the tests' stand-ins
+instead: crops of skimage's astronaut and a clip of the same size and length made from her photo.
 """
 
 from __future__ import annotations
@@ -30,9 +35,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from tests import samples  # noqa: E402  (needs the repository on the path)
+
 APP_START_RUNS = 3  # the app is started this many times; the last one also streams the webcam
-FACE_CLIP = REPO.parent / "shared" / "data" / "video" / "face_clip.avi"
-VAL_FACES = REPO.parent / "shared" / "data" / "fer2013" / "val.npz"
 
 COLD_START = """
 import time, resource
@@ -56,14 +61,33 @@ def median_ms(function, repeats: int) -> float:
     return 1000 * statistics.median(timings)
 
 
-def clip_frames(size: tuple[int, int] = (640, 480)) -> list[np.ndarray]:
+def benchmark_faces() -> np.ndarray:
+    """32 faces, (32, 48, 48) uint8: FER2013's first val faces, or crops of astronaut's face."""
+    path = samples.emotion_data_dir() / "fer2013" / "val.npz"
+    if not path.is_file():
+        print(f"no FER2013 val faces at {path} (set EMOTION_DATA): timing crops of skimage's astronaut")
+        return samples.face_crops(32)
+    with np.load(path) as archive:
+        return archive["images"][:32]
+
+
+def benchmark_clip(folder: Path) -> Path:
+    """The recorded face clip, or the tests' clip of astronaut (same size, rate and length) in `folder`."""
+    path = samples.emotion_data_dir() / "video" / "face_clip.avi"
+    if not path.is_file():
+        print(f"no face clip at {path} (set EMOTION_DATA): timing a clip made from skimage's astronaut")
+        return samples.write_face_clip(folder / "face_clip.avi")
+    return path
+
+
+def clip_frames(clip: Path, size: tuple[int, int] = (640, 480)) -> list[np.ndarray]:
     import av
 
-    with av.open(str(FACE_CLIP)) as container:
+    with av.open(str(clip)) as container:
         return [cv2.resize(frame.to_ndarray(format="bgr24"), size) for frame in container.decode(video=0)]
 
 
-def app_figures(stream_s: float) -> None:
+def app_figures(clip: Path, stream_s: float) -> None:
     """Start to first result, the webcam's shown frame rate and peak memory of the real app."""
     from tests.browser import (
         browser_missing_reason,
@@ -85,7 +109,7 @@ def app_figures(stream_s: float) -> None:
     with tempfile.TemporaryDirectory() as folder, sync_playwright() as driver:
         photo = Path(folder) / "astronaut.png"
         Image.fromarray(data.astronaut()).save(photo)
-        camera = write_y4m(FACE_CLIP, Path(folder) / "face_clip.y4m")
+        camera = write_y4m(clip, Path(folder) / "face_clip.y4m")
         log_path = Path(folder) / "streamlit.log"
         # The browser is up before the clock starts: a visitor's browser is already running.
         with chromium(driver, extra_args=fake_camera_args(camera)) as page:
@@ -134,14 +158,16 @@ def main() -> None:
     parser.add_argument("--stream-seconds", type=float, default=10.0, help="webcam time before FPS is read")
     parser.add_argument("--engine-only", action="store_true", help="skip the app in a browser")
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        measure(args, benchmark_faces(), benchmark_clip(Path(folder)))
 
+
+def measure(args: argparse.Namespace, faces: np.ndarray, clip: Path) -> None:
     import emotion
     from emotion.live import LiveAnalyzer, LiveSettings
     from emotion.video import process_video
 
     classifier = emotion.load_classifier(args.model)
-    with np.load(VAL_FACES) as archive:
-        faces = archive["images"][:32]
     print(f"machine: {cv2.getNumberOfCPUs()} CPUs; model {args.model.name}")
 
     single = median_ms(lambda: classifier.predict_proba(faces[:1]), args.repeats * 4)
@@ -149,7 +175,7 @@ def main() -> None:
     print(f"predict_proba N=1:  {single:.2f} ms per face")
     print(f"predict_proba N=32: {batch / 32:.3f} ms per face ({batch:.1f} ms per batch)")
 
-    frames = clip_frames()
+    frames = clip_frames(clip)
     frame_rgb = cv2.cvtColor(frames[len(frames) // 2], cv2.COLOR_BGR2RGB)
     found = len(emotion.analyze_image(frame_rgb, classifier))
     frame_ms = median_ms(lambda: emotion.analyze_image(frame_rgb, classifier), args.repeats)
@@ -173,10 +199,9 @@ def main() -> None:
         f"{1000 * float(np.percentile(timings, 95)):.2f} ms p95 over {len(timings)} frames"
     )
 
-    clip = FACE_CLIP.read_bytes()
     for every in (LiveSettings().detect_every, 1):
         started = time.perf_counter()
-        result = process_video(clip, classifier, settings=LiveSettings(detect_every=every))
+        result = process_video(clip.read_bytes(), classifier, settings=LiveSettings(detect_every=every))
         elapsed = time.perf_counter() - started
         print(
             f"video file, faces searched every {every} frame(s) ({result.frames} frames, "
@@ -198,7 +223,7 @@ def main() -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"this process's peak resident memory: {peak_mb:.0f} MB")
     if not args.engine_only:
-        app_figures(args.stream_seconds)
+        app_figures(clip, args.stream_seconds)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Fixtures shared by the test modules: the real data in ../shared and the bundled model."""
+"""Fixtures shared by the test modules: real faces and a clip made from skimage's astronaut
+(tests/samples.py), the bundled model, and FER2013's val faces where they are present."""
 
 from __future__ import annotations
 
@@ -8,14 +9,12 @@ import numpy as np
 import pylibsrtp  # noqa: F401  (see below)
 import pytest
 
+from tests import samples
+from tests.samples import REPO
+
 # pylibsrtp (aiortc's SRTP, imported by streamlit_webrtc) segfaults in srtp_init when it is first
 # imported after TensorFlow. app.py imports streamlit_webrtc before any model is loaded; the test
 # run loads TensorFlow early, so import it here, before any test can.
-
-REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO.parent / "shared" / "data"
-FER2013 = SHARED_DATA / "fer2013"
-FACE_CLIP = SHARED_DATA / "video" / "face_clip.avi"
 
 
 @pytest.fixture(scope="session")
@@ -27,10 +26,48 @@ def classifier():
 
 
 @pytest.fixture(scope="session")
-def val_faces() -> tuple[np.ndarray, np.ndarray]:
-    """The first 256 FER2013 val faces, (256, 48, 48) uint8, and their labels."""
-    with np.load(FER2013 / "val.npz") as archive:
-        return archive["images"][:256], archive["labels"][:256].astype("int64")
+def face_crops() -> np.ndarray:
+    """256 crops of a real face, (256, 48, 48) uint8, each framed, mirrored and lit differently."""
+    return samples.face_crops(256)
+
+
+@pytest.fixture(scope="session")
+def face_data_dir(tmp_path_factory) -> Path:
+    """A data folder as the trainer reads it: train.npz and val.npz of 320 face crops each,
+    labelled with the classes in turn."""
+    from emotion.labels import EMOTIONS
+
+    folder = tmp_path_factory.mktemp("data")
+    for split, seed in (("train", 1), ("val", 2)):
+        labels = (np.arange(320) % len(EMOTIONS)).astype(np.int8)
+        np.savez(
+            folder / f"{split}.npz",
+            images=samples.face_crops(320, seed=seed),
+            labels=labels,
+            classes=np.array(EMOTIONS),
+        )
+    return folder
+
+
+def emotion_data_file(relative: str) -> Path:
+    """A file of the FER2013 data under $EMOTION_DATA; the test is skipped where it is missing."""
+    path = samples.emotion_data_dir() / relative
+    if not path.is_file():
+        pytest.skip(f"needs {path} (set EMOTION_DATA to the folder holding {Path(relative).parts[0]}/)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def fer2013_val() -> tuple[np.ndarray, np.ndarray]:
+    """FER2013's val faces, (3589, 48, 48) uint8, and their labels, from $EMOTION_DATA."""
+    with np.load(emotion_data_file("fer2013/val.npz")) as archive:
+        return archive["images"], archive["labels"].astype("int64")
+
+
+@pytest.fixture(scope="session")
+def face_clip(tmp_path_factory) -> Path:
+    """A 2.4 s, 30 fps, 720x480 Motion-JPEG AVI in which astronaut's face moves about."""
+    return samples.write_face_clip(tmp_path_factory.mktemp("clip") / "face_clip.avi")
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +88,7 @@ def group_photo_rgb(astronaut_rgb) -> np.ndarray:
     import cv2
 
     rows, columns, tile = 3, 4, 160
-    center_x, center_y = 223, 113  # astronaut's face centre
+    center_x, center_y, _ = samples.ASTRONAUT_FACE
     photo = np.full((rows * tile, columns * tile, 3), 235, dtype=np.uint8)
     for index in range(rows * columns):
         half = (150, 170, 190, 210)[index % 4] // 2

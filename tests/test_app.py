@@ -15,7 +15,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from emotion import EMOTIONS, process_video
-from tests.conftest import FACE_CLIP, REPO
+from tests.conftest import REPO
 
 APP = str(REPO / "app.py")
 TIMEOUT_S = 120  # the first run loads the model (seconds); later runs reuse Streamlit's cache
@@ -130,8 +130,8 @@ def test_about_the_model_states_its_limitations(app):
     assert "Limitations" in "\n".join(element.value for element in expander.markdown)
 
 
-def clip_frames(count: int) -> list[av.VideoFrame]:
-    with av.open(str(FACE_CLIP)) as container:
+def clip_frames(clip: Path, count: int) -> list[av.VideoFrame]:
+    with av.open(str(clip)) as container:
         frames = []
         for frame in container.decode(video=0):
             frames.append(av.VideoFrame.from_ndarray(frame.to_ndarray(format="bgr24"), format="bgr24"))
@@ -144,7 +144,7 @@ def metric_values(page: AppTest) -> dict[str, str]:
     return {metric.label: metric.value for metric in page.metric}
 
 
-def test_webcam_frames_feed_live_statistics_and_a_summary(app, streamer):
+def test_webcam_frames_feed_live_statistics_and_a_summary(app, streamer, face_clip):
     assert streamer.calls[-1][0] == "webcam"
     options = streamer.calls[-1][1]
     assert options["media_stream_constraints"]["audio"] is False
@@ -152,7 +152,7 @@ def test_webcam_frames_feed_live_statistics_and_a_summary(app, streamer):
 
     streamer.playing = True
     app.run()  # START: a new session
-    frames = clip_frames(12)
+    frames = clip_frames(face_clip, 12)
     for frame in frames:
         annotated = streamer.callback(frame)
         assert (annotated.width, annotated.height) == (frame.width, frame.height)
@@ -168,8 +168,8 @@ def test_webcam_frames_feed_live_statistics_and_a_summary(app, streamer):
     assert "Session log CSV" in [button.label for button in app.get("download_button")]
 
 
-def test_video_upload_shows_annotated_video_and_timeline(app, classifier):
-    app.file_uploader(key="video").set_value(("face_clip.avi", FACE_CLIP.read_bytes(), "video/x-msvideo"))
+def test_video_upload_shows_annotated_video_and_timeline(app, classifier, face_clip):
+    app.file_uploader(key="video").set_value(("face_clip.avi", face_clip.read_bytes(), "video/x-msvideo"))
     app.run()
     assert not app.exception, app.exception
     assert not app.error
@@ -179,7 +179,7 @@ def test_video_upload_shows_annotated_video_and_timeline(app, classifier):
     assert "Results CSV" in labels
     # With the sidebar as it starts, the tab finds the faces `python -m emotion video` finds.
     shown = app.session_state["video_analysis"].result
-    assert shown.to_csv() == process_video(FACE_CLIP, classifier).to_csv()
+    assert shown.to_csv() == process_video(face_clip, classifier).to_csv()
 
 
 def test_broken_video_says_so(app):

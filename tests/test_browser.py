@@ -30,7 +30,7 @@ from tests.browser import (
     upload_photo,
     write_y4m,
 )
-from tests.conftest import FACE_CLIP, REPO
+from tests.conftest import REPO
 
 LIVE_TIMEOUT_MS = 20_000  # from pressing START to the first live statistics
 STREAM_MORE_MS = 5_000  # then the stream runs this much longer before the FPS figure is read
@@ -118,8 +118,8 @@ def test_photo_upload_shows_annotated_face_and_recovers_from_a_corrupt_file(app_
         assert photo_results(page).count() == 2
 
 
-def test_write_y4m_makes_whole_i420_frames(tmp_path):
-    clip = write_y4m(FACE_CLIP, tmp_path / "clip.y4m", size=(64, 48))
+def test_write_y4m_makes_whole_i420_frames(tmp_path, face_clip):
+    clip = write_y4m(face_clip, tmp_path / "clip.y4m", size=(64, 48))
     data = clip.read_bytes()
     header, _, frames = data.partition(b"\n")
     assert header.startswith(b"YUV4MPEG2 W64 H48 F30:1")
@@ -128,8 +128,8 @@ def test_write_y4m_makes_whole_i420_frames(tmp_path):
     assert len(frames) // frame_bytes > 10
 
 
-def test_webcam_streams_annotated_video_and_live_statistics(app_url, playwright, tmp_path):
-    clip = write_y4m(FACE_CLIP, tmp_path / "face_clip.y4m")
+def test_webcam_streams_annotated_video_and_live_statistics(app_url, playwright, tmp_path, face_clip):
+    clip = write_y4m(face_clip, tmp_path / "face_clip.y4m")
     with chromium(playwright, extra_args=fake_camera_args(clip), viewport=(900, 1500)) as page:
         open_app(page, app_url)
         streamer = start_webcam(page)
@@ -159,11 +159,11 @@ def test_webcam_streams_annotated_video_and_live_statistics(app_url, playwright,
         page.get_by_text("Session summary").wait_for()
 
 
-def test_video_upload_shows_annotated_video_and_timeline(app_url, playwright):
+def test_video_upload_shows_annotated_video_and_timeline(app_url, playwright, face_clip):
     with chromium(playwright) as page:
         open_app(page, app_url)
         page.get_by_role("tab", name="Video").click()
-        page.locator(".st-key-video input[type=file]").set_input_files(str(FACE_CLIP))
+        page.locator(".st-key-video input[type=file]").set_input_files(str(face_clip))
         results = page.locator(".st-key-video-results")
         results.wait_for()
         page.locator("[data-testid='stVideo']").wait_for()  # the player's code loads lazily

@@ -22,8 +22,8 @@ def test_bundled_model_outputs_one_probability_per_emotion(classifier):
 
 
 @pytest.mark.parametrize("count", [1, 2, 32, 65])
-def test_predict_proba_shape_dtype_and_row_sums(classifier, val_faces, count):
-    probabilities = classifier.predict_proba(val_faces[0][:count])
+def test_predict_proba_shape_dtype_and_row_sums(classifier, face_crops, count):
+    probabilities = classifier.predict_proba(face_crops[:count])
     assert probabilities.shape == (count, 7)
     assert probabilities.dtype == np.float32
     assert np.all(probabilities >= 0)
@@ -36,8 +36,8 @@ def test_empty_batch(classifier):
     assert probabilities.dtype == np.float32
 
 
-def test_batching_does_not_change_answers(classifier, val_faces):
-    faces = val_faces[0][:8]
+def test_batching_does_not_change_answers(classifier, face_crops):
+    faces = face_crops[:8]
     together = classifier.predict_proba(faces)
     alone = np.concatenate([classifier.predict_proba(faces[i : i + 1]) for i in range(len(faces))])
     np.testing.assert_allclose(together, alone, atol=1e-5)
@@ -48,11 +48,11 @@ def test_wrong_face_shape_is_refused(classifier):
         classifier.predict_proba(np.zeros((2, 64, 64), dtype=np.uint8))
 
 
-def test_runtime_agrees_with_keras_model(classifier, val_faces):
+def test_runtime_agrees_with_keras_model(classifier, face_crops):
     import keras
 
     model = keras.saving.load_model(REPO / "model" / "emotion_cnn.keras", compile=False)
-    faces = val_faces[0][:64]
+    faces = face_crops[:64]
     expected = model.predict(faces[..., None].astype("float32"), verbose=0)
     actual = classifier.predict_proba(faces)
     # int8 weights move a probability by a few hundredths at most, and rarely change the answer.
@@ -61,8 +61,20 @@ def test_runtime_agrees_with_keras_model(classifier, val_faces):
     assert (actual.argmax(1) == expected.argmax(1)).mean() >= 0.95
 
 
-def test_threads_get_the_same_answers_as_one_thread(classifier, val_faces):
-    batches = [val_faces[0][start : start + size] for start, size in [(0, 1), (1, 5), (6, 32), (38, 7)]]
+def test_runtime_keeps_the_keras_models_accuracy_on_fer2013_val(classifier, fer2013_val):
+    import keras
+
+    images, labels = fer2013_val
+    model = keras.saving.load_model(REPO / "model" / "emotion_cnn.keras", compile=False)
+    expected = model.predict(images[..., None].astype("float32"), batch_size=256, verbose=0).argmax(1)
+    actual = classifier.predict_proba(images).argmax(1)
+    # On thousands of real faces the int8 runtime gives the Keras model's answer almost always.
+    assert (actual == expected).mean() >= 0.98
+    assert abs((actual == labels).mean() - (expected == labels).mean()) <= 0.005
+
+
+def test_threads_get_the_same_answers_as_one_thread(classifier, face_crops):
+    batches = [face_crops[start : start + size] for start, size in [(0, 1), (1, 5), (6, 32), (38, 7)]]
     expected = [classifier.predict_proba(batch) for batch in batches]
     results: dict[tuple[int, int], np.ndarray] = {}
     errors = []

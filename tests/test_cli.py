@@ -14,7 +14,7 @@ from emotion.labels import EMOTIONS
 from emotion.live import LiveSettings
 from emotion.results import CSV_COLUMNS
 from emotion.video import process_video
-from tests.conftest import FACE_CLIP, REPO
+from tests.conftest import REPO
 
 MODEL = REPO / "model" / "emotion_cnn.keras"
 
@@ -69,9 +69,9 @@ def test_predict_prints_a_table(photos):
     assert rows[0].split()[-2] in EMOTIONS and rows[0].endswith("%")
 
 
-def test_video_writes_the_annotated_mp4_and_the_csv_with_a_progress_bar(tmp_path, classifier):
+def test_video_writes_the_annotated_mp4_and_the_csv_with_a_progress_bar(tmp_path, classifier, face_clip):
     out, table = tmp_path / "annotated.mp4", tmp_path / "faces.csv"
-    result = run("video", FACE_CLIP, "--out", out, "--csv", table, "--detect-every", "3", "--model", MODEL)
+    result = run("video", face_clip, "--out", out, "--csv", table, "--detect-every", "3", "--model", MODEL)
     assert result.returncode == 0, result.stderr
     assert "100%" in result.stderr and "71/71 frames" in result.stderr
     assert "Traceback" not in result.stderr
@@ -84,7 +84,7 @@ def test_video_writes_the_annotated_mp4_and_the_csv_with_a_progress_bar(tmp_path
     assert rows and tuple(rows[0]) == CSV_COLUMNS
     assert len({(row["frame"], row["face_id"]) for row in rows}) == len(rows)
     # The faces the page's Video tab finds with the same settings (the live detector).
-    expected = process_video(FACE_CLIP, classifier, settings=LiveSettings(detect_every=3))
+    expected = process_video(face_clip, classifier, settings=LiveSettings(detect_every=3))
     assert table.read_text() == expected.to_csv()
 
 
@@ -92,11 +92,11 @@ def test_video_writes_the_annotated_mp4_and_the_csv_with_a_progress_bar(tmp_path
     ("case", "message"),
     [("missing", "No such file: "), ("empty", "empty.mp4 is empty"), ("unwritable", "cannot write ")],
 )
-def test_video_errors_are_one_line_without_a_traceback(tmp_path, case, message):
+def test_video_errors_are_one_line_without_a_traceback(tmp_path, case, message, face_clip):
     args = {
         "missing": [tmp_path / "missing.mp4"],
         "empty": [tmp_path / "empty.mp4"],
-        "unwritable": [FACE_CLIP, "--out", tmp_path / "no-such-folder" / "out.mp4"],
+        "unwritable": [face_clip, "--out", tmp_path / "no-such-folder" / "out.mp4"],
     }[case]
     (tmp_path / "empty.mp4").write_bytes(b"")
     result = run("video", *args)
@@ -106,8 +106,8 @@ def test_video_errors_are_one_line_without_a_traceback(tmp_path, case, message):
     assert result.stdout == ""
 
 
-def test_usage_and_model_errors_exit_with_2(tmp_path):
-    usage = run("video", FACE_CLIP, "--detect-every", "0")
+def test_usage_and_model_errors_exit_with_2(tmp_path, face_clip):
+    usage = run("video", face_clip, "--detect-every", "0")
     assert usage.returncode == 2 and "must be 1 or more" in usage.stderr
     image = tmp_path / "grey.png"
     Image.new("RGB", (64, 64), "grey").save(image)

@@ -12,7 +12,6 @@ from emotion.faces import Box, DetectorSettings
 from emotion.labels import EMOTIONS
 from emotion.live import LiveAnalyzer, LiveSettings
 from emotion.results import CSV_COLUMNS
-from tests.conftest import FACE_CLIP
 from tests.test_tracking import FRAME_SHAPE, BrightnessClassifier, ScriptedDetector, frame_with_squares
 
 
@@ -54,11 +53,11 @@ def test_five_real_faces_of_a_group_are_tracked_apart(classifier, group_photo_rg
     assert annotated.shape == bgr.shape and not np.array_equal(annotated, bgr)
 
 
-def test_the_face_clip_is_tracked_as_one_face(classifier):
+def test_the_face_clip_is_tracked_as_one_face(classifier, face_clip):
     analyzer = LiveAnalyzer(classifier)
     ids = set()
     frames_with_faces = 0
-    with av.open(str(FACE_CLIP)) as container:
+    with av.open(str(face_clip)) as container:
         for frame in container.decode(video=0):
             bgr = frame.to_ndarray(width=640, height=480, format="bgr24")
             annotated, faces = analyzer.process(bgr)

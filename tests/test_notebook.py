@@ -1,11 +1,11 @@
 import nbformat
 from nbclient import NotebookClient
 
-from tests.conftest import FER2013, REPO
+from tests.conftest import REPO
 
 
-def test_training_notebook_executes_on_a_tiny_setting(monkeypatch):
-    monkeypatch.setenv("FER2013_DIR", str(FER2013))
+def test_training_notebook_executes_on_a_tiny_setting(monkeypatch, face_data_dir):
+    monkeypatch.setenv("FER2013_DIR", str(face_data_dir))
     monkeypatch.setenv("NOTEBOOK_LIMIT", "200")
     monkeypatch.setenv("NOTEBOOK_EPOCHS", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")

@@ -5,6 +5,7 @@ import pytest
 
 from emotion import EMOTIONS, load_classifier
 from emotion.model_file import read_metadata
+from emotion.training.data import VOTE_COLUMNS
 from emotion.training.model import build_model
 from emotion.training.train import Recipe, Split, load_split, main, parse_args, training_targets
 from tests.conftest import REPO
@@ -24,20 +25,20 @@ def augment(images, recipe: Recipe) -> np.ndarray:
     return ops.convert_to_numpy(Augment(**recipe.augmentation())(images, training=True))
 
 
-def test_augmentation_keeps_shape_and_range(val_faces):
-    images = val_faces[0][:16, ..., None].astype("float32")
+def test_augmentation_keeps_shape_and_range(face_crops):
+    images = face_crops[:16, ..., None].astype("float32")
     augmented = augment(images, Recipe())
     assert augmented.shape == images.shape
     assert augmented.min() >= 0 and augmented.max() <= 255
     assert not np.allclose(augmented, images)
 
 
-def test_augmentation_acts_only_in_training(val_faces):
+def test_augmentation_acts_only_in_training(face_crops):
     from keras import ops
 
     from emotion.training.augment import Augment
 
-    images = val_faces[0][:8, ..., None].astype("float32")
+    images = face_crops[:8, ..., None].astype("float32")
     layer = Augment(**Recipe().augmentation())
     np.testing.assert_array_equal(ops.convert_to_numpy(layer(images)), images)
     assert Augment.from_config(layer.get_config()).get_config() == layer.get_config()  # checkpoints hold it
@@ -50,9 +51,9 @@ def test_augmentation_acts_only_in_training(val_faces):
     )
 
 
-def test_augmentation_without_randomness_is_identity(val_faces):
+def test_augmentation_without_randomness_is_identity(face_crops):
     still = Recipe(max_rotation_deg=0, max_zoom=0, max_shift_px=0, erase_probability=0.0)
-    images = val_faces[0][:4, ..., None].astype("float32")
+    images = face_crops[:4, ..., None].astype("float32")
     augmented = augment(images, still)
     # Each image is either unchanged or mirrored, never warped.
     for original, result in zip(images, augmented, strict=True):
@@ -70,18 +71,6 @@ def test_split_with_other_classes_is_refused(tmp_path):
         load_split(tmp_path, "train")
 
 
-VOTE_COLUMNS = (
-    "neutral",
-    "happiness",
-    "surprise",
-    "sadness",
-    "anger",
-    "disgust",
-    "fear",
-    "contempt",
-    "unknown",
-    "NF",
-)
 OURS_IN_VOTE_COLUMNS = [4, 5, 6, 1, 3, 2, 0]  # EMOTIONS order -> vote column
 
 
@@ -241,13 +230,13 @@ def test_one_epoch_on_a_slice_writes_a_loadable_model_and_resumes(tmp_path, vote
     np.testing.assert_array_equal(np.asarray(start), np.asarray(end))
 
 
-def test_random_erasing_covers_part_of_some_faces_with_noise(val_faces):
+def test_random_erasing_covers_part_of_some_faces_with_noise(face_crops):
     import keras
 
     from emotion.training.augment import Augment
 
     keras.utils.set_random_seed(7)
-    images = val_faces[0][:64, ..., None].astype("float32")
+    images = face_crops[:64, ..., None].astype("float32")
     always = Augment(**Recipe(erase_probability=1.0).augmentation())
     erased = keras.ops.convert_to_numpy(always.erase(images))
     changed = (erased != images).reshape(len(images), -1).mean(axis=1)
@@ -264,8 +253,8 @@ def as_split(images, labels) -> Split:
     return Split(images=images, labels=labels, targets=one_hot, original_labels=None, has_votes=False)
 
 
-def test_teachers_blend_their_mirror_averaged_answers_into_the_labels(val_faces):
-    images, labels = val_faces[0][:64], val_faces[1][:64]
+def test_teachers_blend_their_mirror_averaged_answers_into_the_labels(face_crops):
+    images, labels = face_crops[:64], np.arange(64) % len(EMOTIONS)
     one_hot = np.eye(len(EMOTIONS), dtype="float32")[labels]
     np.testing.assert_array_equal(training_targets(as_split(images, labels), Recipe()), one_hot)
 

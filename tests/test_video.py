@@ -16,7 +16,6 @@ from emotion.labels import EMOTIONS
 from emotion.live import LiveSettings
 from emotion.results import CSV_COLUMNS
 from emotion.video import InvalidVideo, output_size, probe_video, process_video
-from tests.conftest import FACE_CLIP
 
 
 def make_video(frames_rgb, fps: int = 10, rotation: int = 0) -> bytes:
@@ -64,15 +63,15 @@ def temp_root(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def clip_result(classifier):
+def clip_result(classifier, face_clip):
     progress = []
-    result = process_video(FACE_CLIP, classifier, progress=lambda done, total: progress.append((done, total)))
+    result = process_video(face_clip, classifier, progress=lambda done, total: progress.append((done, total)))
     return result, progress
 
 
-def test_the_annotated_clip_keeps_frame_count_and_rate_and_decodes_as_h264(clip_result):
+def test_the_annotated_clip_keeps_frame_count_and_rate_and_decodes_as_h264(clip_result, face_clip):
     result, _ = clip_result
-    with av.open(str(FACE_CLIP)) as source:
+    with av.open(str(face_clip)) as source:
         source_stream = source.streams.video[0]
         source_frames = sum(1 for _ in source.decode(source_stream))
         source_rate = source_stream.average_rate
@@ -86,10 +85,10 @@ def test_the_annotated_clip_keeps_frame_count_and_rate_and_decodes_as_h264(clip_
     assert not result.downscaled
 
 
-def test_every_frame_with_a_face_is_annotated(clip_result):
+def test_every_frame_with_a_face_is_annotated(clip_result, face_clip):
     result, _ = clip_result
     _, annotated = decode(result.video)
-    with av.open(str(FACE_CLIP)) as source:
+    with av.open(str(face_clip)) as source:
         originals = [frame.to_ndarray(format="bgr24") for frame in source.decode(video=0)]
     assert result.frames_with_faces > 0.8 * result.frames  # the clip shows one face throughout
     frames_with_rows = {row.frame for row in result.rows}
@@ -130,8 +129,8 @@ def test_summary_and_progress(clip_result):
     assert progress == [(done, 71) for done in range(1, 72)]
 
 
-def test_bytes_input_and_every_nth_frame_detection(classifier):
-    result = process_video(FACE_CLIP.read_bytes(), classifier, settings=LiveSettings(detect_every=5))
+def test_bytes_input_and_every_nth_frame_detection(classifier, face_clip):
+    result = process_video(face_clip.read_bytes(), classifier, settings=LiveSettings(detect_every=5))
     assert result.frames == 71 and result.frames_with_faces > 0.8 * 71
     assert {row.face.id for row in result.rows} == {1}
 
@@ -172,14 +171,14 @@ def test_output_size_is_even_and_within_the_limit():
     assert output_size(1080, 1920) == (720, 1280)
 
 
-def test_probe_reports_size_rate_and_length():
-    info = probe_video(FACE_CLIP)
+def test_probe_reports_size_rate_and_length(face_clip):
+    info = probe_video(face_clip)
     assert (info.width, info.height, info.fps, info.frames) == (720, 480, 30, 71)
     assert info.duration_s == pytest.approx(71 / 30, abs=0.1)
 
 
-def test_a_truncated_video_is_refused(classifier):
-    data = FACE_CLIP.read_bytes()
+def test_a_truncated_video_is_refused(classifier, face_clip):
+    data = face_clip.read_bytes()
     with pytest.raises(InvalidVideo, match="truncated"):
         process_video(data[: len(data) // 2], classifier)
 
@@ -208,22 +207,22 @@ def test_paths_that_are_empty_or_missing_are_refused(classifier, tmp_path):
         process_video(tmp_path / "missing.mp4", classifier)
 
 
-def test_too_long_and_too_large_videos_are_refused(classifier, monkeypatch):
+def test_too_long_and_too_large_videos_are_refused(classifier, monkeypatch, face_clip):
     monkeypatch.setattr(video, "MAX_DURATION_S", 1.0)
     with pytest.raises(InvalidVideo, match=r"too long \(2 s\): at most 1 s"):
-        process_video(FACE_CLIP, classifier)
+        process_video(face_clip, classifier)
     monkeypatch.setattr(video, "MAX_DURATION_S", 120.0)
     monkeypatch.setattr(video, "MAX_INPUT_PIXELS", 640 * 480)
     with pytest.raises(InvalidVideo, match="720x480: too large"):
-        process_video(FACE_CLIP, classifier)
+        process_video(face_clip, classifier)
 
 
-def test_a_video_of_unknown_length_is_stopped_at_the_limit(classifier, monkeypatch):
+def test_a_video_of_unknown_length_is_stopped_at_the_limit(classifier, monkeypatch, face_clip):
     unknown_length = video.VideoInfo(720, 480, Fraction(30), frames=0, duration_s=None)
     monkeypatch.setattr(video, "_check", lambda container, stream: unknown_length)
     monkeypatch.setattr(video, "MAX_DURATION_S", 1.0)
     with pytest.raises(InvalidVideo, match="too long: at most 1 s"):
-        process_video(FACE_CLIP, classifier)
+        process_video(face_clip, classifier)
 
 
 def test_by_default_faces_are_searched_for_as_in_the_webcam_and_never_with_an_fps_banner(
