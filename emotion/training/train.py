@@ -296,11 +296,13 @@ def train(
     limit: int | None = None,
     precision: str = "auto",
     time_budget: float | None = None,
+    train_more: bool = True,
 ) -> dict:
     """Train (or continue), select on val, calibrate, write `out_path`; return its metrics.
 
     `resume` continues the recipe saved in `checkpoint_dir` (or only writes the model, when
-    its last epoch is done). `time_budget` (seconds, counted from the call) replaces
+    its last epoch is done); with `train_more=False` too, it writes the model from the best
+    epoch so far of a run that was stopped. `time_budget` (seconds, counted from the call) replaces
     recipe.epochs with as many epochs as fit in it here; the recipe saved with the model
     records the number, so the run can be repeated without it.
     """
@@ -347,7 +349,7 @@ def train(
                 save_atomically(self.model, best_path)
             state_path.write_text(json.dumps(state, indent=2))
 
-    if state["epoch"] == 0 or state["epoch"] < recipe.epochs:
+    if state["epoch"] == 0 or (train_more and state["epoch"] < recipe.epochs):
         targets = training_targets(train_faces, recipe)
         if state["epoch"]:
             model = keras.saving.load_model(last_path)
@@ -452,6 +454,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="continue the recipe saved in --checkpoints (its options are ignored)",
     )
     parser.add_argument(
+        "--finish",
+        action="store_true",
+        help="write the model from the best epoch in --checkpoints; train no more",
+    )
+    parser.add_argument(
         "--time-budget", type=float, help="seconds: train as many epochs as fit (replaces --epochs)"
     )
     recipe = parser.add_argument_group("recipe (saved with the model)")
@@ -486,7 +493,8 @@ def main(argv=None) -> None:
         args.out,
         args.checkpoints,
         recipe,
-        resume=args.resume,
+        resume=args.resume or args.finish,
+        train_more=not args.finish,
         limit=args.limit,
         precision=args.precision,
         time_budget=args.time_budget,
