@@ -4,8 +4,9 @@ from nbclient import NotebookClient
 from tests.conftest import REPO
 
 
-def test_training_notebook_executes_on_a_tiny_setting(monkeypatch, face_data_dir):
-    monkeypatch.setenv("FER2013_DIR", str(face_data_dir))
+def test_training_notebook_executes_on_a_tiny_setting(monkeypatch, tmp_path, face_data_dir):
+    (tmp_path / "ferplus").symlink_to(face_data_dir)  # the notebook reads $EMOTION_DATA/ferplus
+    monkeypatch.setenv("EMOTION_DATA", str(tmp_path))
     monkeypatch.setenv("NOTEBOOK_LIMIT", "200")
     monkeypatch.setenv("NOTEBOOK_EPOCHS", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
