@@ -218,6 +218,8 @@ def _open(source: str | Path | bytes):
 
 
 def _check(container, stream) -> VideoInfo:
+    if stream.codec_context is None:  # FFmpeg does not know the codec the file names
+        raise InvalidVideo("The video is in a format (codec) we cannot decode")
     width, height = stream.codec_context.width, stream.codec_context.height
     if width < 1 or height < 1:
         raise InvalidVideo("The video has no picture size: the file looks damaged")

@@ -198,6 +198,15 @@ def test_files_that_are_not_videos_are_refused(classifier, data, message):
         process_video(data, classifier)
 
 
+def test_a_video_in_a_codec_ffmpeg_does_not_know_is_refused(classifier):
+    # Found by scripts/fuzz.py: the stream names a codec FFmpeg has no decoder for.
+    data = make_video([np.zeros((16, 16, 3), np.uint8)] * 3).replace(b"avc1", b"zzzz")
+    with pytest.raises(InvalidVideo, match="codec"):
+        probe_video(data)
+    with pytest.raises(InvalidVideo, match="codec"):
+        process_video(data, classifier)
+
+
 def test_paths_that_are_empty_or_missing_are_refused(classifier, tmp_path):
     empty = tmp_path / "empty.mp4"
     empty.touch()

@@ -1,0 +1,197 @@
+"""Coverage-guided fuzzing of what reads untrusted uploads: `load_image` and the video probe.
+
+    python scripts/fuzz.py image --seconds 600
+    python scripts/fuzz.py video --seconds 600
+    python scripts/fuzz.py all --seconds 600      # each target in turn, in a process of its own
+
+Each target gets bytes from atheris (libFuzzer), starting from small valid files of every
+format the app takes, made here in memory. The only acceptable outcomes are a result and the
+target's own exception (`InvalidImage`, `InvalidVideo`); anything else, or an input that takes
+longer than --input-timeout seconds, stops the run, is saved under --artifacts (crash-*,
+timeout-*) and makes the exit status non-zero. A saved input replays with
+`python scripts/fuzz.py TARGET --replay FILE`. Needs `pip install -r requirements-dev.txt`
+(atheris). Python code (Pillow's plugins, the project) is instrumented for coverage; FFmpeg,
+inside PyAV, is fuzzed without coverage feedback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import subprocess
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+TARGETS = ("image", "video")
+MAX_INPUT_BYTES = 1 << 20  # 1 MiB: large enough for every seed, small enough for many runs a second
+RSS_LIMIT_MB = 4096  # a 50-megapixel photo decodes to 150 MB; several copies stay well under this
+
+
+def image_target() -> Callable[[bytes], None]:
+    import atheris
+
+    with atheris.instrument_imports(include=["PIL", "emotion"]):
+        from PIL import Image
+
+        Image.init()  # imports every format plugin now, so that they are instrumented too
+        from emotion.image import InvalidImage, load_image
+
+    def run(data: bytes) -> None:
+        with contextlib.suppress(InvalidImage):
+            load_image(data)
+
+    return run
+
+
+def video_target() -> Callable[[bytes], None]:
+    import atheris
+
+    with atheris.instrument_imports(include=["emotion"]):
+        from emotion.video import InvalidVideo, probe_video
+
+    def run(data: bytes) -> None:
+        with contextlib.suppress(InvalidVideo):
+            probe_video(data)
+
+    return run
+
+
+def image_seeds() -> Iterator[bytes]:
+    """Small files of every format and colour mode load_image reads."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8))
+    variants = (
+        rgb,
+        rgb.convert("L"),
+        rgb.convert("P"),
+        rgb.convert("RGBA"),
+        rgb.convert("CMYK"),
+        Image.fromarray(rng.integers(0, 65536, (12, 16), dtype=np.uint16)),  # I;16
+        Image.fromarray(rng.random((12, 16), dtype=np.float32)),  # F
+    )
+    for fmt in ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF"):
+        for image in variants:
+            buffer = io.BytesIO()
+            try:
+                image.save(buffer, format=fmt)
+            except (OSError, ValueError, KeyError):
+                continue  # the format cannot store that mode
+            yield buffer.getvalue()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate
+    for fmt in ("JPEG", "TIFF", "PNG", "WEBP"):
+        buffer = io.BytesIO()
+        rgb.save(buffer, format=fmt, exif=exif)
+        yield buffer.getvalue()
+    buffer = io.BytesIO()
+    rgb.save(buffer, format="GIF", save_all=True, append_images=[rgb.rotate(90, expand=False)], duration=50)
+    yield buffer.getvalue()
+
+
+def video_seeds() -> Iterator[bytes]:
+    """Three-frame clips in the containers and codecs people upload."""
+    import av
+
+    frames = [np.full((16, 24, 3), 40 * index, dtype=np.uint8) for index in range(3)]
+    for container_format, codec in (
+        ("mp4", "libx264"),
+        ("mov", "libx264"),
+        ("mp4", "mpeg4"),
+        ("avi", "mpeg4"),
+        ("avi", "mjpeg"),
+        ("matroska", "libx264"),
+        ("webm", "libvpx"),
+    ):
+        buffer = io.BytesIO()
+        try:
+            with av.open(buffer, "w", format=container_format) as output:
+                stream = output.add_stream(codec, rate=10)
+                stream.width, stream.height = 24, 16
+                stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+                for frame in frames:
+                    output.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+                output.mux(stream.encode())
+        except (av.error.FFmpegError, ValueError):
+            continue  # this build of FFmpeg lacks the encoder
+        yield buffer.getvalue()
+
+
+def fuzz(target: str, seconds: int, input_timeout: int, artifacts: Path, corpus: Path | None) -> None:
+    """Run one target under libFuzzer in this process; it exits the process when done."""
+    import atheris
+
+    warnings.simplefilter("ignore")  # Pillow warns about odd but readable files; not a failure
+    logging.disable(logging.WARNING)  # load_image logs unreadable EXIF data; thousands of times here
+    run = image_target() if target == "image" else video_target()
+    seeds = image_seeds() if target == "image" else video_seeds()
+    artifacts.mkdir(parents=True, exist_ok=True)
+    corpus_dir = corpus or Path(tempfile.mkdtemp(prefix=f"fuzz-{target}-"))
+    corpus_dir.mkdir(parents=True, exist_ok=True)
+    for index, seed in enumerate(seeds):
+        (corpus_dir / f"seed-{index:03d}").write_bytes(seed)
+    arguments = [
+        sys.argv[0],
+        f"-max_total_time={seconds}",
+        f"-timeout={input_timeout}",
+        f"-max_len={MAX_INPUT_BYTES}",
+        f"-rss_limit_mb={RSS_LIMIT_MB}",
+        f"-artifact_prefix={artifacts}/{target}-",
+        "-print_final_stats=1",
+        # Keep the seeds whole: without coverage inside FFmpeg, every broken video looks the same
+        # to libFuzzer, which would otherwise shrink the valid seeds to a few garbage bytes.
+        "-reduce_inputs=0",
+        str(corpus_dir),
+    ]
+    print(f"fuzzing {target} for {seconds} s from {len(list(corpus_dir.iterdir()))} inputs in {corpus_dir}")
+    atheris.Setup(arguments, run)
+    atheris.Fuzz()
+
+
+def replay(target: str, path: Path) -> None:
+    """Run one saved input through the target, raising what it raises."""
+    run = image_target() if target == "image" else video_target()
+    run(path.read_bytes())
+    print(f"{path}: a result or the target's own exception")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("target", choices=(*TARGETS, "all"))
+    parser.add_argument("--seconds", type=int, default=600, help="fuzzing time per target")
+    parser.add_argument("--input-timeout", type=int, default=60, help="seconds one input may take")
+    parser.add_argument("--artifacts", type=Path, default=REPO / "fuzz-artifacts")
+    parser.add_argument("--corpus", type=Path, help="keep the corpus here (default: a temporary folder)")
+    parser.add_argument("--replay", type=Path, help="run this one input instead of fuzzing")
+    args = parser.parse_args()
+    if args.replay is not None:
+        replay(args.target, args.replay)
+        return 0
+    if args.target != "all":
+        fuzz(args.target, args.seconds, args.input_timeout, args.artifacts.resolve(), args.corpus)
+        return 0  # not reached: libFuzzer exits the process
+    failed = []
+    for target in TARGETS:
+        command = [sys.executable, __file__, target, "--seconds", str(args.seconds)]
+        command += ["--input-timeout", str(args.input_timeout), "--artifacts", str(args.artifacts)]
+        if args.corpus is not None:
+            command += ["--corpus", str(args.corpus / target)]
+        if subprocess.run(command, check=False).returncode != 0:
+            failed.append(target)
+    print("failed: " + ", ".join(failed) if failed else f"no failure in {', '.join(TARGETS)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
