@@ -35,7 +35,7 @@ from emotion.live import LiveAnalyzer, LiveSettings
 from emotion.pipeline import PhotoResult, process_photo
 from emotion.remote import LoadedModel
 from emotion.results import Face, photo_csv, photo_record
-from emotion.settings import ice_servers
+from emotion.settings import IceServerCache, ice_servers
 from emotion.video import MAX_DURATION_S, InvalidVideo, VideoResult, process_video
 from recommendations import EmotionSuggestions, Recommendation, Recommender, load_suggestions
 
@@ -49,7 +49,6 @@ VIDEO_MAX_UPLOAD_MB = 200  # per video; emotion.video also refuses videos over M
 PROGRESS_INTERVAL_S = 0.25  # between progress-bar updates: one per frame would flood the browser
 CHART_POINTS = 2000  # at most this many points per chart; longer series are thinned
 LIVE_REFRESH_S = 1.0  # how often the live statistics refresh while the camera plays
-ICE_SERVERS_TTL_S = 3000  # under Twilio's one-hour credential lifetime
 # The charts use the overlay's colour for each emotion.
 EMOTION_SCALE = alt.Scale(
     domain=list(EMOTIONS), range=["#{:02x}{:02x}{:02x}".format(*emotion_color(e)) for e in EMOTIONS]
@@ -391,7 +390,7 @@ def webcam_tab(classifier: EmotionClassifier, settings: PageSettings) -> None:
         mode=WebRtcMode.SENDRECV,
         video_frame_callback=frame_callback(analyzer),
         media_stream_constraints=CAMERA_CONSTRAINTS,
-        rtc_configuration={"iceServers": webrtc_ice_servers()},
+        rtc_configuration={"iceServers": ice_server_cache().get()},
         async_processing=True,
     )
     playing = context.state.playing
@@ -458,10 +457,10 @@ def live_panel(analyzer: LiveAnalyzer, playing: bool, session: int) -> None:
         )
 
 
-@st.cache_data(ttl=ICE_SERVERS_TTL_S, show_spinner=False)
-def webrtc_ice_servers() -> list[dict]:
-    """ICE servers for the webcam, fetched once per hour (Twilio's credentials expire)."""
-    return ice_servers(st.secrets)
+@st.cache_resource(show_spinner=False)
+def ice_server_cache() -> IceServerCache:
+    """The webcam's ICE servers, shared by every visitor and refreshed in the background."""
+    return IceServerCache(lambda: ice_servers(st.secrets))
 
 
 # --- Video -------------------------------------------------------------------------------
