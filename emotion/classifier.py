@@ -93,6 +93,15 @@ def load_classifier(path: str | Path | None = None) -> EmotionClassifier:
     classes = tuple(metadata.get("classes", EMOTIONS))
     if classes != EMOTIONS:
         raise ModelError(f"{path} was trained for classes {classes}, not {EMOTIONS}")
-    classifier = EmotionClassifier(runtime, metadata, path)
+    try:
+        classifier = EmotionClassifier(runtime, metadata, path)
+        # One blank face proves the runtime runs and answers with probabilities.
+        probabilities = classifier.predict_proba(np.zeros((1, FACE_SIZE, FACE_SIZE), np.uint8))
+    except ModelError:
+        raise
+    except Exception as error:  # LiteRT raises ValueError or RuntimeError for a broken runtime
+        raise ModelError(f"{path} carries a runtime that does not run: {error}") from error
+    if not np.all(np.isfinite(probabilities)):
+        raise ModelError(f"{path} answers a blank face with values that are not probabilities")
     logger.info("Loaded emotion model %s", path)
     return classifier

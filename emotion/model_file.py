@@ -87,11 +87,20 @@ def save_model(model, path: Path, recipe: dict, metrics: dict, runtime: bytes | 
 
 
 def read_metadata(path: Path) -> dict:
-    """The metadata stored in a model file; {} for a Keras file saved without it."""
+    """The metadata stored in a model file; {} for a Keras file saved without it.
+
+    Raises ValueError when it is not a JSON object whose classes (if given) are a list of names.
+    """
     with zipfile.ZipFile(path) as archive:
         if METADATA_MEMBER not in archive.namelist():
             return {}
-        return json.loads(archive.read(METADATA_MEMBER))
+        metadata = json.loads(archive.read(METADATA_MEMBER))
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{METADATA_MEMBER} is not a JSON object")
+    classes = metadata.get("classes", [])
+    if not isinstance(classes, list) or not all(isinstance(name, str) for name in classes):
+        raise ValueError(f"the classes in {METADATA_MEMBER} are not a list of names")
+    return metadata
 
 
 def read_runtime(path: Path, metadata: dict) -> bytes | None:

@@ -3,8 +3,11 @@
 Set MODEL_URL and MODEL_SHA256 (secrets or environment, see emotion.settings). At startup the
 file is downloaded once with gdown into a cache folder, named by its checksum so a stale or
 wrong file is never reused, checked against MODEL_SHA256 and loaded once to prove it is a
-7-emotion classifier. Whatever goes wrong (network, 404, Drive quota, wrong checksum, a file
-that is not a model) the app falls back to the bundled model and shows why.
+7-emotion classifier. The download is bounded: at most MAX_MODEL_BYTES, within about
+DOWNLOAD_DEADLINE_S, and it writes nothing outside the cache folder (no writable home folder
+is needed). Whatever goes wrong (network, 404, Drive quota, wrong checksum, too large, too
+slow, a file that is not a model) the app falls back to the bundled model, removes the bad
+file and says why, without the URL's credentials (see emotion.settings.redact_url).
 
 The app calls `load_configured_classifier` once (under st.cache_resource): the load that
 validates a downloaded model is the one it gets back. `default_model_path` is for callers that
@@ -14,8 +17,12 @@ model named, `emotion.load_classifier` and `analyze_image` use the bundled one.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import re
+import tempfile
+import threading
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,18 +33,25 @@ from urllib.parse import urlparse
 from emotion.classifier import BUNDLED_MODEL, EmotionClassifier, ModelError, load_classifier
 from emotion.labels import EMOTIONS
 from emotion.model_file import read_metadata
-from emotion.settings import get_setting
+from emotion.settings import get_setting, redact, redact_url
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CACHE_DIR = Path("~/.cache/emotion-lens/models")  # overridden by MODEL_CACHE_DIR
+FALLBACK_CACHE_DIR = "emotion-lens-models"  # in the temporary folder, when the home folder is read-only
 DOWNLOAD_TIMEOUT_S = (10, 60)  # (connect, between bytes): a stalled server must not hang the app's start
 DOWNLOAD_RETRIES = 2  # extra attempts for transient network failures; gdown resumes the transfer
+DOWNLOAD_DEADLINE_S = 120  # the whole download, retries included: visitors see a spinner meanwhile
+MAX_MODEL_BYTES = 100 * 1024 * 1024  # 100 MB: the shipped model is 9 MB; larger downloads are cut off
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 
 
 class ModelDownloadError(RuntimeError):
     """The model in MODEL_URL could not be downloaded, verified or loaded."""
+
+
+class _TooLarge(Exception):
+    """Raised from gdown's progress callback to stop a download over MAX_MODEL_BYTES."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +63,7 @@ class ModelSource:
 
     def __post_init__(self) -> None:
         if urlparse(self.url).scheme not in ("http", "https") or not urlparse(self.url).netloc:
-            raise ModelDownloadError(f"MODEL_URL {self.url!r} is not an http(s) address")
+            raise ModelDownloadError("MODEL_URL is not an http(s) address")
         if not SHA256_PATTERN.fullmatch(self.sha256):
             raise ModelDownloadError(
                 f"MODEL_SHA256 {self.sha256!r} is not a SHA-256 checksum (64 hex digits, "
@@ -134,13 +148,7 @@ def _fetch(
     load: bool,
 ) -> tuple[Path, EmotionClassifier | None]:
     """Download and verify `source`; with `load`, also load the classifier and return it."""
-    cache_dir = Path(cache_dir or get_setting("MODEL_CACHE_DIR", secrets, DEFAULT_CACHE_DIR)).expanduser()
-    path = cache_dir / f"{source.sha256}.keras"  # Keras only loads files named *.keras
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ModelDownloadError(f"cannot create the model cache folder {cache_dir}: {error}") from error
-
+    path = _cache_dir(cache_dir, secrets) / f"{source.sha256}.keras"  # Keras only loads *.keras files
     _download(source, path)
     _check_archive(path)
     if not load:
@@ -150,38 +158,87 @@ def _fetch(
     except ModelError as error:
         _remove(path)
         raise ModelDownloadError(f"the downloaded file is not a usable emotion model: {error}") from error
-    logger.info("Using the model downloaded from %s (sha256 %s)", source.url, source.sha256)
+    logger.info("Using the model downloaded from %s (sha256 %s)", redact_url(source.url), source.sha256)
     return path, classifier
 
 
+def _cache_dir(cache_dir: str | Path | None, secrets: Mapping[str, Any] | None) -> Path:
+    """The first of the configured or default cache folders that exists or can be created."""
+    configured = cache_dir or get_setting("MODEL_CACHE_DIR", secrets)
+    if configured:
+        candidates = [Path(configured).expanduser()]
+    else:
+        candidates = [DEFAULT_CACHE_DIR.expanduser(), Path(tempfile.gettempdir()) / FALLBACK_CACHE_DIR]
+    errors = []
+    for folder in candidates:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            return folder
+        except OSError as error:
+            errors.append(f"{folder}: {error.strerror or error}")
+    raise ModelDownloadError(f"cannot create a model cache folder ({'; '.join(errors)})")
+
+
 def _download(source: ModelSource, path: Path) -> None:
+    """Put the file with `source.sha256` at `path`: the cached one if intact, else a new download."""
+    if path.is_file() and _file_sha256(path) == source.sha256:
+        return
+    _remove(path)
     import gdown  # with requests, only needed when a remote model is configured
 
-    # Drive needs cookies for its download confirmation; elsewhere they would only be
-    # written to gdown's cookie file for nothing.
+    # Drive needs cookies for its download confirmation; they are kept in the staging folder,
+    # like everything else the download writes, and go with it.
     is_google_drive = urlparse(source.url).hostname in ("drive.google.com", "docs.google.com")
+    deadline = threading.Event()
+    timer = threading.Timer(DOWNLOAD_DEADLINE_S, deadline.set)
+    timer.daemon = True
+    hasher = hashlib.sha256()
     try:
-        # gdown turns Drive share links (.../file/d/<id>/view?usp=sharing) into download
-        # links itself, downloads into a temporary file next to `path`, checks the hash
-        # while writing and only then moves it to `path`; a cached `path` is re-hashed.
-        gdown.cached_download(
-            source.url,
-            path=str(path),
-            hash=f"sha256:{source.sha256}",
-            quiet=True,
-            timeout=DOWNLOAD_TIMEOUT_S,
-            retries=DOWNLOAD_RETRIES,
-            use_cookies=is_google_drive,
-        )
-    except AssertionError as error:  # gdown reports a checksum mismatch this way
-        _remove(path)
-        actual = _first_line_matching(str(error), "actual:")
-        raise ModelDownloadError(
-            f"the file's checksum is not MODEL_SHA256 {source.sha256[:12]}...{actual}"
-        ) from error
+        with tempfile.TemporaryDirectory(prefix=".download-", dir=path.parent) as staging:
+            staged = Path(staging) / "model.keras"
+            timer.start()
+            # gdown turns Drive share links (.../file/d/<id>/view?usp=sharing) into download
+            # links itself, hashes while writing, and stops when `cancel` is set.
+            gdown.download(
+                source.url,
+                output=str(staged),
+                quiet=True,
+                use_cookies=is_google_drive,
+                cookies_file=str(Path(staging) / "cookies.txt"),
+                hasher=hasher,
+                progress=_refuse_over_max_size,
+                timeout=DOWNLOAD_TIMEOUT_S,
+                retries=DOWNLOAD_RETRIES,
+                cancel=deadline,
+            )
+            if hasher.hexdigest() != source.sha256:
+                raise ModelDownloadError(
+                    f"the file's checksum is not MODEL_SHA256 {source.sha256[:12]}... "
+                    f"(actual: {hasher.hexdigest()})"
+                )
+            os.replace(staged, path)
+    except ModelDownloadError:
+        raise
     except Exception as error:  # requests and gdown raise many types for a failed download
-        _remove(path)
-        raise ModelDownloadError(f"download from {source.url} failed: {_describe(error)}") from error
+        reason = f"it did not finish within {DOWNLOAD_DEADLINE_S} s" if deadline.is_set() else None
+        raise ModelDownloadError(
+            f"download from {redact_url(source.url)} failed: {reason or _describe(error, source.url)}"
+        ) from error
+    finally:
+        timer.cancel()
+
+
+def _refuse_over_max_size(received: int, total: int | None) -> None:
+    if received > MAX_MODEL_BYTES or (total or 0) > MAX_MODEL_BYTES:
+        raise _TooLarge
+
+
+def _file_sha256(path: Path) -> str:
+    hasher = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            hasher.update(block)
+    return hasher.hexdigest()
 
 
 def _check_archive(path: Path) -> None:
@@ -209,28 +266,41 @@ def _remove(path: Path) -> None:
         logger.warning("Could not remove %s: %s", path, error)
 
 
-def _first_line_matching(text: str, prefix: str) -> str:
-    for line in text.splitlines():
-        if line.strip().startswith(prefix):
-            return f" ({line.strip()})"
-    return ""
-
-
-def _describe(error: Exception) -> str:
-    """A one-line reason a person can act on."""
+def _describe(error: BaseException, url: str) -> str:
+    """A one-line reason a person can act on, without anything of `url` beyond its host."""
     import requests
     from gdown.exceptions import FileURLRetrievalError
 
-    if isinstance(error, requests.HTTPError) and error.response is not None:
-        return f"HTTP {error.response.status_code} {error.response.reason}"
-    if isinstance(error, requests.Timeout):
-        return "the server did not answer in time"
-    if isinstance(error, requests.ConnectionError):
-        return "could not connect to the server"
-    if isinstance(error, FileURLRetrievalError):
-        return (
-            "Google Drive refused the download (is the file shared with 'Anyone with the link'? "
-            "Drive also limits how often a file can be downloaded per day)"
-        )
+    for cause in _causes(error):
+        if isinstance(cause, _TooLarge):
+            return f"the file is larger than {MAX_MODEL_BYTES / 1e6:.0f} MB"
+        if isinstance(cause, requests.HTTPError) and cause.response is not None:
+            return f"HTTP {cause.response.status_code} {cause.response.reason}"
+        if isinstance(cause, requests.Timeout):
+            return "the server did not answer in time"
+        if isinstance(cause, requests.ConnectionError):
+            return "could not connect to the server"
+        if isinstance(cause, FileURLRetrievalError):
+            return (
+                "Google Drive refused the download (is the file shared with 'Anyone with the link'? "
+                "Drive also limits how often a file can be downloaded per day)"
+            )
+    # Messages of other errors may quote the address, with its query, anywhere in them.
+    parts = urlparse(url)
     first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    secrets = (url, parts.query, parts.fragment, parts.username or "", parts.password or "")
+    first_line = redact(first_line, *secrets)
+    first_line = _URL_IN_TEXT.sub("...", first_line)
     return f"{type(error).__name__}: {first_line}" if first_line else type(error).__name__
+
+
+_URL_IN_TEXT = re.compile(r"\S*(?:://|[/?@])\S*")  # any word with a path, a query or user info
+
+
+def _causes(error: BaseException):
+    """`error` and what caused it, outermost first (gdown wraps requests' errors)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__

@@ -148,6 +148,22 @@ def test_model_trained_for_other_classes_is_refused(tmp_path):
         load_classifier(path)
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda members: members.update({RUNTIME_MEMBER: b"\0" * 64}), "runtime that does not run"),
+        (lambda members: members.update({METADATA_MEMBER: b"[]"}), "not a JSON object"),
+        (lambda members: members.update({METADATA_MEMBER: b'{"classes": 7}'}), "not a list of names"),
+    ],
+)
+def test_a_damaged_model_file_raises_model_error(tmp_path, change, message):
+    path = tmp_path / "damaged.keras"
+    shutil.copy(REPO / "model" / "emotion_cnn.keras", path)
+    _rewrite_archive(path, change)
+    with pytest.raises(ModelError, match=message):
+        load_classifier(path)
+
+
 def test_bundled_model_loads_without_tensorflow():
     code = (
         "import sys, numpy, emotion; c = emotion.load_classifier(); "

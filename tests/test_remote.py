@@ -5,16 +5,20 @@ from __future__ import annotations
 import hashlib
 import importlib
 import io
+import json
+import logging
 import threading
 import zipfile
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import NamedTuple
 
 import numpy as np
 import pytest
 
-from emotion import ModelDownloadError
+from emotion import ModelDownloadError, remote
 from emotion.classifier import BUNDLED_MODEL
+from emotion.model_file import METADATA_MEMBER, RUNTIME_MEMBER
 from emotion.remote import ModelSource, default_model_path, load_configured_classifier
 
 MODEL_SETTINGS = ("MODEL_URL", "MODEL_SHA256", "MODEL_CACHE_DIR")
@@ -24,8 +28,22 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+class Dribble(NamedTuple):
+    """A body sent one byte every `interval_s` seconds, for at most `limit_s` seconds."""
+
+    body: bytes
+    interval_s: float = 0.05
+    limit_s: float = 5.0
+
+
+class Unsized(NamedTuple):
+    """A body sent without a Content-Length: it ends when the connection closes."""
+
+    body: bytes
+
+
 class FileServer:
-    """Serves `files` (path -> bytes) on 127.0.0.1; any other path is a 404."""
+    """Serves `files` (path -> bytes, Dribble or Unsized) on 127.0.0.1; any other path is a 404."""
 
     def __init__(self, files: dict[str, bytes]):
         self.files = files_served = files
@@ -41,9 +59,21 @@ class FileServer:
                     return
                 self.send_response(HTTPStatus.OK)
                 self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(len(body)))
+                if not isinstance(body, Unsized):
+                    size = len(body.body if isinstance(body, Dribble) else body)
+                    self.send_header("Content-Length", str(size))
                 self.end_headers()
-                self.wfile.write(body)
+                if isinstance(body, Dribble):
+                    stop = threading.Event()
+                    for index in range(min(len(body.body), int(body.limit_s / body.interval_s))):
+                        try:
+                            self.wfile.write(body.body[index : index + 1])
+                            self.wfile.flush()
+                        except OSError:  # the client hung up
+                            return
+                        stop.wait(body.interval_s)
+                    return
+                self.wfile.write(body.body if isinstance(body, Unsized) else body)
 
             def log_message(self, format, *args):  # keep the test output quiet
                 pass
@@ -271,3 +301,110 @@ def test_only_a_caller_that_asks_gets_the_configured_model(server, model_bytes, 
     assert server.requests == []
     assert default_model_path() == tmp_path / f"{sha256(model_bytes)}.keras"  # asked for
     assert server.requests == ["/emotion_cnn.keras"]
+
+
+def rewrite_archive(model: bytes, member: str, content: bytes) -> bytes:
+    """The model file with one member's content replaced."""
+    rewritten = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(model)) as source, zipfile.ZipFile(rewritten, "w") as target:
+        for item in source.infolist():
+            target.writestr(item, content if item.filename == member else source.read(item))
+    return rewritten.getvalue()
+
+
+def with_metadata(model: bytes, change) -> bytes:
+    with zipfile.ZipFile(io.BytesIO(model)) as archive:
+        metadata = json.loads(archive.read(METADATA_MEMBER))
+    return rewrite_archive(model, METADATA_MEMBER, json.dumps(change(metadata)).encode())
+
+
+BROKEN_MODELS = {
+    "runtime that is not a flatbuffer": lambda model: rewrite_archive(model, RUNTIME_MEMBER, b"\0" * 64),
+    "classes that are not a list": lambda model: with_metadata(model, lambda m: {**m, "classes": 7}),
+    "metadata that is a list": lambda model: with_metadata(model, lambda m: [m]),
+    "metadata that is not JSON": lambda model: rewrite_archive(model, METADATA_MEMBER, b"{not json"),
+    "classes of another task": lambda model: with_metadata(model, lambda m: {**m, "classes": ["cat", "dog"]}),
+}
+
+
+@pytest.mark.parametrize("broken", BROKEN_MODELS)
+def test_every_broken_download_falls_back_to_the_bundled_model_and_is_removed(
+    broken, model_bytes, tmp_path, caplog
+):
+    bad_model = BROKEN_MODELS[broken](model_bytes)
+    with FileServer({"/bad.keras": bad_model}) as running:
+        secrets = secrets_for(running.url("/bad.keras"), sha256(bad_model))
+        with caplog.at_level(logging.WARNING):
+            path, warning = configured(secrets, cache_dir=tmp_path)
+    assert path == BUNDLED_MODEL
+    assert warning.startswith("Could not load the model from MODEL_URL")
+    assert "Using the bundled model" in caplog.text
+    assert list(tmp_path.iterdir()) == []
+
+
+SECRET_URL_PARTS = ("us3r", "t0ken-in-url", "s1gnature-in-query")
+
+
+@pytest.mark.parametrize("reachable", [True, False])
+def test_no_part_of_a_secret_url_is_shown_or_logged(reachable, model_bytes, tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(remote, "DOWNLOAD_RETRIES", 1)
+    with FileServer({}) as running:
+        address = running.url("/private/model.keras").replace("http://", "http://us3r:t0ken-in-url@")
+        url = f"{address}?X-Amz-Signature=s1gnature-in-query&X-Amz-Credential=us3r"
+        if reachable:
+            with caplog.at_level(logging.INFO):
+                loaded = load_configured_classifier(secrets_for(url, sha256(model_bytes)), tmp_path)
+    if not reachable:  # the server has stopped: nothing listens there any more
+        with caplog.at_level(logging.INFO):
+            loaded = load_configured_classifier(secrets_for(url, sha256(model_bytes)), tmp_path)
+    assert loaded.path == BUNDLED_MODEL
+    assert ("HTTP 404" if reachable else "could not connect") in loaded.warning
+    assert "http://127.0.0.1" in loaded.warning
+    for secret in SECRET_URL_PARTS:
+        assert secret not in loaded.warning
+        assert secret not in caplog.text
+
+
+def test_a_bad_url_setting_is_not_repeated():
+    with pytest.raises(ModelDownloadError) as raised:
+        ModelSource.from_settings({"MODEL_URL": "drive.google.com/d/s3cret-id", "MODEL_SHA256": "a" * 64})
+    assert "s3cret-id" not in str(raised.value)
+
+
+@pytest.mark.parametrize("announced", [True, False])
+def test_a_download_over_the_size_limit_is_cut_off(announced, model_bytes, tmp_path, monkeypatch):
+    monkeypatch.setattr(remote, "MAX_MODEL_BYTES", 1000)
+    body = model_bytes if announced else Unsized(model_bytes)
+    with FileServer({"/big.keras": body}) as running:
+        path, warning = configured(secrets_for(running.url("/big.keras"), sha256(model_bytes)), tmp_path)
+    assert path == BUNDLED_MODEL
+    assert "the file is larger than 0 MB" in warning
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_download_that_trickles_is_stopped_at_the_deadline(model_bytes, tmp_path, monkeypatch):
+    # One byte every 50 ms: the server never pauses long enough for the between-bytes timeout.
+    monkeypatch.setattr(remote, "DOWNLOAD_DEADLINE_S", 0.5)
+    with FileServer({"/slow.keras": Dribble(model_bytes)}) as running:
+        path, warning = configured(secrets_for(running.url("/slow.keras"), sha256(model_bytes)), tmp_path)
+    assert path == BUNDLED_MODEL
+    assert "it did not finish within 0.5 s" in warning
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_writable_home_folder_is_needed(server, model_bytes, tmp_path, monkeypatch):
+    # A home folder that cannot be created (even by root): a regular file is in the way.
+    (tmp_path / "file").write_text("in the way")
+    home = tmp_path / "file" / "home"
+    monkeypatch.setenv("HOME", str(home))
+    # gdown read HOME when it was imported; these are the paths it would have made of this one.
+    monkeypatch.setattr(importlib.import_module("gdown.cached_download"), "cache_root", str(home / ".cache"))
+    monkeypatch.setattr(importlib.import_module("gdown.download"), "DEFAULT_COOKIES_FILE", str(home / "c"))
+    temporary = tmp_path / "temp"
+    temporary.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(temporary))
+    secrets = secrets_for(server.url("/emotion_cnn.keras"), sha256(model_bytes))
+    path, warning = configured(secrets, cache_dir=None)
+    assert warning is None
+    assert path == temporary / "emotion-lens-models" / f"{sha256(model_bytes)}.keras"
+    assert [item.name for item in path.parent.iterdir()] == [path.name]
