@@ -1,0 +1,306 @@
+"""Many visitors at once against one `streamlit run app.py`: prints figures, asserts nothing.
+
+    python scripts/load.py --webcams 4 --photos 8 --seconds 60     # load
+    python scripts/load.py --soak --minutes 10                      # one webcam, memory over time
+    python scripts/load.py --webcams 4 --seconds 60 --profile       # and where the server spends its time
+
+Load: K headless-Chromium pages stream the face clip through Chromium's fake camera in the
+Webcam tab, and once they all stream, M more pages each upload a photo at the same moment.
+Printed: each webcam session's frame rate (frames analysed during the measured window, and the
+FPS the page shows), each upload's time to its result, the errors seen (exceptions on the
+pages, uncaught errors in the browser, tracebacks in the server's log), the server's CPU use
+and its peak resident memory (VmHWM).
+
+Soak: one webcam session for --minutes, printing the server's resident memory (VmRSS) and the
+session's frame rate every --interval seconds, then the growth since the first sample.
+
+--profile samples the server with py-spy (`pip install -r requirements-dev.txt`) during the
+measured window and prints the functions it was busiest in. Browsers and server share this
+machine's cores, as in the browser tests; needs Debian's chromium and Playwright.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.browser import (  # noqa: E402  (after the path set-up above)
+    browser_missing_reason,
+    chromium,
+    fake_camera_args,
+    live_metric,
+    open_app,
+    photo_results,
+    serve_app,
+    start_webcam,
+    upload_photo,
+    write_y4m,
+)
+
+FACE_CLIP = REPO.parent / "shared" / "data" / "video" / "face_clip.avi"
+STREAM_START_TIMEOUT_S = 120  # from START to the first analysed frame, on a busy machine
+PHOTO_TIMEOUT_S = 180  # from the upload to the result
+PHOTO_SIZE = (3000, 2250)  # pixels: a typical phone photo (about 7 megapixels)
+PROFILE_TOP = 15  # functions listed by --profile, per list
+
+
+@dataclass
+class Visitor:
+    page: object
+    errors: list[str] = field(default_factory=list)
+
+
+def server_memory_mb(pid: int) -> tuple[float, float]:
+    """(resident now, peak resident) of process `pid`, in MB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    rss, peak = (int(re.search(rf"{key}:\s+(\d+)", status).group(1)) / 1024 for key in ("VmRSS", "VmHWM"))
+    return rss, peak
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process `pid` (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100  # utime, stime in clock ticks (100 per second)
+
+
+def new_visitor(browser, url: str) -> Visitor:
+    context = browser.new_context(viewport={"width": 1000, "height": 1400})
+    page = context.new_page()
+    page.set_default_timeout(STREAM_START_TIMEOUT_S * 1000)
+    visitor = Visitor(page)
+    page.on("pageerror", lambda error: visitor.errors.append(f"page error: {error}"))
+    open_app(page, url)
+    return visitor
+
+
+def page_exceptions(visitor: Visitor) -> list[str]:
+    shown = visitor.page.locator("[data-testid='stException']")
+    return [f"exception shown: {text[:200]}" for text in shown.all_inner_texts()]
+
+
+def frames_analysed(visitor: Visitor) -> int:
+    """The live panel's 'Frames analysed'; it is redrawn every second, so read it until it holds still."""
+    stats = visitor.page.locator(".st-key-live-stats")
+    for _ in range(20):
+        with contextlib.suppress(Exception):
+            return int(live_metric(stats, "Frames analysed").inner_text(timeout=2000).replace(",", ""))
+        time.sleep(0.25)
+    raise RuntimeError("the live panel shows no frame count")
+
+
+def shown_fps(visitor: Visitor) -> str:
+    with contextlib.suppress(Exception):
+        return live_metric(visitor.page.locator(".st-key-live-stats"), "FPS").inner_text(timeout=2000)
+    return "-"
+
+
+def start_streams(webcams: list[Visitor]) -> None:
+    for visitor in webcams:
+        start_webcam(visitor.page)
+    deadline = time.monotonic() + STREAM_START_TIMEOUT_S
+    for visitor in webcams:
+        while True:
+            with contextlib.suppress(RuntimeError):
+                if frames_analysed(visitor) > 0:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"a webcam session analysed no frame within {STREAM_START_TIMEOUT_S} s")
+            time.sleep(0.5)
+
+
+def write_photo(folder: Path) -> Path:
+    """The astronaut photo (a real face) scaled to PHOTO_SIZE, as a JPEG."""
+    from PIL import Image
+    from skimage import data
+
+    path = folder / "photo.jpg"
+    Image.fromarray(data.astronaut()).resize(PHOTO_SIZE, Image.Resampling.BICUBIC).save(path, quality=90)
+    return path
+
+
+def wait_for_photo(visitor: Visitor, uploaded_at: float) -> float | None:
+    """Seconds from the upload to the result (a suggestion, or an error message); None if none came."""
+    answered = photo_results(visitor.page).or_(visitor.page.locator("[data-testid='stAlertContentError']"))
+    remaining_ms = max(1000, (uploaded_at + PHOTO_TIMEOUT_S - time.monotonic()) * 1000)
+    try:
+        answered.first.wait_for(timeout=remaining_ms)
+    except Exception:
+        return None
+    return time.monotonic() - uploaded_at
+
+
+def server_errors(log_path: Path) -> list[str]:
+    lines = log_path.read_text(errors="replace").splitlines()
+    return [line for line in lines if "Traceback" in line or re.search(r"\b(ERROR|CRITICAL)\b", line)]
+
+
+@contextlib.contextmanager
+def profiled(pid: int, seconds: float, enabled: bool, folder: Path):
+    """py-spy samples `pid` while the block runs; prints where the time went afterwards."""
+    if not enabled:
+        yield
+        return
+    output = folder / "profile.txt"
+    command = ["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds)), "--format", "raw"]
+    command += ["--rate", "50", "--nonblocking", "--output", str(output)]
+    recorder = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        yield
+    finally:
+        _, stderr = recorder.communicate(timeout=seconds + 60)
+        if recorder.returncode != 0 or not output.exists():
+            print(f"py-spy failed: {stderr.decode(errors='replace').strip()[-500:]}")
+        else:
+            print_profile(output)
+
+
+# Frames on every thread's stack (thread start-up, event loops, the server's command line):
+# left out of the inclusive list, where they would only push the informative ones down.
+PLUMBING_FILES = ("threading.py", "thread.py", "base_events.py", "events.py", "runners.py", "<frozen runpy>")
+
+
+def print_profile(collapsed: Path) -> None:
+    """Where the server's threads were busy, from py-spy's collapsed stacks.
+
+    Own: the function at the top of the stack (time spent in it, or in native code it calls).
+    Inclusive: on the stack at all, by function.
+    """
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        total += int(count)
+        frames = [re.sub(r" \((.*/)?([^/]+?)(:\d+)?\)$", r" (\2)", frame) for frame in stack.split(";")]
+        own[frames[-1]] += int(count)
+        for frame in set(frames):
+            if not frame.endswith(tuple(f"({name})" for name in PLUMBING_FILES)):
+                inclusive[frame] += int(count)
+    print(f"server profile: {total} samples of busy threads (50 per second and thread)")
+    for title, counter in (("own time", own), ("inclusive time", inclusive)):
+        print(f"  busiest functions, {title}:")
+        for name, count in counter.most_common(PROFILE_TOP):
+            print(f"    {100 * count / max(total, 1):5.1f} %  {name}")
+
+
+def load(args, browser_factory, folder: Path) -> None:
+    log_path = folder / "streamlit.log"
+    clip = write_y4m(args.clip, folder / "clip.y4m")
+    photo = write_photo(folder)
+    with serve_app(log_path) as server, browser_factory(fake_camera_args(clip)) as browser:
+        webcams = [new_visitor(browser, server.url) for _ in range(args.webcams)]
+        uploaders = [new_visitor(browser, server.url) for _ in range(args.photos)]
+        start_streams(webcams)
+        time.sleep(args.warm_up)  # past the first frames, which include the streams' set-up
+        started, cpu_started = time.monotonic(), cpu_seconds(server.process.pid)
+        counts_started = [frames_analysed(visitor) for visitor in webcams]
+        with profiled(server.process.pid, args.seconds, args.profile, folder):
+            uploaded_at = time.monotonic()
+            for visitor in uploaders:
+                upload_photo(visitor.page, photo)
+            answers = [wait_for_photo(visitor, uploaded_at) for visitor in uploaders]
+            time.sleep(max(0.0, started + args.seconds - time.monotonic()))
+            elapsed = time.monotonic() - started
+            counts = [frames_analysed(visitor) for visitor in webcams]
+            cpu_used = cpu_seconds(server.process.pid) - cpu_started
+        _, peak_mb = server_memory_mb(server.process.pid)
+        print(
+            f"{args.webcams} webcam session(s) and {args.photos} photo upload(s) at once, "
+            f"{PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} JPEG, measured over {elapsed:.0f} s"
+        )
+        for number, (visitor, before, after) in enumerate(zip(webcams, counts_started, counts, strict=True)):
+            errors = visitor.errors + page_exceptions(visitor)
+            print(
+                f"webcam {number + 1}: {(after - before) / elapsed:.1f} fps analysed "
+                f"({after - before} frames), page shows {shown_fps(visitor)} fps, {len(errors)} errors"
+            )
+            for error in errors:
+                print(f"    {error}")
+        for number, (visitor, seconds) in enumerate(zip(uploaders, answers, strict=True)):
+            errors = visitor.errors + page_exceptions(visitor)
+            answer = "no answer" if seconds is None else f"answered in {seconds:.1f} s"
+            print(f"photo {number + 1}: {answer}, {len(errors)} errors")
+            for error in errors:
+                print(f"    {error}")
+        logged = server_errors(log_path)
+        print(f"server: {len(logged)} error lines in its log, {cpu_used / elapsed:.2f} CPU cores busy")
+        for line in logged[:20]:
+            print(f"    {line}")
+        print(f"server peak resident memory: {peak_mb:.0f} MB")
+
+
+def soak(args, browser_factory, folder: Path) -> None:
+    log_path = folder / "streamlit.log"
+    clip = write_y4m(args.clip, folder / "clip.y4m")
+    with serve_app(log_path) as server, browser_factory(fake_camera_args(clip)) as browser:
+        visitor = new_visitor(browser, server.url)
+        start_streams([visitor])
+        started = time.monotonic()
+        first_mb = None
+        last_count, last_time = frames_analysed(visitor), started
+        while True:
+            now = time.monotonic()
+            count = frames_analysed(visitor)
+            rss_mb, _ = server_memory_mb(server.process.pid)
+            first_mb = rss_mb if first_mb is None else first_mb
+            fps = (count - last_count) / max(now - last_time, 1e-9)
+            print(f"t={now - started:5.0f} s  server rss {rss_mb:6.1f} MB  {fps:5.1f} fps", flush=True)
+            last_count, last_time = count, now
+            if now - started >= args.minutes * 60:
+                break
+            time.sleep(min(args.interval, max(0.0, started + args.minutes * 60 - now)))
+        _, peak_mb = server_memory_mb(server.process.pid)
+        errors = visitor.errors + page_exceptions(visitor) + server_errors(log_path)
+        print(
+            f"soak of {args.minutes:g} min: server memory {first_mb:.1f} -> {rss_mb:.1f} MB "
+            f"({rss_mb - first_mb:+.1f} MB), peak {peak_mb:.0f} MB, {len(errors)} errors"
+        )
+        for error in errors[:20]:
+            print(f"    {error}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--webcams", type=int, default=4, help="webcam sessions at once")
+    parser.add_argument("--photos", type=int, default=8, help="photo uploads at once")
+    parser.add_argument("--seconds", type=float, default=60.0, help="length of the measured window")
+    parser.add_argument("--warm-up", type=float, default=10.0, help="seconds of streaming before measuring")
+    parser.add_argument("--soak", action="store_true", help="one webcam session, memory over time")
+    parser.add_argument("--minutes", type=float, default=10.0, help="length of the soak")
+    parser.add_argument("--interval", type=float, default=30.0, help="seconds between soak samples")
+    parser.add_argument("--profile", action="store_true", help="sample the server with py-spy")
+    parser.add_argument("--clip", type=Path, default=FACE_CLIP, help="video played by the fake cameras")
+    args = parser.parse_args()
+    reason = browser_missing_reason()
+    if reason is not None:
+        sys.exit(f"cannot run: {reason}")
+    if not args.clip.is_file():
+        sys.exit(f"cannot run: no clip at {args.clip} (--clip)")
+
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as folder, sync_playwright() as driver:
+
+        @contextlib.contextmanager
+        def browser_factory(extra_args):
+            with chromium(driver, extra_args=extra_args) as page:
+                yield page.context.browser
+
+        (soak if args.soak else load)(args, browser_factory, Path(folder))
+
+
+if __name__ == "__main__":
+    main()
