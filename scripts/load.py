@@ -11,8 +11,9 @@ FPS the page shows), each upload's time to its result, the errors seen (exceptio
 pages, uncaught errors in the browser, tracebacks in the server's log), the server's CPU use
 and its peak resident memory (VmHWM).
 
-Soak: one webcam session for --minutes, printing the server's resident memory (VmRSS) and the
-session's frame rate every --interval seconds, then the growth since the first sample.
+Soak: one webcam session for --minutes after --warm-up, printing the server's resident memory
+(VmRSS) and the session's frame rate every --interval seconds, then the growth since the first
+sample.
 
 --profile samples the server with py-spy (`pip install -r requirements-dev.txt`) during the
 measured window and prints the functions it was busiest in. Browsers and server share this
@@ -248,6 +249,7 @@ def soak(args, browser_factory, folder: Path) -> None:
     with serve_app(log_path) as server, browser_factory(fake_camera_args(clip)) as browser:
         visitor = new_visitor(browser, server.url)
         start_streams([visitor])
+        time.sleep(args.warm_up)  # the first sample is taken streaming steadily
         started = time.monotonic()
         first_mb = None
         last_count, last_time = frames_analysed(visitor), started
@@ -256,8 +258,8 @@ def soak(args, browser_factory, folder: Path) -> None:
             count = frames_analysed(visitor)
             rss_mb, _ = server_memory_mb(server.process.pid)
             first_mb = rss_mb if first_mb is None else first_mb
-            fps = (count - last_count) / max(now - last_time, 1e-9)
-            print(f"t={now - started:5.0f} s  server rss {rss_mb:6.1f} MB  {fps:5.1f} fps", flush=True)
+            fps = f"{(count - last_count) / (now - last_time):5.1f}" if now > last_time + 1 else "    -"
+            print(f"t={now - started:5.0f} s  server rss {rss_mb:6.1f} MB  {fps} fps", flush=True)
             last_count, last_time = count, now
             if now - started >= args.minutes * 60:
                 break
