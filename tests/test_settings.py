@@ -86,14 +86,14 @@ def cloudflare_calls(monkeypatch) -> list[tuple[str, str]]:
 class SilentProxy:
     """An HTTP proxy on 127.0.0.1 that accepts connections and never answers.
 
-    `client_hung_up` tells whether the client gave up on a connection before the proxy
+    `client_hung_up()` tells whether the client gave up on its connection before the proxy
     closed it (after `patience_s`), that is whether the client has a timeout of its own.
     """
 
     def __init__(self, patience_s: float = 30.0):
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._patience_s = patience_s
-        self.client_hung_up: list[bool] = []
+        self._outcomes: list[bool] = []
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
     @property
@@ -111,9 +111,13 @@ class SilentProxy:
                 try:
                     while connection.recv(4096):  # the request, then nothing until the client leaves
                         pass
-                    self.client_hung_up.append(True)
+                    self._outcomes.append(True)
                 except TimeoutError:
-                    self.client_hung_up.append(False)
+                    self._outcomes.append(False)
+
+    def client_hung_up(self) -> bool:
+        self._thread.join(timeout=self._patience_s + 5)
+        return self._outcomes == [True]
 
     def __enter__(self) -> SilentProxy:
         self._thread.start()
@@ -253,7 +257,7 @@ def test_twilio_request_gives_up_on_a_server_that_does_not_answer(monkeypatch, s
         configuration = ice_servers({"TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "TWILIO_AUTH_TOKEN": "t" * 32})
     assert configuration == (settings.PUBLIC_STUN_SERVERS, ICE_RETRY_S)
     assert "Could not get TURN credentials from Twilio" in caplog.text
-    assert silent_proxy.client_hung_up == [True]
+    assert silent_proxy.client_hung_up()
 
 
 def test_cloudflare_request_gives_up_on_a_server_that_does_not_answer(monkeypatch, silent_proxy, caplog):
@@ -268,7 +272,7 @@ def test_cloudflare_request_gives_up_on_a_server_that_does_not_answer(monkeypatc
         configuration = ice_servers(secrets)
     assert configuration == (settings.PUBLIC_STUN_SERVERS, ICE_RETRY_S)
     assert "Could not get TURN credentials from Cloudflare" in caplog.text
-    assert silent_proxy.client_hung_up == [True]
+    assert silent_proxy.client_hung_up()
 
 
 def test_half_configured_services_are_reported(monkeypatch, caplog, twilio_calls, cloudflare_calls):
