@@ -6,13 +6,18 @@ smooth and draw faces the same way, searching whole frames for faces on every
 thread while the next frame is analysed (x264 and OpenCV release the GIL), which on 2 cores
 makes the whole about a third faster. Everything happens in memory: the input is read from a
 path or from bytes (PyAV opens a BytesIO) and the annotated MP4 comes back as bytes, so no
-file is written at all. The output keeps the input's frame count and frame rate; it has no
-audio, and variable frame-rate input comes out at its average rate.
+file is written at all. The output keeps the input's frame rate up to MAX_ANALYSED_FPS; a
+faster video (slow motion, say) has every step-th frame analysed, so that the output plays at
+the input's speed with at most MAX_ANALYSED_FPS frames a second. It has no audio, and variable
+frame-rate input comes out at its average rate.
 
-Limits (the maximum file size is the page's upload limit):
-- MAX_DURATION_S: longer videos are refused. Processing runs 3.7x faster than real time on a
-  2-core machine (the face clip, faces searched every 5th frame; scripts/benchmark.py), so two
-  minutes take about half a minute there.
+Limits (the maximum file size is the page's upload limit). The work a video costs is bounded by
+the frames it has, not by the duration its container declares, which a file can make up:
+- MAX_ANALYSED_FRAMES (two minutes at MAX_ANALYSED_FPS) and MAX_DECODED_FRAMES: a video that
+  declares more, or longer than MAX_DURATION_S, is refused before any frame is decoded; one
+  that declares nothing, or less than it has, is stopped when it gets there. Processing runs
+  3.7x faster than real time on a 2-core machine (the face clip, faces searched every 5th
+  frame; scripts/benchmark.py), so two minutes take about half a minute there.
 - Videos larger than PROCESSING_MAX_SIDE (a 4K video, say) are downscaled to it for processing
   and output: the detector works on a downscaled image anyway and an annotated 4K MP4 would only
   be slower to encode and to send. Videos above MAX_INPUT_PIXELS (beyond 4K) are refused:
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -43,6 +49,9 @@ from emotion.tracking import Classifier
 logger = logging.getLogger(__name__)
 
 MAX_DURATION_S = 120.0  # two minutes
+MAX_ANALYSED_FPS = 30  # faster videos have every step-th frame analysed, down to this rate at most
+MAX_ANALYSED_FRAMES = round(MAX_DURATION_S * MAX_ANALYSED_FPS)  # 3,600: the frames one video may cost
+MAX_DECODED_FRAMES = 4 * MAX_ANALYSED_FRAMES  # skipped frames are still decoded: 2 minutes at 120 fps
 MAX_INPUT_PIXELS = 4096 * 2160  # DCI 4K; larger videos are refused before decoding
 PROCESSING_MAX_SIDE = 1280  # longer side; larger videos are downscaled to it (720p for 4K)
 TRUNCATION_TOLERANCE_FRAMES = 2  # containers may count a frame or two more than they deliver
@@ -67,9 +76,10 @@ class EngagementPoint(NamedTuple):
 @dataclass(frozen=True)
 class VideoResult:
     video: bytes  # the annotated H.264 MP4 (yuv420p), ready for a browser
-    frames: int
-    fps: float
+    frames: int  # analysed, and in the annotated video
+    fps: float  # of the annotated video
     duration_s: float
+    source_fps: float  # fps / source_fps of the input's frames were analysed
     width: int  # of the annotated video
     height: int
     source_width: int
@@ -85,6 +95,10 @@ class VideoResult:
     def downscaled(self) -> bool:
         return (self.width, self.height) != (self.source_width, self.source_height)
 
+    @property
+    def sampled(self) -> bool:
+        return self.fps != self.source_fps
+
     def to_csv(self) -> str:
         """The rows as CSV text (see emotion.results)."""
         return rows_to_csv(self.rows)
@@ -96,6 +110,11 @@ class VideoInfo(NamedTuple):
     fps: Fraction
     frames: int  # as the container declares it (0: unknown), or estimated from the duration
     duration_s: float | None  # None: the container does not say
+    step: int  # every step-th frame is analysed: fps / step is at most MAX_ANALYSED_FPS
+
+    @property
+    def analysed_fps(self) -> Fraction:
+        return self.fps / self.step
 
 
 def output_size(width: int, height: int, max_side: int = PROCESSING_MAX_SIDE) -> tuple[int, int]:
@@ -112,12 +131,13 @@ def process_video(
     settings: LiveSettings | None = None,
     progress: ProgressCallback | None = None,
 ) -> VideoResult:
-    """Annotate every frame of a video with its faces' emotions.
+    """Annotate a video's frames (every step-th one of a fast video) with its faces' emotions.
 
     source: a path or the file's bytes. settings: how faces are searched for, tracked and
     smoothed; by default the webcam's (the live detector preset, a search of the whole frame
-    on every LiveSettings.detect_every-th frame); never an FPS banner. progress(done, total) is
-    called after each frame; total is an estimate where the container does not say.
+    on every LiveSettings.detect_every-th analysed frame); never an FPS banner. progress(done,
+    total) is called after each analysed frame; total is an estimate where the container does
+    not say.
     Raises InvalidVideo with a message for people.
     """
     settings = replace(settings or LiveSettings(), show_fps=False)
@@ -129,18 +149,23 @@ def process_video(
         buffer = io.BytesIO()
         rows: list[FaceRow] = []
         engagement: list[EngagementPoint] = []
-        frames = 0
-        total = info.frames
+        decoded = frames = 0
+        total = -(-info.frames // info.step)
         with av.open(buffer, "w", format="mp4") as output, ThreadPoolExecutor(1) as encoder:
             out_stream = None
             encoding: deque[Future] = deque()  # in frame order: one worker encodes them in turn
             for frame in _decode(container, stream):
-                time_s = frames / float(info.fps)
-                if time_s > MAX_DURATION_S:
+                index, decoded = decoded, decoded + 1
+                time_s = index / float(info.fps)
+                if time_s > MAX_DURATION_S or decoded > MAX_DECODED_FRAMES:
+                    raise InvalidVideo(_too_long_message(None))
+                if index % info.step:
+                    continue
+                if frames == MAX_ANALYSED_FRAMES:
                     raise InvalidVideo(_too_long_message(None))
                 bgr = _to_bgr(frame, width, height)
                 if out_stream is None:  # a rotated video is only known to be portrait now
-                    out_stream = _add_output_stream(output, info.fps, bgr.shape[1], bgr.shape[0])
+                    out_stream = _add_output_stream(output, info.analysed_fps, bgr.shape[1], bgr.shape[0])
                 annotated, faces = analyzer.process(bgr, time_s=time_s)
                 rows.extend(FaceRow(frames, time_s, face) for face in faces)
                 if faces:
@@ -159,17 +184,18 @@ def process_video(
             while encoding:
                 encoding.popleft().result()
             _encode(output, out_stream, None)  # flush the encoder
-        if info.frames and frames < info.frames - TRUNCATION_TOLERANCE_FRAMES:
+        if info.frames and decoded < info.frames - TRUNCATION_TOLERANCE_FRAMES:
             raise InvalidVideo(
-                f"The video stops after {frames} of its {info.frames} frames: the file looks truncated"
+                f"The video stops after {decoded} of its {info.frames} frames: the file looks truncated"
             )
     snapshot = analyzer.snapshot()
-    logger.info("Annotated %d frames (%dx%d), %d face rows", frames, width, height, len(rows))
+    logger.info("Annotated %d of %d frames (%dx%d), %d face rows", frames, decoded, width, height, len(rows))
     return VideoResult(
         video=buffer.getvalue(),
         frames=frames,
-        fps=float(info.fps),
-        duration_s=frames / float(info.fps),
+        fps=float(info.analysed_fps),
+        duration_s=frames / float(info.analysed_fps),
+        source_fps=float(info.fps),
         width=out_stream.width,
         height=out_stream.height,
         source_width=info.width,
@@ -237,14 +263,21 @@ def _check(container, stream) -> VideoInfo:
     elif container.duration is not None:
         duration_s = container.duration / av.time_base
     if duration_s is not None and duration_s > MAX_DURATION_S:
-        raise InvalidVideo(_too_long_message(duration_s))
-    frames = stream.frames or (round(duration_s * float(fps)) if duration_s else 0)
-    return VideoInfo(width, height, Fraction(fps), int(frames), duration_s)
+        raise InvalidVideo(_too_long_message(f"{duration_s:.0f} s"))
+    fps = Fraction(fps)
+    frames = int(stream.frames or (round(duration_s * float(fps)) if duration_s else 0))
+    step = max(1, math.ceil(fps / MAX_ANALYSED_FPS))
+    if frames > MAX_DECODED_FRAMES or -(-frames // step) > MAX_ANALYSED_FRAMES:
+        raise InvalidVideo(_too_long_message(f"{frames:,} frames at {float(fps):.4g} fps"))
+    return VideoInfo(width, height, fps, frames, duration_s, step)
 
 
-def _too_long_message(duration_s: float | None) -> str:
-    length = f" ({duration_s:.0f} s)" if duration_s is not None else ""
-    return f"The video is too long{length}: at most {MAX_DURATION_S:.0f} s can be analysed"
+def _too_long_message(length: str | None) -> str:
+    length = f" ({length})" if length is not None else ""
+    return (
+        f"The video is too long{length}: at most {MAX_DURATION_S:.0f} s at {MAX_ANALYSED_FPS} frames "
+        "a second can be analysed"
+    )
 
 
 def _decode(container, stream):

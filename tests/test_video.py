@@ -1,5 +1,6 @@
 import csv
 import io
+import itertools
 import tempfile
 import wave
 from dataclasses import replace
@@ -227,11 +228,48 @@ def test_too_long_and_too_large_videos_are_refused(classifier, monkeypatch, face
 
 
 def test_a_video_of_unknown_length_is_stopped_at_the_limit(classifier, monkeypatch, face_clip):
-    unknown_length = video.VideoInfo(720, 480, Fraction(30), frames=0, duration_s=None)
+    unknown_length = video.VideoInfo(720, 480, Fraction(30), frames=0, duration_s=None, step=1)
     monkeypatch.setattr(video, "_check", lambda container, stream: unknown_length)
     monkeypatch.setattr(video, "MAX_DURATION_S", 1.0)
     with pytest.raises(InvalidVideo, match="too long: at most 1 s"):
         process_video(face_clip, classifier)
+
+
+def test_a_fast_video_is_sampled_down_to_the_analysed_rate(classifier):
+    frames = [np.full((48, 64, 3), 10 * index, dtype=np.uint8) for index in range(24)]
+    result = process_video(make_video(frames, fps=240), classifier)
+    assert (result.frames, result.fps, result.source_fps) == (3, 30.0, 240.0)  # frames 0, 8 and 16
+    assert result.sampled
+    assert result.duration_s == pytest.approx(0.1)
+    stream, decoded = decode(result.video)
+    assert (len(decoded), stream.average_rate) == (3, 30)
+    # Input frame i has brightness 10 * i: frames 0, 8 and 16 are 80 apart, neighbours only 10.
+    brightness = [float(frame.mean()) for frame in decoded]
+    assert all(later - earlier > 50 for earlier, later in itertools.pairwise(brightness))
+
+
+def test_the_work_is_bounded_by_frames_not_by_the_declared_rate(classifier, monkeypatch):
+    # Declared at 1000 fps, 40 frames last 0.04 s: the duration limit alone would let it through.
+    monkeypatch.setattr(video, "MAX_DECODED_FRAMES", 30)
+    fast = make_video([np.zeros((48, 64, 3), np.uint8)] * 40, fps=1000)
+    decoded = []
+    monkeypatch.setattr(video, "_decode", lambda container, stream: decoded.append(1) or iter(()))
+    with pytest.raises(InvalidVideo, match=r"too long \(40 frames at 1000 fps\)"):
+        probe_video(fast)
+    with pytest.raises(InvalidVideo, match="too long"):
+        process_video(fast, classifier)
+    assert decoded == []  # refused before decoding
+
+
+@pytest.mark.parametrize(("limit", "value"), [("MAX_DECODED_FRAMES", 5), ("MAX_ANALYSED_FRAMES", 3)])
+def test_a_video_that_declares_no_length_is_stopped_at_the_frame_limits(
+    classifier, monkeypatch, limit, value
+):
+    unknown_length = video.VideoInfo(64, 48, Fraction(10), frames=0, duration_s=None, step=1)
+    monkeypatch.setattr(video, "_check", lambda container, stream: unknown_length)
+    monkeypatch.setattr(video, limit, value)
+    with pytest.raises(InvalidVideo, match="too long: at most 120 s at 30 frames a second"):
+        process_video(make_video([np.zeros((48, 64, 3), np.uint8)] * 20), classifier)
 
 
 def test_by_default_faces_are_searched_for_as_in_the_webcam_and_never_with_an_fps_banner(
