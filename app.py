@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -32,20 +33,21 @@ from emotion.engagement import DEFAULT_PRESET, PRESETS
 from emotion.faces import LIVE_DETECTOR, PHOTO_DETECTOR, SENSITIVITIES, DetectorSettings, detector_settings
 from emotion.image import InvalidImage
 from emotion.live import LiveAnalyzer, LiveSettings
-from emotion.pipeline import PhotoResult, process_photo
+from emotion.pipeline import PhotoResult, annotated_png, process_photo
 from emotion.remote import LoadedModel
 from emotion.results import Face, photo_csv, photo_record
 from emotion.settings import IceServerCache, ice_servers
-from emotion.video import MAX_DURATION_S, InvalidVideo, VideoResult, process_video
+from emotion.video import MAX_ANALYSED_FPS, MAX_DURATION_S, InvalidVideo, VideoResult, process_video
 from recommendations import EmotionSuggestions, Recommendation, Recommender, load_suggestions
+
+logger = logging.getLogger(__name__)
 
 MODEL_CARD = Path(__file__).resolve().parent / "model" / "MODEL_CARD.md"
 PHOTO_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
-PHOTO_MAX_UPLOAD_MB = 50  # per photo, as server.maxUploadSize in .streamlit/config.toml
 MANY_FACES = 8  # above this many faces in one photo, say that small faces are less reliable
-PHOTO_RESULTS_KEPT = 24  # analysed photos remembered per visitor, so reruns do not recompute them
+PHOTO_BATCH_MAX = 12  # photos analysed per upload; the page says so when more come
+PHOTO_RESULTS_KEPT = 2 * PHOTO_BATCH_MAX  # remembered per visitor: a rerun recomputes none of a batch
 VIDEO_TYPES = ["mp4", "mov", "avi", "webm", "mkv", "m4v"]
-VIDEO_MAX_UPLOAD_MB = 200  # per video; emotion.video also refuses videos over MAX_DURATION_S
 PROGRESS_INTERVAL_S = 0.25  # between progress-bar updates: one per frame would flood the browser
 CHART_POINTS = 2000  # at most this many points per chart; longer series are thinned
 LIVE_REFRESH_S = 1.0  # how often the live statistics refresh while the camera plays
@@ -127,16 +129,27 @@ def sidebar() -> PageSettings:
 # --- Photo -------------------------------------------------------------------------------
 
 
+def upload_limit_mb() -> int:
+    """The largest upload, per file: server.maxUploadSize, which the server enforces."""
+    return int(st.get_option("server.maxUploadSize"))
+
+
 def photo_tab(classifier: EmotionClassifier, settings: PageSettings) -> None:
     uploads = st.file_uploader(
         "Upload photos",
         type=PHOTO_TYPES,
         accept_multiple_files=True,
         key="photos",
-        max_upload_size=PHOTO_MAX_UPLOAD_MB,
-        help="JPEG, PNG, WebP and other common formats; several at once.",
+        help=f"JPEG, PNG, WebP and other common formats; up to {PHOTO_BATCH_MAX} at once, "
+        f"{upload_limit_mb()} MB each.",
     )
     photos = list(uploads or [])
+    if len(photos) > PHOTO_BATCH_MAX:
+        st.warning(
+            f"{len(photos)} photos uploaded: the first {PHOTO_BATCH_MAX} are analysed. Remove some "
+            "to see the others."
+        )
+        photos = photos[:PHOTO_BATCH_MAX]
     if st.toggle("Take a photo with the camera", key="use_camera"):
         snapshot = st.camera_input("Snapshot", key="snapshot")
         if snapshot is not None:
@@ -149,12 +162,14 @@ def photo_tab(classifier: EmotionClassifier, settings: PageSettings) -> None:
             show_photo(photo.name, photo.file_id, photo.getvalue(), classifier, settings)
 
 
-def analyse_photo(
-    file_id: str, data: bytes, classifier: EmotionClassifier, detector: DetectorSettings
-) -> PhotoResult:
-    """The faces in a photo and the annotated picture; raises InvalidImage. Remembered per visitor."""
+def analyse_photo(data: bytes, classifier: EmotionClassifier, detector: DetectorSettings) -> PhotoResult:
+    """The faces in a photo and its annotated preview; raises InvalidImage.
+
+    Remembered per visitor by the photo's content, so the same photo uploaded again is not
+    analysed again either.
+    """
     results: OrderedDict = st.session_state.setdefault("photo_results", OrderedDict())
-    key = (file_id, hashlib.sha1(data).hexdigest(), detector)
+    key = (hashlib.sha256(data).hexdigest(), detector)
     if key not in results:
         results[key] = process_photo(data, classifier, detector)
         while len(results) > PHOTO_RESULTS_KEPT:
@@ -166,15 +181,15 @@ def analyse_photo(
 def show_photo(
     name: str, file_id: str, data: bytes, classifier: EmotionClassifier, settings: PageSettings
 ) -> None:
-    st.markdown(f"**{name}**")
+    st.text(name)  # a file name is shown as it is, never read as Markdown
     try:
-        faces, annotated_png = analyse_photo(file_id, data, classifier, settings.detector)
+        faces, preview = analyse_photo(data, classifier, settings.detector)
     except InvalidImage as error:
-        st.error(f"{name}: {error}")
+        st.error(str(error))
         return
     # Side by side on a wide screen; Streamlit stacks the columns on a phone.
     picture, details = st.columns([3, 2], gap="medium")
-    picture.image(annotated_png, width="stretch", alt=f"{name} with the faces found marked")
+    picture.image(preview, width="stretch", alt=f"{name} with the faces found marked")
     with details:
         if not faces:
             st.info(
@@ -190,7 +205,7 @@ def show_photo(
         for number, face in enumerate(faces[:MANY_FACES], start=1):
             show_face(number, face, settings.show_probabilities)
     suggestion_block(file_id, faces[0].emotion, f"For the largest face ({faces[0].emotion}):")
-    show_downloads(name, file_id, faces, annotated_png)
+    show_downloads(name, file_id, data, faces)
 
 
 def show_face(number: int, face: Face, show_probabilities: bool) -> None:
@@ -200,12 +215,12 @@ def show_face(number: int, face: Face, show_probabilities: bool) -> None:
         st.altair_chart(share_chart(face.probabilities, "probability"), width="stretch")
 
 
-def show_downloads(name: str, file_id: str, faces: list[Face], annotated_png: bytes) -> None:
+def show_downloads(name: str, file_id: str, data: bytes, faces: list[Face]) -> None:
     stem = Path(name).stem or "photo"
     buttons = st.container(horizontal=True)
     buttons.download_button(
         "Annotated PNG",
-        annotated_png,
+        lambda: annotated_png(data, faces),  # full size: made only when it is downloaded
         file_name=f"{stem}-emotions.png",
         mime="image/png",
         key=f"png-{file_id}",
@@ -478,13 +493,13 @@ def video_tab(classifier: EmotionClassifier, settings: PageSettings) -> None:
         "Upload a video",
         type=VIDEO_TYPES,
         key="video",
-        max_upload_size=VIDEO_MAX_UPLOAD_MB,
-        help=f"MP4, MOV, AVI or WebM, up to {MAX_DURATION_S:.0f} s.",
+        help=f"MP4, MOV, AVI or WebM, up to {MAX_DURATION_S:.0f} s and {upload_limit_mb()} MB.",
     )
     if upload is None:
         st.info(
-            f"Upload a video of up to {MAX_DURATION_S:.0f} s: every frame is annotated and you get "
-            "the emotions over time. Processing takes less time than playing it."
+            f"Upload a video of up to {MAX_DURATION_S:.0f} s and {upload_limit_mb()} MB: its frames "
+            f"are annotated (up to {MAX_ANALYSED_FPS} a second) and you get the emotions over time. "
+            "Processing takes less time than playing it."
         )
         return
     wanted = live_settings(settings)
@@ -496,7 +511,7 @@ def video_tab(classifier: EmotionClassifier, settings: PageSettings) -> None:
         if st.button("Analyse again", key="reanalyse-video"):
             analysis = analyse_video(upload.file_id, upload.getvalue(), classifier, wanted)
     if analysis.error:
-        st.error(f"{upload.name}: {analysis.error}")
+        st.error(analysis.error)
         return
     show_video_result(upload.file_id, Path(upload.name).stem or "video", analysis.result)
 
@@ -521,6 +536,12 @@ def analyse_video(
         result, error = process_video(data, classifier, settings=settings, progress=on_progress), None
     except InvalidVideo as invalid:
         result, error = None, str(invalid)
+    except Exception as failure:  # a missing encoder, no memory left: the server's fault, not the file's
+        logger.exception("Analysing a video failed")
+        result, error = (
+            None,
+            f"The video could not be analysed ({type(failure).__name__}). Please try again later.",
+        )
     bar.empty()
     analysis = VideoAnalysis(file_id, settings, result, error)
     st.session_state["video_analysis"] = analysis
@@ -530,6 +551,8 @@ def analyse_video(
 def show_video_result(file_id: str, stem: str, result: VideoResult) -> None:
     st.video(result.video, format="video/mp4")
     note = f"{result.frames:,} frames, {result.duration_s:.1f} s at {result.fps:.0f} fps"
+    if result.sampled:
+        note += f", sampled from {result.source_fps:.0f} fps"
     if result.downscaled:
         note += f", downscaled from {result.source_width}x{result.source_height}"
     st.caption(note)
@@ -544,7 +567,7 @@ def show_video_result(file_id: str, stem: str, result: VideoResult) -> None:
     )
     buttons.download_button(
         "Results CSV",
-        result.to_csv(),
+        result.to_csv,  # made only when it is downloaded
         file_name=f"{stem}-emotions.csv",
         mime="text/csv",
         key=f"video-csv-{file_id}",

@@ -93,8 +93,17 @@ def load_image(data: bytes | str | Path | BinaryIO, max_pixels: int = MAX_PIXELS
 
 def encode_png(rgb: np.ndarray) -> bytes:
     """An RGB (H, W, 3) uint8 image as PNG file bytes."""
+    return _encode(rgb, format="PNG")
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
+    """An RGB (H, W, 3) uint8 image as JPEG file bytes: a tenth of a PNG's size for a photo."""
+    return _encode(rgb, format="JPEG", quality=quality)
+
+
+def _encode(rgb: np.ndarray, **options) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(buffer, format="PNG")
+    Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(buffer, **options)
     return buffer.getvalue()
 
 

@@ -1,8 +1,9 @@
 """The photo pipeline in one place: decode -> gray -> faces -> 48x48 crops -> emotions -> annotate.
 
 `analyze_image` takes a decoded RGB image; `analyze_photo` a photo file (decoded by
-emotion.image); `process_photo` also draws the faces on it and encodes that as PNG, as the
-page shows and offers it (the photo's counterpart of emotion.video.process_video);
+emotion.image); `process_photo` also draws the faces on a scaled-down copy for the page to
+show, and `annotated_png` on the full-size photo for its download (together the photo's
+counterpart of emotion.video.process_video);
 `photo_json` gives a photo file's JSON object, the one `python -m emotion predict --json`
 prints, for any caller that must answer the same.
 """
@@ -15,17 +16,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
+import cv2
 import numpy as np
 
 from emotion.draw import annotate
 from emotion.faces import PHOTO_DETECTOR, Box, DetectorSettings, crop_faces, detect_faces, to_gray
-from emotion.image import InvalidImage, encode_png, load_image
+from emotion.image import InvalidImage, encode_jpeg, encode_png, load_image
 from emotion.results import Face, photo_record
 
 if TYPE_CHECKING:
     from emotion.classifier import EmotionClassifier
 
 logger = logging.getLogger(__name__)
+
+PREVIEW_MAX_SIDE = 1280  # pixels: the longer side of the annotated photo a page shows
 
 
 _default_classifier: EmotionClassifier | None = None
@@ -77,8 +81,8 @@ def analyze_photo(
 
 
 class PhotoResult(NamedTuple):
-    faces: list[Face]  # largest first
-    annotated_png: bytes  # the upright photo with every face drawn on it, as PNG
+    faces: list[Face]  # largest first, boxes in the photo's pixels
+    preview: bytes  # the upright photo with every face drawn on it, at most PREVIEW_MAX_SIDE, as JPEG
 
 
 def process_photo(
@@ -86,10 +90,24 @@ def process_photo(
     classifier: EmotionClassifier | None = None,
     settings: DetectorSettings = PHOTO_DETECTOR,
 ) -> PhotoResult:
-    """A photo file's faces and the annotated picture; raises InvalidImage."""
+    """A photo file's faces and a preview of the annotated picture; raises InvalidImage.
+
+    The preview is small enough to keep for a while (a 12-megapixel photo's is about 0.3 MB);
+    `annotated_png` makes the full-size picture when it is asked for.
+    """
     rgb = load_image(source)
     faces = analyze_image(rgb, classifier, settings)
-    return PhotoResult(faces, encode_png(annotate(rgb, faces)))
+    scale = min(1.0, PREVIEW_MAX_SIDE / max(rgb.shape[:2]))
+    if scale < 1.0:
+        size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
+        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    shown = [face._replace(box=Box(*(max(1, round(value * scale)) for value in face.box))) for face in faces]
+    return PhotoResult(faces, encode_jpeg(annotate(rgb, shown)))
+
+
+def annotated_png(source: bytes | str | Path | BinaryIO, faces: Sequence[Face]) -> bytes:
+    """The photo in `source` at full size with `faces` drawn on it, as PNG; raises InvalidImage."""
+    return encode_png(annotate(load_image(source), faces))
 
 
 def photo_json(

@@ -109,7 +109,8 @@ def test_another_suggestion_keeps_the_upload(app, astronaut_png):
 def test_corrupt_upload_shows_message_and_next_upload_works(app, astronaut_png):
     upload_photos(app, ("broken.png", b"this is not an image", "image/png"))
     assert len(app.error) == 1
-    assert app.error[0].value.startswith("broken.png:")
+    assert app.error[0].value.startswith("This file is not an image")
+    assert "broken.png" in [element.value for element in app.text]
     assert "Quote:" not in texts(app)
 
     upload_photos(app, ("astronaut.png", astronaut_png, "image/png"))
@@ -187,7 +188,7 @@ def test_broken_video_says_so(app):
     app.run()
     assert not app.exception, app.exception
     assert len(app.error) == 1
-    assert app.error[0].value.startswith("broken.mp4:")
+    assert "not a video file" in app.error[0].value
 
 
 def test_many_faces_warn_and_list_the_largest(app, astronaut_rgb):
@@ -244,3 +245,96 @@ def test_the_page_helpers_work_without_running_the_page():
     assert app.live_settings(defaults) == LiveSettings()
     assert len(app.thin(pd.DataFrame({"x": range(5000)}), limit=2000)) <= 2000
     assert app.percent(None) == "-" and app.percent(0.256) == "26%"
+
+
+@pytest.fixture
+def photo_analyses(monkeypatch) -> list[bytes]:
+    """Records the photos the page analyses."""
+    from emotion import pipeline
+
+    analysed, process_photo = [], pipeline.process_photo
+
+    def counting(data, *args, **kwargs):
+        analysed.append(data)
+        return process_photo(data, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "process_photo", counting)
+    return analysed
+
+
+def grey_png(level: int, size=(32, 48)) -> bytes:
+    return png_bytes(np.full((*size, 3), level, np.uint8))
+
+
+def test_file_names_are_shown_as_they_are_not_as_markdown(app):
+    name = "**bold** :red[red] [link](https://example.org).png"
+    upload_photos(app, (name, grey_png(128), "image/png"))
+    assert name in [element.value for element in app.text]
+    rendered = "\n".join(element.value for element in (*app.markdown, *app.caption, *app.error, *app.info))
+    assert "**bold**" not in rendered and "[link]" not in rendered
+
+
+def test_a_batch_over_the_limit_is_cut_with_a_message_and_reruns_analyse_nothing(app, photo_analyses):
+    from app import PHOTO_BATCH_MAX
+
+    photos = [(f"grey-{level}.png", grey_png(level), "image/png") for level in range(PHOTO_BATCH_MAX + 1)]
+    upload_photos(app, *photos)
+    assert any(
+        warning.value.startswith(f"{len(photos)} photos uploaded: the first {PHOTO_BATCH_MAX}")
+        for warning in app.warning
+    )
+    assert len(photo_analyses) == PHOTO_BATCH_MAX
+    app.toggle[0].set_value(not app.toggle[0].value).run()  # another setting: every photo is rerun
+    assert not app.exception, app.exception
+    assert len(photo_analyses) == PHOTO_BATCH_MAX  # all remembered
+
+
+def test_photos_are_remembered_by_their_content(app, photo_analyses):
+    same = grey_png(90)
+    upload_photos(app, ("one.png", same, "image/png"), ("the same again.png", same, "image/png"))
+    assert photo_analyses == [same]
+
+
+def test_the_page_keeps_a_small_preview_of_a_large_photo(app, astronaut_rgb):
+    import cv2
+
+    from emotion.pipeline import PREVIEW_MAX_SIDE
+
+    large = cv2.resize(astronaut_rgb, (3000, 3000), interpolation=cv2.INTER_CUBIC)
+    upload_photos(app, ("large.png", png_bytes(large), "image/png"))
+    (kept,) = app.session_state["photo_results"].values()
+    assert Image.open(io.BytesIO(kept.preview)).size == (PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE)
+    assert len(kept.preview) < 1_000_000
+    assert "Annotated PNG" in [button.label for button in app.get("download_button")]
+
+
+def test_the_upload_limit_the_page_states_is_the_one_the_server_enforces(app):
+    import tomllib
+
+    with open(REPO / ".streamlit" / "config.toml", "rb") as config:
+        enforced_mb = tomllib.load(config)["server"]["maxUploadSize"]
+    for key in ("photos", "video"):
+        uploader = app.file_uploader(key=key)
+        assert uploader.proto.max_upload_size_mb == enforced_mb
+        assert f"{enforced_mb} MB" in uploader.help
+
+
+def test_a_video_error_that_is_not_the_files_fault_is_a_message_and_not_repeated(app, monkeypatch):
+    from emotion import video
+
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        raise MemoryError
+
+    monkeypatch.setattr(video, "process_video", failing)
+    app.file_uploader(key="video").set_value(("clip.mp4", b"any bytes", "video/mp4"))
+    app.run()
+    assert not app.exception, app.exception
+    assert [error.value for error in app.error] == [
+        "The video could not be analysed (MemoryError). Please try again later."
+    ]
+    app.toggle[0].set_value(not app.toggle[0].value).run()  # a setting videos do not use
+    assert not app.exception, app.exception
+    assert len(calls) == 1

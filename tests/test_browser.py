@@ -110,7 +110,8 @@ def test_photo_upload_shows_annotated_face_and_recovers_from_a_corrupt_file(app_
         result.screenshot(path=str(screenshot_path(tmp_path, "screenshot-photo.png")))
 
         upload_photo(page, corrupt)
-        page.get_by_text("corrupt.png:").wait_for()
+        page.locator(".st-key-photo-1").get_by_text("corrupt.png").wait_for()
+        page.locator(".st-key-photo-1 [data-testid='stAlertContentError']").wait_for()
         assert page.locator("[data-testid='stAlertContentError']").count() == 1
 
         upload_photo(page, mirrored)

@@ -29,6 +29,7 @@ from emotion import (
     pipeline,
     process_photo,
 )
+from emotion.pipeline import PREVIEW_MAX_SIDE, annotated_png
 
 
 class CountingClassifier:
@@ -142,15 +143,35 @@ def test_a_photo_file_gives_the_same_faces_and_json_as_its_pixels(astronaut_rgb,
     assert record == photo_record("astronaut.png", faces)
 
 
-def test_process_photo_also_gives_the_annotated_picture(astronaut_rgb, classifier):
+def test_process_photo_gives_a_preview_and_annotated_png_the_full_size_picture(astronaut_rgb, classifier):
     png = io.BytesIO()
     Image.fromarray(astronaut_rgb).save(png, format="PNG")
 
-    faces, annotated_png = process_photo(png.getvalue(), classifier)
+    faces, preview = process_photo(png.getvalue(), classifier)
 
     assert [face.box for face in faces] == [face.box for face in analyze_image(astronaut_rgb, classifier)]
-    shown = np.asarray(Image.open(io.BytesIO(annotated_png)))
-    np.testing.assert_array_equal(shown, annotate(astronaut_rgb, faces))
+    shown = np.asarray(Image.open(io.BytesIO(preview)))  # JPEG: close to, not equal to, the drawing
+    assert np.mean(np.abs(shown.astype(int) - annotate(astronaut_rgb, faces))) < 3
+    full = np.asarray(Image.open(io.BytesIO(annotated_png(png.getvalue(), faces))))
+    np.testing.assert_array_equal(full, annotate(astronaut_rgb, faces))
+
+
+def test_a_large_photo_is_previewed_small_with_the_faces_where_they_are(astronaut_rgb, classifier):
+    large = cv2.resize(astronaut_rgb, (4000, 4000), interpolation=cv2.INTER_CUBIC)  # 16 megapixels
+    jpeg = io.BytesIO()
+    Image.fromarray(large).save(jpeg, format="JPEG", quality=95)
+
+    faces, preview = process_photo(jpeg.getvalue(), classifier)
+
+    (face,) = faces
+    assert face.box.w > PREVIEW_MAX_SIDE / 2  # in the photo's own pixels
+    shown = Image.open(io.BytesIO(preview))
+    assert shown.size == (PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE)
+    assert len(preview) < len(jpeg.getvalue()) / 4
+    scale = PREVIEW_MAX_SIDE / 4000
+    small = cv2.resize(large, shown.size, interpolation=cv2.INTER_AREA)
+    boxed = [face._replace(box=Box(*(round(value * scale) for value in face.box)))]
+    assert np.mean(np.abs(np.asarray(shown).astype(int) - annotate(small, boxed))) < 3
 
 
 def test_a_file_that_is_not_a_photo_gives_its_reason_in_the_json(classifier):
