@@ -11,6 +11,7 @@ can be tested on their own.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -212,7 +213,7 @@ def show_face(number: int, face: Face, show_probabilities: bool) -> None:
     label = "largest face" if number == 1 else f"face {number}"
     st.markdown(f"{label.capitalize()}: **{face.emotion}** ({face.confidence:.0%})")
     if show_probabilities:
-        st.altair_chart(share_chart(face.probabilities, "probability"), width="stretch")
+        share_chart(face.probabilities, "probability")
 
 
 def show_downloads(name: str, file_id: str, data: bytes, faces: list[Face]) -> None:
@@ -309,36 +310,73 @@ def live_settings(settings: PageSettings) -> LiveSettings:
 
 def distribution_chart(distribution: Mapping[str, float]) -> None:
     shares = [float(distribution.get(emotion, 0.0)) for emotion in EMOTIONS]
-    st.altair_chart(share_chart(shares, "share"), width="stretch")
+    share_chart(shares, "share")
 
 
-def share_chart(values, title: str) -> alt.Chart:
+def share_chart(values, title: str) -> None:
     """One horizontal bar per emotion, in EMOTIONS order, on a 0-100 % axis."""
     table = pd.DataFrame({"emotion": EMOTIONS, title: np.asarray(values, dtype=float)})
-    return (
-        alt.Chart(table)
+    st.vega_lite_chart(table, share_spec(title), width="stretch")
+
+
+def engagement_chart(table: pd.DataFrame) -> None:
+    """Engagement (0-100 %) over time_s seconds."""
+    st.vega_lite_chart(table, engagement_spec(points=len(table) < 120), width="stretch")
+
+
+# The charts' Vega-Lite specifications are made once, without data: st.altair_chart would check
+# and convert an Altair chart on every run, most of the time a live panel's refresh takes.
+
+
+def vega_lite(chart: alt.Chart) -> dict:
+    """The chart's Vega-Lite specification without its data, which each drawing brings."""
+    spec = chart.to_dict()
+    spec.pop("data", None)
+    spec.pop("datasets", None)
+    return spec
+
+
+@functools.cache
+def share_spec(title: str) -> dict:
+    return vega_lite(
+        alt.Chart()
         .mark_bar()
         .encode(
             x=alt.X(f"{title}:Q", title=None, scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
             y=alt.Y("emotion:N", sort=list(EMOTIONS), title=None, axis=alt.Axis(labelOverlap=False)),
             color=alt.Color("emotion:N", scale=EMOTION_SCALE, legend=None),
-            tooltip=["emotion", alt.Tooltip(f"{title}:Q", format=".1%")],
+            tooltip=["emotion:N", alt.Tooltip(f"{title}:Q", format=".1%")],
         )
         .properties(height=24 * len(EMOTIONS))
     )
 
 
-def engagement_chart(table: pd.DataFrame) -> alt.Chart:
-    """Engagement (0-100 %) over time_s seconds."""
-    return (
-        alt.Chart(table)
-        .mark_line(point=len(table) < 120)
+@functools.cache
+def engagement_spec(points: bool) -> dict:
+    return vega_lite(
+        alt.Chart()
+        .mark_line(point=points)
         .encode(
             x=alt.X("time_s:Q", title="seconds"),
             y=alt.Y("engagement:Q", title=None, scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
             tooltip=[alt.Tooltip("time_s:Q", title="seconds"), alt.Tooltip("engagement:Q", format=".0%")],
         )
         .properties(height=180)
+    )
+
+
+@functools.cache
+def timeline_spec() -> dict:
+    return vega_lite(
+        alt.Chart()
+        .mark_tick(thickness=3)
+        .encode(
+            x=alt.X("time_s:Q", title="seconds"),
+            y=alt.Y("emotion:N", sort=list(EMOTIONS), title=None, scale=alt.Scale(domain=list(EMOTIONS))),
+            color=alt.Color("face:N", title=None, legend=alt.Legend(orient="bottom")),
+            tooltip=["time_s:Q", "face:N", "emotion:N"],
+        )
+        .properties(height=220)
     )
 
 
@@ -453,7 +491,7 @@ def live_panel(analyzer: LiveAnalyzer, playing: bool, session: int) -> None:
         if snapshot.timeline:
             st.markdown("Engagement, last minute")
             timeline = pd.DataFrame(snapshot.timeline, columns=["time_s", "engagement", "emotion"])
-            st.altair_chart(engagement_chart(timeline), width="stretch")
+            engagement_chart(timeline)
         if snapshot.dominant_emotion:
             suggestion_block(
                 f"webcam-{session}",
@@ -582,12 +620,12 @@ def show_video_result(file_id: str, stem: str, result: VideoResult) -> None:
         columns[1].metric("Frames with faces", f"{result.frames_with_faces:,}")
         columns[2].metric("Mean engagement", percent(result.mean_engagement))
         st.markdown("Emotion of each face over time")
-        st.altair_chart(emotion_timeline(result.rows), width="stretch")
+        emotion_timeline(result.rows)
         st.markdown("Emotions in the video")
         distribution_chart(result.distribution)
         st.markdown("Engagement over time")
         engagement = pd.DataFrame(result.engagement, columns=["time_s", "engagement"])
-        st.altair_chart(engagement_chart(thin(engagement)), width="stretch")
+        engagement_chart(thin(engagement))
         if result.dominant_emotion:
             suggestion_block(
                 f"video-{file_id}",
@@ -601,24 +639,15 @@ def thin(frame: pd.DataFrame, limit: int = CHART_POINTS) -> pd.DataFrame:
     return frame.iloc[:: max(1, -(-len(frame) // limit))]
 
 
-def emotion_timeline(rows) -> alt.Chart:
+def emotion_timeline(rows) -> None:
+    """Each face's emotion over time: one tick per (frame, face), thinned."""
     table = thin(
         pd.DataFrame(
             [(row.time_s, f"face {row.face.id}", row.face.emotion) for row in rows],
             columns=["time_s", "face", "emotion"],
         )
     )
-    return (
-        alt.Chart(table)
-        .mark_tick(thickness=3)
-        .encode(
-            x=alt.X("time_s:Q", title="seconds"),
-            y=alt.Y("emotion:N", sort=list(EMOTIONS), title=None, scale=alt.Scale(domain=list(EMOTIONS))),
-            color=alt.Color("face:N", title=None, legend=alt.Legend(orient="bottom")),
-            tooltip=["time_s", "face", "emotion"],
-        )
-        .properties(height=220)
-    )
+    st.vega_lite_chart(table, timeline_spec(), width="stretch")
 
 
 # --- Page --------------------------------------------------------------------------------
