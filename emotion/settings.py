@@ -220,11 +220,13 @@ def _twilio_ice_servers(account_sid: str, auth_token: str) -> list[dict]:
 
 
 def _cloudflare_ice_servers(key_id: str, api_token: str) -> list[dict]:
-    # streamlit-webrtc's helper: a 10 s timeout, two-hour credentials cached for one hour.
-    # Imported here because streamlit_webrtc pulls in Streamlit and aiortc.
+    # streamlit-webrtc's helper (a 10 s timeout, two-hour credentials), without the st.cache_data
+    # around it: IceServerCache keeps the answer, and the cache's spinner needs a page to draw
+    # on, which the background look-up has not. Imported here because streamlit_webrtc pulls in
+    # Streamlit and aiortc.
     from streamlit_webrtc.credentials import get_cloudflare_ice_servers
 
-    return [dict(server) for server in get_cloudflare_ice_servers(key_id, api_token)]
+    return [dict(server) for server in get_cloudflare_ice_servers.__wrapped__(key_id, api_token)]
 
 
 def redact(text: str, *secrets: str) -> str:

@@ -69,17 +69,14 @@ def twilio_calls(monkeypatch) -> list[tuple[str, str]]:
 
 @pytest.fixture
 def cloudflare_calls(monkeypatch) -> list[tuple[str, str]]:
-    """Replace streamlit-webrtc's Cloudflare request with a recorder that returns one TURN server."""
-    import streamlit_webrtc.credentials
-
+    """Replace the Cloudflare request with a recorder that returns one TURN server."""
     calls = []
 
-    def fake_get_cloudflare_ice_servers(turn_key_id, turn_key_api_token):
-        calls.append((turn_key_id, turn_key_api_token))
+    def fake_cloudflare_ice_servers(key_id, api_token):
+        calls.append((key_id, api_token))
         return [CLOUDFLARE_SERVER]
 
-    credentials = streamlit_webrtc.credentials
-    monkeypatch.setattr(credentials, "get_cloudflare_ice_servers", fake_get_cloudflare_ice_servers)
+    monkeypatch.setattr(settings, "_cloudflare_ice_servers", fake_cloudflare_ice_servers)
     return calls
 
 
@@ -218,12 +215,10 @@ def test_cloudflare_credentials_fetch_turn_servers_before_twilio(cloudflare_call
 
 
 def test_a_failed_cloudflare_request_falls_back_to_twilio(monkeypatch, caplog, twilio_calls):
-    import streamlit_webrtc.credentials
+    def failing(key_id, api_token):
+        raise ValueError(f"Failed to get credentials for {key_id} with {api_token}")
 
-    def failing(turn_key_id, turn_key_api_token):
-        raise ValueError(f"Failed to get credentials for {turn_key_id} with {turn_key_api_token}")
-
-    monkeypatch.setattr(streamlit_webrtc.credentials, "get_cloudflare_ice_servers", failing)
+    monkeypatch.setattr(settings, "_cloudflare_ice_servers", failing)
     secrets = {
         "CLOUDFLARE_TURN_KEY_ID": "key-id",
         "CLOUDFLARE_TURN_KEY_API_TOKEN": "api-token",
