@@ -36,18 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.browser import (  # noqa: E402  (after the path set-up above)
-    browser_missing_reason,
-    chromium,
-    fake_camera_args,
-    live_metric,
-    open_app,
-    photo_results,
-    serve_app,
-    start_webcam,
-    upload_photo,
-    write_y4m,
-)
+from tests import browser as web  # noqa: E402  (after the path set-up above)
 
 FACE_CLIP = REPO.parent / "shared" / "data" / "video" / "face_clip.avi"
 STREAM_START_TIMEOUT_S = 120  # from START to the first analysed frame, on a busy machine
@@ -81,7 +70,7 @@ def new_visitor(browser, url: str) -> Visitor:
     page.set_default_timeout(STREAM_START_TIMEOUT_S * 1000)
     visitor = Visitor(page)
     page.on("pageerror", lambda error: visitor.errors.append(f"page error: {error}"))
-    open_app(page, url)
+    web.open_app(page, url)
     return visitor
 
 
@@ -95,20 +84,21 @@ def frames_analysed(visitor: Visitor) -> int:
     stats = visitor.page.locator(".st-key-live-stats")
     for _ in range(20):
         with contextlib.suppress(Exception):
-            return int(live_metric(stats, "Frames analysed").inner_text(timeout=2000).replace(",", ""))
+            shown = web.live_metric(stats, "Frames analysed").inner_text(timeout=2000)
+            return int(shown.replace(",", ""))
         time.sleep(0.25)
     raise RuntimeError("the live panel shows no frame count")
 
 
 def shown_fps(visitor: Visitor) -> str:
     with contextlib.suppress(Exception):
-        return live_metric(visitor.page.locator(".st-key-live-stats"), "FPS").inner_text(timeout=2000)
+        return web.live_metric(visitor.page.locator(".st-key-live-stats"), "FPS").inner_text(timeout=2000)
     return "-"
 
 
 def start_streams(webcams: list[Visitor]) -> None:
     for visitor in webcams:
-        start_webcam(visitor.page)
+        web.start_webcam(visitor.page)
     deadline = time.monotonic() + STREAM_START_TIMEOUT_S
     for visitor in webcams:
         while True:
@@ -132,7 +122,8 @@ def write_photo(folder: Path) -> Path:
 
 def wait_for_photo(visitor: Visitor, uploaded_at: float) -> float | None:
     """Seconds from the upload to the result (a suggestion, or an error message); None if none came."""
-    answered = photo_results(visitor.page).or_(visitor.page.locator("[data-testid='stAlertContentError']"))
+    error = visitor.page.locator("[data-testid='stAlertContentError']")
+    answered = web.photo_results(visitor.page).or_(error)
     remaining_ms = max(1000, (uploaded_at + PHOTO_TIMEOUT_S - time.monotonic()) * 1000)
     try:
         answered.first.wait_for(timeout=remaining_ms)
@@ -199,9 +190,9 @@ def print_profile(collapsed: Path) -> None:
 
 def load(args, browser_factory, folder: Path) -> None:
     log_path = folder / "streamlit.log"
-    clip = write_y4m(args.clip, folder / "clip.y4m")
+    clip = web.write_y4m(args.clip, folder / "clip.y4m")
     photo = write_photo(folder)
-    with serve_app(log_path) as server, browser_factory(fake_camera_args(clip)) as browser:
+    with web.serve_app(log_path) as server, browser_factory(web.fake_camera_args(clip)) as browser:
         webcams = [new_visitor(browser, server.url) for _ in range(args.webcams)]
         uploaders = [new_visitor(browser, server.url) for _ in range(args.photos)]
         start_streams(webcams)
@@ -211,7 +202,7 @@ def load(args, browser_factory, folder: Path) -> None:
         with profiled(server.process.pid, args.seconds, args.profile, folder):
             uploaded_at = time.monotonic()
             for visitor in uploaders:
-                upload_photo(visitor.page, photo)
+                web.upload_photo(visitor.page, photo)
             answers = [wait_for_photo(visitor, uploaded_at) for visitor in uploaders]
             time.sleep(max(0.0, started + args.seconds - time.monotonic()))
             elapsed = time.monotonic() - started
@@ -245,8 +236,8 @@ def load(args, browser_factory, folder: Path) -> None:
 
 def soak(args, browser_factory, folder: Path) -> None:
     log_path = folder / "streamlit.log"
-    clip = write_y4m(args.clip, folder / "clip.y4m")
-    with serve_app(log_path) as server, browser_factory(fake_camera_args(clip)) as browser:
+    clip = web.write_y4m(args.clip, folder / "clip.y4m")
+    with web.serve_app(log_path) as server, browser_factory(web.fake_camera_args(clip)) as browser:
         visitor = new_visitor(browser, server.url)
         start_streams([visitor])
         time.sleep(args.warm_up)  # the first sample is taken streaming steadily
@@ -286,7 +277,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="sample the server with py-spy")
     parser.add_argument("--clip", type=Path, default=FACE_CLIP, help="video played by the fake cameras")
     args = parser.parse_args()
-    reason = browser_missing_reason()
+    reason = web.browser_missing_reason()
     if reason is not None:
         sys.exit(f"cannot run: {reason}")
     if not args.clip.is_file():
@@ -298,7 +289,7 @@ def main() -> None:
 
         @contextlib.contextmanager
         def browser_factory(extra_args):
-            with chromium(driver, extra_args=extra_args) as page:
+            with web.chromium(driver, extra_args=extra_args) as page:
                 yield page.context.browser
 
         (soak if args.soak else load)(args, browser_factory, Path(folder))

@@ -54,30 +54,26 @@ def clean_environment(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
-@pytest.fixture
-def twilio_calls(monkeypatch) -> list[tuple[str, str]]:
-    """Replace the Twilio request with a recorder that returns one TURN server."""
+def record_calls(monkeypatch, function: str, server: dict) -> list[tuple[str, str]]:
+    """Replace a TURN service's request with a recorder of its calls that returns `server`."""
     calls = []
 
-    def fake_twilio_ice_servers(account_sid, auth_token):
-        calls.append((account_sid, auth_token))
-        return [TURN_SERVER]
+    def fake_request(key, token):
+        calls.append((key, token))
+        return [server]
 
-    monkeypatch.setattr(settings, "_twilio_ice_servers", fake_twilio_ice_servers)
+    monkeypatch.setattr(settings, function, fake_request)
     return calls
+
+
+@pytest.fixture
+def twilio_calls(monkeypatch) -> list[tuple[str, str]]:
+    return record_calls(monkeypatch, "_twilio_ice_servers", TURN_SERVER)
 
 
 @pytest.fixture
 def cloudflare_calls(monkeypatch) -> list[tuple[str, str]]:
-    """Replace the Cloudflare request with a recorder that returns one TURN server."""
-    calls = []
-
-    def fake_cloudflare_ice_servers(key_id, api_token):
-        calls.append((key_id, api_token))
-        return [CLOUDFLARE_SERVER]
-
-    monkeypatch.setattr(settings, "_cloudflare_ice_servers", fake_cloudflare_ice_servers)
-    return calls
+    return record_calls(monkeypatch, "_cloudflare_ice_servers", CLOUDFLARE_SERVER)
 
 
 class SilentProxy:
