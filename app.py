@@ -15,6 +15,7 @@ import functools
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -48,6 +49,9 @@ PHOTO_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
 MANY_FACES = 8  # above this many faces in one photo, say that small faces are less reliable
 PHOTO_BATCH_MAX = 12  # photos analysed per upload; the page says so when more come
 PHOTO_RESULTS_KEPT = 2 * PHOTO_BATCH_MAX  # remembered per visitor: a rerun recomputes none of a batch
+# Photos analysed at once, all visitors together; the others wait their turn. A decoded photo
+# takes up to 150 MB (emotion.image.MAX_PIXELS), and two keep both cores of a small server busy.
+PHOTO_SLOTS = 2
 VIDEO_TYPES = ["mp4", "mov", "avi", "webm", "mkv", "m4v"]
 PROGRESS_INTERVAL_S = 0.25  # between progress-bar updates: one per frame would flood the browser
 CHART_POINTS = 2000  # at most this many points per chart; longer series are thinned
@@ -172,11 +176,18 @@ def analyse_photo(data: bytes, classifier: EmotionClassifier, detector: Detector
     results: OrderedDict = st.session_state.setdefault("photo_results", OrderedDict())
     key = (hashlib.sha256(data).hexdigest(), detector)
     if key not in results:
-        results[key] = process_photo(data, classifier, detector)
+        with photo_slots():
+            results[key] = process_photo(data, classifier, detector)
         while len(results) > PHOTO_RESULTS_KEPT:
             results.popitem(last=False)
     results.move_to_end(key)
     return results[key]
+
+
+@st.cache_resource(show_spinner=False)
+def photo_slots() -> threading.BoundedSemaphore:
+    """Shared by every visitor: at most PHOTO_SLOTS photos are decoded and analysed at once."""
+    return threading.BoundedSemaphore(PHOTO_SLOTS)
 
 
 def show_photo(

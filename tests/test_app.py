@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 from pathlib import Path
 from types import SimpleNamespace
@@ -338,3 +339,44 @@ def test_a_video_error_that_is_not_the_files_fault_is_a_message_and_not_repeated
     app.toggle[0].set_value(not app.toggle[0].value).run()  # a setting videos do not use
     assert not app.exception, app.exception
     assert len(calls) == 1
+
+
+def test_photos_of_all_visitors_are_analysed_at_most_photo_slots_at_a_time(streamer, monkeypatch):
+    import threading
+
+    from app import PHOTO_SLOTS
+    from emotion import pipeline
+
+    analysing, most, lock = [0], [0], threading.Lock()
+    everyone_started = threading.Barrier(PHOTO_SLOTS + 1, timeout=5)
+    process_photo = pipeline.process_photo
+
+    def slow_process_photo(data, *args, **kwargs):
+        with lock:
+            analysing[0] += 1
+            most[0] = max(most[0], analysing[0])
+        with contextlib.suppress(threading.BrokenBarrierError):  # then at most PHOTO_SLOTS got in
+            everyone_started.wait()  # until every visitor that can get in got in
+        try:
+            return process_photo(data, *args, **kwargs)
+        finally:
+            with lock:
+                analysing[0] -= 1
+
+    monkeypatch.setattr(pipeline, "process_photo", slow_process_photo)
+    visitors = [AppTest.from_file(APP, default_timeout=TIMEOUT_S) for _ in range(PHOTO_SLOTS + 1)]
+    for visitor in visitors:
+        visitor.run()
+
+    def upload(visitor: AppTest, level: int) -> None:
+        upload_photos(visitor, (f"grey-{level}.png", grey_png(level), "image/png"))
+
+    threads = [
+        threading.Thread(target=upload, args=(visitor, 40 + level)) for level, visitor in enumerate(visitors)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most[0] == PHOTO_SLOTS
+    assert all(not visitor.exception for visitor in visitors)
