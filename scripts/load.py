@@ -4,7 +4,8 @@
     python scripts/load.py --soak --minutes 10                      # one webcam, memory over time
     python scripts/load.py --webcams 4 --seconds 60 --profile       # and where the server spends its time
 
-Load: K headless-Chromium pages stream the face clip through Chromium's fake camera in the
+Load: K headless-Chromium pages stream the benchmark's face clip (face_clip.avi under
+$EMOTION_DATA, else one made from skimage's astronaut) through Chromium's fake camera in the
 Webcam tab, and once they all stream, M more pages each upload a photo at the same moment.
 Printed: each webcam session's frame rate (frames analysed during the measured window, and the
 FPS the page shows), each upload's time to its result, the errors seen (exceptions on the
@@ -36,9 +37,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests import browser as web  # noqa: E402  (after the path set-up above)
+from scripts.benchmark import benchmark_clip  # noqa: E402  (after the path set-up above)
+from tests import browser as web  # noqa: E402
 
-FACE_CLIP = REPO.parent / "shared" / "data" / "video" / "face_clip.avi"
 STREAM_START_TIMEOUT_S = 120  # from START to the first analysed frame, on a busy machine
 PHOTO_TIMEOUT_S = 180  # from the upload to the result
 PHOTO_SIZE = (3000, 2250)  # pixels: a typical phone photo (about 7 megapixels)
@@ -190,7 +191,7 @@ def print_profile(collapsed: Path) -> None:
 
 def load(args, browser_factory, folder: Path) -> None:
     log_path = folder / "streamlit.log"
-    clip = web.write_y4m(args.clip, folder / "clip.y4m")
+    clip = web.write_y4m(args.clip or benchmark_clip(folder), folder / "clip.y4m")
     photo = write_photo(folder)
     with web.serve_app(log_path) as server, browser_factory(web.fake_camera_args(clip)) as browser:
         webcams = [new_visitor(browser, server.url) for _ in range(args.webcams)]
@@ -236,7 +237,7 @@ def load(args, browser_factory, folder: Path) -> None:
 
 def soak(args, browser_factory, folder: Path) -> None:
     log_path = folder / "streamlit.log"
-    clip = web.write_y4m(args.clip, folder / "clip.y4m")
+    clip = web.write_y4m(args.clip or benchmark_clip(folder), folder / "clip.y4m")
     with web.serve_app(log_path) as server, browser_factory(web.fake_camera_args(clip)) as browser:
         visitor = new_visitor(browser, server.url)
         start_streams([visitor])
@@ -275,12 +276,14 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the soak")
     parser.add_argument("--interval", type=float, default=30.0, help="seconds between soak samples")
     parser.add_argument("--profile", action="store_true", help="sample the server with py-spy")
-    parser.add_argument("--clip", type=Path, default=FACE_CLIP, help="video played by the fake cameras")
+    parser.add_argument(
+        "--clip", type=Path, help="video played by the fake cameras (default: the benchmark's face clip)"
+    )
     args = parser.parse_args()
     reason = web.browser_missing_reason()
     if reason is not None:
         sys.exit(f"cannot run: {reason}")
-    if not args.clip.is_file():
+    if args.clip is not None and not args.clip.is_file():
         sys.exit(f"cannot run: no clip at {args.clip} (--clip)")
 
     from playwright.sync_api import sync_playwright
