@@ -183,7 +183,7 @@ def test_one_epoch_on_a_slice_writes_a_loadable_model_and_resumes(tmp_path, vote
     assert {"epoch", "loss", "val_loss", "val_label_accuracy", "val_mean_recall"} <= columns
     assert len(log_rows) == 2  # header + one epoch
     metrics = json.loads((out.parent / "metrics.json").read_text())
-    for name in ("val_accuracy", "val_mean_recall", "val_accuracy_original_labels", "ece_after"):
+    for name in ("val_accuracy", "val_mean_recall", "val_accuracy_original_labels", "ece", "ece_votes"):
         assert 0.0 <= metrics[name] <= 1.0
     assert metrics["temperature"] > 0 and metrics["kl_votes"] >= 0 and 0 <= metrics["prior_correction"] <= 1.5
     assert set(metrics["per_class"]) == set(EMOTIONS)
