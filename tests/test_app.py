@@ -132,6 +132,16 @@ def test_about_the_model_states_its_limitations(app):
     assert "Limitations" in "\n".join(element.value for element in expander.markdown)
 
 
+def test_about_the_model_says_what_the_numbers_mean_with_the_runtimes_figures(app, classifier):
+    expander = next(block for block in app.expander if block.label == "About the model")
+    text = "\n".join(element.value for element in expander.markdown)
+    assert "7 people in 10" in text and "uncertain" in text
+    shown = {metric.label: metric.value for metric in expander.metric}
+    runtime = classifier.metadata["metrics"]["runtime"]
+    assert shown["Agreement with most people"] == f"{runtime['val_accuracy']:.1%}"
+    assert shown["Mean recall per emotion"] == f"{runtime['val_mean_recall']:.1%}"
+
+
 def clip_frames(clip: Path, count: int) -> list[av.VideoFrame]:
     with av.open(str(clip)) as container:
         frames = []
@@ -380,3 +390,15 @@ def test_photos_of_all_visitors_are_analysed_at_most_photo_slots_at_a_time(strea
         thread.join()
     assert most[0] == PHOTO_SLOTS
     assert all(not visitor.exception for visitor in visitors)
+
+
+def test_a_face_with_no_emotion_clearly_ahead_is_shown_as_uncertain():
+    def page():
+        from app import show_face
+        from emotion import Face
+
+        close = [0.05, 0.0, 0.05, 0.42, 0.05, 0.05, 0.38]
+        show_face(1, Face.from_probabilities((0, 0, 10, 10), close), False)
+
+    shown = AppTest.from_function(page).run()
+    assert shown.markdown[0].value == "Largest face: **uncertain**, happy (42%) or neutral (38%)"
