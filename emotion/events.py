@@ -1,0 +1,133 @@
+"""Detection events: one row per face and analysed frame, the data the detection log keeps and
+the batch command writes.
+
+An event is a face result (box, emotion, the 7 probabilities) placed in its source and its
+moment: which webcam session, video or photo it came from, when (UTC and within the source),
+which frame and track, how large the frame was, the engagement under which preset, and the
+model that read it. EVENT_SCHEMA is the one definition of the columns; the README documents
+them under "Detection events", and SCHEMA_VERSION changes whenever a column does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from emotion.engagement import get_preset
+from emotion.faces import Box
+from emotion.labels import EMOTIONS
+
+SCHEMA_VERSION = 1
+SOURCE_KINDS = ("webcam", "video", "photo")
+ORIGINS = ("app", "batch")  # the page (webcam, uploads) or `python -m emotion batch`
+PARTITION_COLUMNS = ("source_kind", "date")  # of a batch event table, in its folder names
+
+EVENT_SCHEMA = pa.schema(
+    [
+        ("schema_version", pa.int16()),
+        ("origin", pa.string()),
+        ("source_kind", pa.string()),
+        ("source", pa.string()),
+        ("utc_time", pa.timestamp("us", tz="UTC")),
+        ("frame_time_s", pa.float64()),
+        ("frame_index", pa.int32()),
+        ("track_id", pa.int32()),
+        ("x", pa.int32()),
+        ("y", pa.int32()),
+        ("w", pa.int32()),
+        ("h", pa.int32()),
+        ("x_rel", pa.float32()),
+        ("y_rel", pa.float32()),
+        ("w_rel", pa.float32()),
+        ("h_rel", pa.float32()),
+        ("frame_width", pa.int32()),
+        ("frame_height", pa.int32()),
+        ("emotion", pa.string()),
+        ("confidence", pa.float32()),
+        *[(emotion, pa.float32()) for emotion in EMOTIONS],
+        ("engagement", pa.float32()),
+        ("preset", pa.string()),
+        ("model_sha256", pa.string()),
+    ]
+)
+# A batch table adds the day of utc_time (YYYY-MM-DD, UTC) as a partition column.
+BATCH_SCHEMA = EVENT_SCHEMA.append(pa.field("date", pa.string()))
+ERROR_SCHEMA = pa.schema([("source", pa.string()), ("error", pa.string())])
+
+
+class FaceLike(Protocol):
+    box: Box
+    probabilities: np.ndarray  # (7,) in EMOTIONS order
+    emotion: str
+
+
+class EventSource(NamedTuple):
+    """What every event of one source shares."""
+
+    kind: str  # one of SOURCE_KINDS
+    name: str  # a webcam session's label, an uploaded file's name, a batch input's path or URI
+    origin: str  # one of ORIGINS
+    preset: str  # the engagement preset, a key of emotion.engagement.PRESETS
+    model_sha256: str
+
+    def check(self) -> EventSource:
+        if self.kind not in SOURCE_KINDS or self.origin not in ORIGINS:
+            raise ValueError(f"Unknown source kind {self.kind!r} or origin {self.origin!r}")
+        get_preset(self.preset)
+        return self
+
+
+class FrameFaces(NamedTuple):
+    """The faces of one analysed frame, each with its track id (a photo's: 1 for the largest)."""
+
+    frame_index: int  # 0-based; 0 for a photo
+    frame_time_s: float  # seconds since the source started; 0 for a photo
+    utc_time: float  # seconds since the epoch
+    width: int  # of the analysed frame, in pixels
+    height: int
+    faces: Sequence[tuple[int, FaceLike]]  # (track id, face)
+
+
+def events_table(source: EventSource, frames: Iterable[FrameFaces]) -> pa.Table:
+    """EVENT_SCHEMA rows, one per (frame, face), in the frames' and faces' order."""
+    rows = [(frame, track_id, face) for frame in frames for track_id, face in frame.faces]
+    count = len(rows)
+    boxes = np.array([face.box for _, _, face in rows], dtype=np.int32).reshape(count, 4)
+    sizes = np.array([(frame.width, frame.height) for frame, _, _ in rows], dtype=np.int32).reshape(count, 2)
+    probabilities = np.array([face.probabilities for _, _, face in rows], dtype=np.float32)
+    probabilities = probabilities.reshape(count, len(EMOTIONS))
+    relative = (boxes / np.tile(sizes, 2)).astype(np.float32)  # x and w by width, y and h by height
+    microseconds = np.array([round(frame.utc_time * 1e6) for frame, _, _ in rows], dtype=np.int64)
+    columns = {
+        "schema_version": np.full(count, SCHEMA_VERSION, dtype=np.int16),
+        "origin": [source.origin] * count,
+        "source_kind": [source.kind] * count,
+        "source": [source.name] * count,
+        "utc_time": microseconds,
+        "frame_time_s": np.array([frame.frame_time_s for frame, _, _ in rows], dtype=np.float64),
+        "frame_index": np.array([frame.frame_index for frame, _, _ in rows], dtype=np.int32),
+        "track_id": np.array([track_id for _, track_id, _ in rows], dtype=np.int32),
+        **{name: boxes[:, index] for index, name in enumerate(("x", "y", "w", "h"))},
+        **{name: relative[:, index] for index, name in enumerate(("x_rel", "y_rel", "w_rel", "h_rel"))},
+        "frame_width": sizes[:, 0],
+        "frame_height": sizes[:, 1],
+        "emotion": [face.emotion for _, _, face in rows],
+        "confidence": probabilities.max(axis=1, initial=0.0),
+        **{emotion: probabilities[:, index] for index, emotion in enumerate(EMOTIONS)},
+        "engagement": probabilities @ get_preset(source.preset).vector,
+        "preset": [source.preset] * count,
+        "model_sha256": [source.model_sha256] * count,
+    }
+    return pa.table(
+        [pa.array(columns[field.name], type=field.type) for field in EVENT_SCHEMA], schema=EVENT_SCHEMA
+    )
+
+
+def with_date(events: pa.Table) -> pa.Table:
+    """The events with BATCH_SCHEMA's `date` column: the UTC day of each event."""
+    days = pc.strftime(events.column("utc_time"), format="%Y-%m-%d")
+    return events.append_column(BATCH_SCHEMA.field("date"), days)

@@ -1,0 +1,101 @@
+"""The detection-event schema: one row per face and frame, built from face results."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from emotion.engagement import engagement_score
+from emotion.events import (
+    BATCH_SCHEMA,
+    EVENT_SCHEMA,
+    SCHEMA_VERSION,
+    EventSource,
+    FrameFaces,
+    events_table,
+    with_date,
+)
+from emotion.faces import Box
+from emotion.labels import EMOTIONS
+from emotion.pipeline import Face
+from tests.conftest import REPO
+
+SOURCE = EventSource("video", "lecture.mp4", "app", "classroom", "ab" * 32)
+HAPPY = np.array([0.05, 0.0, 0.05, 0.6, 0.1, 0.1, 0.1], dtype=np.float32)
+SAD = np.array([0.1, 0.0, 0.1, 0.0, 0.7, 0.0, 0.1], dtype=np.float32)
+
+
+def test_events_hold_the_face_results_in_their_source_and_moment():
+    frames = [
+        FrameFaces(0, 0.0, 1_700_000_000.0, 640, 480, [(1, Face(Box(64, 48, 128, 96), HAPPY, "happy"))]),
+        FrameFaces(
+            3,
+            0.1,
+            1_700_000_000.1,
+            640,
+            480,
+            [(1, Face(Box(70, 50, 128, 96), HAPPY, "happy")), (2, Face(Box(320, 0, 320, 480), SAD, "sad"))],
+        ),
+    ]
+    table = events_table(SOURCE, frames)
+    assert table.schema == EVENT_SCHEMA
+    rows = table.to_pylist()
+    assert [(row["frame_index"], row["track_id"], row["emotion"]) for row in rows] == [
+        (0, 1, "happy"),
+        (3, 1, "happy"),
+        (3, 2, "sad"),
+    ]
+    first, _, last = rows
+    assert first["schema_version"] == SCHEMA_VERSION
+    assert (first["origin"], first["source_kind"], first["source"]) == ("app", "video", "lecture.mp4")
+    assert first["utc_time"].timestamp() == pytest.approx(1_700_000_000.0)
+    assert last["frame_time_s"] == pytest.approx(0.1)
+    assert (first["x"], first["y"], first["w"], first["h"]) == (64, 48, 128, 96)
+    relative = (first["x_rel"], first["y_rel"], first["w_rel"], first["h_rel"])
+    assert relative == pytest.approx((0.1, 0.1, 0.2, 0.2))
+    assert (last["x_rel"], last["w_rel"], last["h_rel"]) == pytest.approx((0.5, 0.5, 1.0))
+    assert (first["frame_width"], first["frame_height"]) == (640, 480)
+    assert [last[emotion] for emotion in EMOTIONS] == pytest.approx(SAD.tolist())
+    assert last["confidence"] == pytest.approx(0.7)
+    assert last["engagement"] == pytest.approx(engagement_score(SAD, "classroom"))
+    assert (last["preset"], last["model_sha256"]) == ("classroom", "ab" * 32)
+
+
+def test_no_faces_make_an_empty_table_of_the_schema():
+    table = events_table(SOURCE, [FrameFaces(0, 0.0, 0.0, 10, 10, [])])
+    assert table.num_rows == 0
+    assert table.schema == EVENT_SCHEMA
+
+
+def test_batch_rows_carry_their_utc_day():
+    box = Box(0, 0, 8, 8)
+    late_evening = 1_700_000_000.0 - 1_700_000_000.0 % 86400 + 86399.5  # 23:59:59.5 UTC
+    frames = [
+        FrameFaces(index, float(index), late_evening + index, 64, 64, [(1, Face(box, HAPPY, "happy"))])
+        for index in range(2)
+    ]
+    table = with_date(events_table(SOURCE, frames))
+    assert table.schema == BATCH_SCHEMA
+    assert table.column("date").to_pylist() == ["2023-11-14", "2023-11-15"]
+
+
+def test_a_source_of_unknown_kind_or_preset_is_refused():
+    with pytest.raises(ValueError, match="source kind"):
+        SOURCE._replace(kind="fax").check()
+    with pytest.raises(ValueError, match="preset"):
+        SOURCE._replace(preset="party").check()
+    assert SOURCE.check() == SOURCE
+
+
+def test_readme_documents_every_column_and_the_version():
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Detection events") :]
+    section = section[: section.index("\n## ", 4)]
+    assert f"version {SCHEMA_VERSION}" in section
+    for name in [*BATCH_SCHEMA.names]:
+        if name not in EMOTIONS:
+            assert re.search(rf"`{name}`", section), name
+    assert isinstance(EVENT_SCHEMA.field("utc_time").type, pa.TimestampType)

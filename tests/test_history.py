@@ -1,0 +1,316 @@
+"""The detection log in DuckDB, its writer thread, and the History tab's queries."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow.csv
+import pyarrow.parquet
+import pytest
+
+from emotion.engagement import engagement_score
+from emotion.events import EVENT_SCHEMA, EventSource, FrameFaces, events_table, with_date
+from emotion.faces import Box
+from emotion.history import (
+    POSITION_BINS,
+    DetectionLog,
+    LiveRecorder,
+    ParquetHistory,
+    Selection,
+    csv_bytes,
+    export_table,
+    history_settings,
+    overview,
+    parquet_bytes,
+    password_matches,
+    summarise,
+)
+from emotion.live import TrackedFace
+from emotion.pipeline import Face
+from tests.conftest import REPO
+
+START = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
+HAPPY = np.array([0.05, 0.0, 0.05, 0.6, 0.1, 0.1, 0.1], dtype=np.float32)
+WEBCAM = EventSource("webcam", "webcam A", "app", "general", "ab" * 32)
+VIDEO = EventSource("video", "talk.mp4", "app", "general", "ab" * 32)
+
+
+CENTRE = Box(160, 120, 160, 120)
+
+
+def frames(count: int, start: float = START, box: Box = CENTRE, first_index: int = 0):
+    """One face per frame at 10 frames a second, in a 640x480 frame."""
+    return [
+        FrameFaces(
+            first_index + index, index / 10, start + index / 10, 640, 480, [(1, Face(box, HAPPY, "happy"))]
+        )
+        for index in range(count)
+    ]
+
+
+@pytest.fixture
+def log(tmp_path):
+    detection_log = DetectionLog(tmp_path / "history" / "detections.duckdb", interval_s=0.05)
+    yield detection_log
+    detection_log.close()
+
+
+def count(log) -> int:
+    return log.read(lambda connection: connection.execute("SELECT count(*) FROM events").fetchone()[0])
+
+
+def test_submitted_frames_are_written_in_batches_and_read_back(log):
+    assert not log.path.exists()  # nothing is created before something is logged
+    assert log.read(overview).events == 0
+    assert log.submit(WEBCAM, frames(30))
+    assert log.submit(VIDEO, frames(20, start=START + 60))
+    assert log.flush()
+    assert count(log) == 50
+    assert log.status() == (50, 0, None)
+    whole = log.read(overview)
+    assert whole.sources == ("webcam A", "talk.mp4")
+    assert whole.first == dt.datetime.fromtimestamp(START, dt.UTC)
+    assert log.read(export_table).equals(
+        pyarrow.concat_tables(
+            [events_table(WEBCAM, frames(30)), events_table(VIDEO, frames(20, start=START + 60))]
+        )
+    )
+
+
+def test_concurrent_sessions_write_every_event(log):
+    def session(number: int) -> None:
+        source = WEBCAM._replace(name=f"webcam {number}")
+        for second in range(20):
+            log.submit(source, frames(5, start=START + second, first_index=5 * second))
+
+    threads = [threading.Thread(target=session, args=(number,)) for number in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert log.flush()
+    assert count(log) == 4 * 20 * 5
+    per_source = log.read(summarise).per_source
+    assert sorted(per_source["source"]) == [f"webcam {number}" for number in range(4)]
+    assert set(per_source["detections"]) == {100}
+
+
+def test_deleting_leaves_no_rows_and_no_file(log):
+    log.submit(WEBCAM, frames(10))
+    log.delete_all()  # also writes what was queued first
+    assert not log.path.exists()
+    assert count(log) == 0
+    log.submit(WEBCAM, frames(3))
+    assert log.flush()
+    assert count(log) == 3
+
+
+def test_a_full_queue_drops_and_says_so(tmp_path):
+    log = DetectionLog(tmp_path / "d.duckdb", queue_items=1, interval_s=30.0)
+    try:
+        accepted = [log.submit(WEBCAM, frames(2)) for _ in range(50)]
+        assert not all(accepted)
+        status = log.status()
+        assert status.events_dropped == 2 * accepted.count(False)
+        assert "cannot keep up" in status.warning
+    finally:
+        log.close()
+
+
+def test_a_file_locked_by_another_process_is_a_warning_until_it_is_free(log):
+    log.path.parent.mkdir(parents=True)
+    hold_the_file = (
+        f"import duckdb, sys; connection = duckdb.connect({str(log.path)!r}); "
+        "print('open', flush=True); sys.stdin.read()"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold_the_file], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert holder.stdout.readline().strip() == b"open"
+        log.submit(WEBCAM, frames(5))
+        assert log.flush()
+        status = log.status()
+        assert status.events_dropped == 5
+        assert "in use by another program" in status.warning
+    finally:
+        holder.communicate(b"")
+    log.submit(WEBCAM, frames(7))
+    assert log.flush()
+    assert log.status() == (7, 5, None)
+    assert count(log) == 7
+
+
+CHILD_PRELUDE = """
+import sys
+sys.path.insert(0, {repo!r})
+from tests.test_history import WEBCAM, frames
+from emotion.history import DetectionLog
+log = DetectionLog({path!r}, interval_s=60.0)
+"""
+
+
+def run_child(tmp_path: Path, body: str) -> str:
+    script = CHILD_PRELUDE.format(repo=str(REPO), path=str(tmp_path / "child.duckdb")) + textwrap.dedent(body)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_a_full_disk_is_a_warning_and_the_writer_carries_on(tmp_path):
+    output = run_child(
+        tmp_path,
+        """
+        import resource, signal
+        log.submit(WEBCAM, frames(5))
+        log.flush()  # the file exists now, with room for no more
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writing past the limit fails instead
+        size = __import__("os").path.getsize(log.path)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+        log.submit(WEBCAM, frames(30_000, first_index=5))
+        log.flush()
+        print(log.status().warning)
+        log.submit(WEBCAM, frames(1))
+        print(log.flush())
+        """,
+    )
+    warning, flushed = output.strip().splitlines()
+    assert "the disk is full" in warning
+    assert flushed == "True"
+
+
+def test_the_queue_is_written_when_the_process_exits(tmp_path):
+    run_child(tmp_path, "log.submit(WEBCAM, frames(12))  # and exit at once, without flush or close\n")
+    with duckdb.connect(str(tmp_path / "child.duckdb"), read_only=True) as connection:
+        assert connection.execute("SELECT count(*) FROM events").fetchone()[0] == 12
+
+
+def test_a_file_of_another_shape_is_refused(tmp_path):
+    path = tmp_path / "other.duckdb"
+    with duckdb.connect(str(path)) as connection:
+        connection.execute("CREATE TABLE events (a INTEGER)")
+    log = DetectionLog(path, interval_s=0.01)
+    try:
+        log.submit(WEBCAM, frames(1))
+        assert log.flush()
+        assert "another shape" in log.status().warning
+    finally:
+        log.close()
+
+
+def tracked(face_id: int) -> TrackedFace:
+    return TrackedFace(face_id, Box(10, 10, 50, 50), HAPPY, "happy", 0.8)
+
+
+def test_live_recorder_writes_only_while_its_log_is_set(log):
+    recorder = LiveRecorder()
+    recorder.restart(WEBCAM)
+    recorder.record([tracked(1)], 320, 240)  # the switch is off: nothing is kept
+    recorder.log = log
+    recorder.record([tracked(1), tracked(2)], 320, 240)
+    recorder.record([], 320, 240)
+    recorder.record([tracked(2)], 320, 240)
+    recorder.log = None  # switched off: the next frame is not kept
+    recorder.record([tracked(2)], 320, 240)
+    assert log.flush()
+    rows = log.read(export_table).to_pylist()
+    assert [(row["frame_index"], row["track_id"]) for row in rows] == [(1, 1), (1, 2), (3, 2)]
+    assert {row["source"] for row in rows} == {"webcam A"}
+    assert rows[0]["w_rel"] == pytest.approx(50 / 320)
+
+
+@pytest.fixture
+def filled(log):
+    log.submit(WEBCAM, frames(50, box=Box(0, 0, 32, 24)))  # top-left corner, 5 s
+    log.submit(
+        VIDEO, frames(20, start=START + 3600, box=Box(608, 456, 32, 24))
+    )  # bottom-right, an hour later
+    assert log.flush()
+    return log
+
+
+def test_summary_counts_emotions_positions_time_and_sources(filled):
+    summary = filled.read(summarise)
+    assert summary.events == 70
+    assert summary.distribution["happy"] == 1.0
+    assert sum(summary.distribution.values()) == 1.0
+    positions = {(row.column, row.row): row.events for row in summary.positions.itertuples()}
+    assert positions == {(0, 0): 50, (POSITION_BINS - 1, POSITION_BINS - 1): 20}
+    assert summary.timeline["detections"].sum() == 70
+    assert summary.bucket_s == 30  # 62 minutes in at most 150 buckets
+    assert summary.timeline["engagement"].iloc[0] == pytest.approx(engagement_score(HAPPY, "general"))
+    table = summary.per_source.set_index("source")
+    assert table.loc["webcam A", "detections"] == 50
+    assert table.loc["talk.mp4", "kind"] == "video"
+    assert table.loc["talk.mp4", "frames"] == 20
+    assert table.loc["webcam A", "emotion"] == "happy"
+
+
+def test_selection_filters_by_source_and_time(filled):
+    only_video = Selection(sources=("talk.mp4",))
+    assert filled.read(lambda connection: summarise(connection, only_video)).events == 20
+    first_two_seconds = Selection(
+        start=dt.datetime.fromtimestamp(START, dt.UTC), end=dt.datetime.fromtimestamp(START + 1.95, dt.UTC)
+    )
+    assert filled.read(lambda connection: summarise(connection, first_two_seconds)).events == 20
+    nothing = Selection(sources=("webcam A",), start=dt.datetime.fromtimestamp(START + 3600, dt.UTC))
+    empty = filled.read(lambda connection: summarise(connection, nothing))
+    assert empty.events == 0
+    assert set(empty.distribution.values()) == {0.0}
+    assert empty.timeline.empty
+
+
+def test_exports_round_trip_as_parquet_and_csv(filled):
+    selection = filled.read(lambda connection: export_table(connection, Selection(sources=("webcam A",))))
+    assert selection.num_rows == 50
+    assert pyarrow.parquet.read_table(io.BytesIO(parquet_bytes(selection))).equals(selection)
+    from_csv = pyarrow.csv.read_csv(io.BytesIO(csv_bytes(selection)))
+    assert from_csv.column_names == EVENT_SCHEMA.names
+    assert from_csv.num_rows == 50
+
+
+def test_a_batch_table_is_read_like_the_log(tmp_path):
+    assert ParquetHistory(tmp_path / "missing").read(overview).events == 0
+    table = with_date(
+        pyarrow.concat_tables(
+            [events_table(WEBCAM._replace(origin="batch"), frames(8)), events_table(VIDEO, frames(4))]
+        )
+    )
+    pyarrow.dataset.write_dataset(
+        table,
+        tmp_path / "out" / "events",
+        format="parquet",
+        partitioning=["source_kind", "date"],
+        partitioning_flavor="hive",
+    )
+    history = ParquetHistory(tmp_path / "out")
+    assert history.read(overview).events == 12
+    exported = history.read(export_table)
+    assert exported.schema == EVENT_SCHEMA
+    assert sorted(exported.column("source_kind").to_pylist()) == ["video"] * 4 + ["webcam"] * 8
+
+
+def test_password_comparison():
+    assert password_matches("correct horse", "correct horse")
+    assert not password_matches("correct hors", "correct horse")
+    assert not password_matches("", "correct horse")
+    assert password_matches("gr\u00fcn", "gr\u00fcn")
+
+
+def test_settings_come_from_secrets_or_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv("HISTORY_PATH", raising=False)
+    monkeypatch.delenv("HISTORY_TABLE", raising=False)
+    monkeypatch.setenv("HISTORY_PASSWORD", "from the environment")
+    settings = history_settings({"HISTORY_PATH": str(tmp_path / "h.duckdb")})
+    assert settings.path == tmp_path / "h.duckdb"
+    assert settings.table is None
+    assert settings.password == "from the environment"
+    assert history_settings({}).path.name == "detections.duckdb"
