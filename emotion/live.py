@@ -74,10 +74,13 @@ class LiveAnalyzer:
     def log_csv(self) -> str:
         return self.stats.to_csv()
 
-    def process(self, bgr: np.ndarray, time_s: float | None = None) -> tuple[np.ndarray, list[Face]]:
+    def process(
+        self, bgr: np.ndarray, time_s: float | None = None, *, draw: bool = True
+    ) -> tuple[np.ndarray, list[Face]]:
         """One BGR uint8 (H, W, 3) frame -> (annotated copy, faces in view ordered by id).
 
         time_s: the frame's time in the session; None means the clock's time since the start.
+        draw: False returns the frame itself, not annotated (when only the faces are wanted).
         """
         started = time.perf_counter()
         bgr = _check_frame(bgr)
@@ -85,7 +88,9 @@ class LiveAnalyzer:
             if time_s is None:
                 time_s = self._clock() - self._start
             faces = self.tracker.update(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
-        annotated = annotate_frame(bgr, faces, self.stats.fps() if self.settings.show_fps else None)
+        annotated = (
+            annotate_frame(bgr, faces, self.stats.fps() if self.settings.show_fps else None) if draw else bgr
+        )
         self.stats.record(time_s, faces, time.perf_counter() - started)
         return annotated, faces
 

@@ -30,7 +30,7 @@ import io
 import logging
 import math
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -43,7 +43,7 @@ import numpy as np
 
 from emotion.engagement import engagement_score
 from emotion.live import LiveAnalyzer, LiveSettings
-from emotion.results import FaceRow, rows_to_csv
+from emotion.results import Face, FaceRow, rows_to_csv
 from emotion.tracking import Classifier
 
 logger = logging.getLogger(__name__)
@@ -144,30 +144,21 @@ def process_video(
     with _open(source) as container:
         stream = container.streams.video[0]
         info = _check(container, stream)
-        width, height = output_size(info.width, info.height)
         analyzer = LiveAnalyzer(classifier, settings)
         buffer = io.BytesIO()
         rows: list[FaceRow] = []
         engagement: list[EngagementPoint] = []
-        decoded = frames = 0
-        total = -(-info.frames // info.step)
         with av.open(buffer, "w", format="mp4") as output, ThreadPoolExecutor(1) as encoder:
             out_stream = None
             encoding: deque[Future] = deque()  # in frame order: one worker encodes them in turn
-            for frame in _decode(container, stream):
-                index, decoded = decoded, decoded + 1
-                time_s = index / float(info.fps)
-                if time_s > MAX_DURATION_S or decoded > MAX_DECODED_FRAMES:
-                    raise InvalidVideo(_too_long_message(None))
-                if index % info.step:
-                    continue
-                if frames == MAX_ANALYSED_FRAMES:
-                    raise InvalidVideo(_too_long_message(None))
-                bgr = _to_bgr(frame, width, height)
+            for index, time_s, annotated, faces in _analysed_frames(
+                container, stream, info, analyzer, progress
+            ):
                 if out_stream is None:  # a rotated video is only known to be portrait now
-                    out_stream = _add_output_stream(output, info.analysed_fps, bgr.shape[1], bgr.shape[0])
-                annotated, faces = analyzer.process(bgr, time_s=time_s)
-                rows.extend(FaceRow(frames, time_s, face) for face in faces)
+                    out_stream = _add_output_stream(
+                        output, info.analysed_fps, annotated.shape[1], annotated.shape[0]
+                    )
+                rows.extend(FaceRow(index, time_s, face) for face in faces)
                 if faces:
                     probabilities = np.stack([face.probabilities for face in faces])  # (N, 7)
                     mean = float(np.mean(engagement_score(probabilities, settings.engagement_preset)))
@@ -175,21 +166,14 @@ def process_video(
                 encoding.append(encoder.submit(_encode, output, out_stream, annotated))
                 if len(encoding) > ENCODE_QUEUE_FRAMES:
                     encoding.popleft().result()  # also raises what the encoder raised
-                frames += 1
-                if progress is not None:
-                    total = max(total, frames)
-                    progress(frames, total)
-            if out_stream is None:
-                raise InvalidVideo("The video has no frames that can be decoded")
             while encoding:
                 encoding.popleft().result()
             _encode(output, out_stream, None)  # flush the encoder
-        if info.frames and decoded < info.frames - TRUNCATION_TOLERANCE_FRAMES:
-            raise InvalidVideo(
-                f"The video stops after {decoded} of its {info.frames} frames: the file looks truncated"
-            )
+    frames = index + 1
     snapshot = analyzer.snapshot()
-    logger.info("Annotated %d of %d frames (%dx%d), %d face rows", frames, decoded, width, height, len(rows))
+    logger.info(
+        "Annotated %d frames (%dx%d), %d face rows", frames, out_stream.width, out_stream.height, len(rows)
+    )
     return VideoResult(
         video=buffer.getvalue(),
         frames=frames,
@@ -209,10 +193,82 @@ def process_video(
     )
 
 
+class TrackedFrame(NamedTuple):
+    index: int  # 0-based, among the analysed frames (every step-th one of a fast video)
+    time_s: float  # in the video
+    width: int  # of the analysed frame (downscaled beyond PROCESSING_MAX_SIDE)
+    height: int
+    faces: list[Face]  # with their track ids
+
+
+def track_video(
+    source: str | Path | bytes,
+    classifier: Classifier,
+    *,
+    settings: LiveSettings | None = None,
+    limit_length: bool = True,
+) -> Iterator[TrackedFrame]:
+    """The tracked faces of the frames process_video analyses, found the same way but neither
+    drawn nor encoded.
+
+    limit_length: refuse videos longer than process_video takes; False analyses any length (an
+    archive's recordings). A damaged or truncated file raises InvalidVideo, possibly after some
+    frames.
+    """
+    settings = replace(settings or LiveSettings(), show_fps=False)
+    with _open(source) as container:
+        stream = container.streams.video[0]
+        info = _check(container, stream, limit_length=limit_length)
+        analyzer = LiveAnalyzer(classifier, settings)
+        for index, time_s, frame, faces in _analysed_frames(
+            container, stream, info, analyzer, limit_length=limit_length, draw=False
+        ):
+            yield TrackedFrame(index, time_s, frame.shape[1], frame.shape[0], faces)
+
+
 def probe_video(source: str | Path | bytes) -> VideoInfo:
     """Size, frame rate, frame count and duration, after the checks process_video makes first."""
     with _open(source) as container:
         return _check(container, container.streams.video[0])
+
+
+def _analysed_frames(
+    container,
+    stream,
+    info: VideoInfo,
+    analyzer: LiveAnalyzer,
+    progress: ProgressCallback | None = None,
+    *,
+    limit_length: bool = True,
+    draw: bool = True,
+) -> Iterator[tuple[int, float, np.ndarray, list[Face]]]:
+    """(index, time_s, frame, faces) for every step-th frame, upright and downscaled: index
+    counts the analysed frames, time_s is the frame's time in the video, and the frame is
+    annotated unless draw is False. progress(done, total) follows each analysed frame."""
+    width, height = output_size(info.width, info.height)
+    decoded = frames = 0
+    total = -(-info.frames // info.step)
+    for frame in _decode(container, stream):
+        index, decoded = decoded, decoded + 1
+        time_s = index / float(info.fps)
+        if limit_length and (time_s > MAX_DURATION_S or decoded > MAX_DECODED_FRAMES):
+            raise InvalidVideo(_too_long_message(None))
+        if index % info.step:
+            continue
+        if limit_length and frames == MAX_ANALYSED_FRAMES:
+            raise InvalidVideo(_too_long_message(None))
+        shown, faces = analyzer.process(_to_bgr(frame, width, height), time_s=time_s, draw=draw)
+        yield frames, time_s, shown, faces
+        frames += 1
+        if progress is not None:
+            total = max(total, frames)
+            progress(frames, total)
+    if frames == 0:
+        raise InvalidVideo("The video has no frames that can be decoded")
+    if info.frames and decoded < info.frames - TRUNCATION_TOLERANCE_FRAMES:
+        raise InvalidVideo(
+            f"The video stops after {decoded} of its {info.frames} frames: the file looks truncated"
+        )
 
 
 def _open(source: str | Path | bytes):
@@ -243,7 +299,7 @@ def _open(source: str | Path | bytes):
     return container
 
 
-def _check(container, stream) -> VideoInfo:
+def _check(container, stream, *, limit_length: bool = True) -> VideoInfo:
     if stream.codec_context is None:  # FFmpeg does not know the codec the file names
         raise InvalidVideo("The video is in a format (codec) we cannot decode")
     width, height = stream.codec_context.width, stream.codec_context.height
@@ -262,12 +318,12 @@ def _check(container, stream) -> VideoInfo:
         duration_s = float(stream.duration * stream.time_base)
     elif container.duration is not None:
         duration_s = container.duration / av.time_base
-    if duration_s is not None and duration_s > MAX_DURATION_S:
+    if limit_length and duration_s is not None and duration_s > MAX_DURATION_S:
         raise InvalidVideo(_too_long_message(f"{duration_s:.0f} s"))
     fps = Fraction(fps)
     frames = int(stream.frames or (round(duration_s * float(fps)) if duration_s else 0))
     step = max(1, math.ceil(fps / MAX_ANALYSED_FPS))
-    if frames > MAX_DECODED_FRAMES or -(-frames // step) > MAX_ANALYSED_FRAMES:
+    if limit_length and (frames > MAX_DECODED_FRAMES or -(-frames // step) > MAX_ANALYSED_FRAMES):
         raise InvalidVideo(_too_long_message(f"{frames:,} frames at {float(fps):.4g} fps"))
     return VideoInfo(width, height, fps, frames, duration_s, step)
 

@@ -285,3 +285,31 @@ def test_by_default_faces_are_searched_for_as_in_the_webcam_and_never_with_an_fp
     assert used[0].detector == LIVE_DETECTOR
     assert (used[1].detect_every, used[1].detector) == (4, PHOTO_DETECTOR)
     assert not any(settings.show_fps for settings in used)
+
+
+def test_track_video_follows_faces_without_drawing_and_any_length_when_asked(
+    classifier, face_clip, monkeypatch
+):
+    tracked = list(video.track_video(face_clip, classifier))
+    assert [frame.index for frame in tracked] == list(range(71))
+    assert tracked[-1].time_s == pytest.approx(70 / 30)
+    assert {(frame.width, frame.height) for frame in tracked} == {(720, 480)}
+    with_faces = [frame for frame in tracked if frame.faces]
+    assert len(with_faces) >= 60
+    assert {face.id for frame in with_faces for face in frame.faces} == {1}
+    assert with_faces[-1].faces[0].box.x > with_faces[0].faces[0].box.x  # followed to the right
+    # The faces are those process_video finds (and draws).
+    drawn = [(row.frame, row.face) for row in process_video(face_clip, classifier).rows]
+    found = [(frame.index, face) for frame in tracked for face in frame.faces]
+    assert [(index, face.id, face.box, face.emotion) for index, face in drawn] == [
+        (index, face.id, face.box, face.emotion) for index, face in found
+    ]
+    np.testing.assert_array_equal(
+        np.stack([face.probabilities for _, face in drawn]),
+        np.stack([face.probabilities for _, face in found]),
+    )
+
+    monkeypatch.setattr(video, "MAX_DURATION_S", 1.0)
+    with pytest.raises(InvalidVideo, match="too long"):
+        list(video.track_video(face_clip, classifier))
+    assert len(list(video.track_video(face_clip, classifier, limit_length=False))) == 71
