@@ -1,5 +1,7 @@
-"""`python -m emotion predict|video ...`: see emotion.cli."""
+"""`python -m emotion predict|video|batch ...`: see emotion.cli."""
 
 from emotion.cli import main
 
-raise SystemExit(main())
+# Guarded: the batch command's worker processes import this module again when they start.
+if __name__ == "__main__":
+    raise SystemExit(main())

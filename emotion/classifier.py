@@ -11,9 +11,11 @@ needs no TensorFlow; any other Keras file is converted when loaded.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +50,11 @@ class EmotionClassifier:
         # One interpreter serves every caller: it is not re-entrant, and on a small CPU a
         # queue of batches is as fast as parallel interpreters that fight for the cores.
         self._lock = threading.Lock()
+
+    @cached_property
+    def sha256(self) -> str:
+        """The model file's SHA-256: which model read a face, in the detection events."""
+        return hashlib.sha256(self.source.read_bytes()).hexdigest()
 
     def _check_shapes(self, input_shape: tuple, output_shape: tuple) -> None:
         """Raise ModelError unless the model maps (N, 48, 48, 1) faces to len(EMOTIONS) values."""

@@ -1,4 +1,5 @@
-"""Command line: `python -m emotion predict PHOTO_OR_FOLDER... [--json]` and `python -m emotion video IN`.
+"""Command line: `python -m emotion predict PHOTO_OR_FOLDER... [--json]`, `python -m emotion video IN`
+and `python -m emotion batch INPUT... --out DIR [--engine local|spark]`.
 
 Exit status: 0 when every input was analysed (finding no face is a result, not a failure);
 1 when any input could not be read or analysed (the others are still done); 2 for a usage
@@ -19,21 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
+from emotion.engagement import DEFAULT_PRESET, PRESETS
+from emotion.image import IMAGE_EXTENSIONS
 from emotion.labels import FACE_SIZE
 from emotion.live import LiveSettings
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (
-    ".jpg",
-    ".jpeg",
-    ".png",
-    ".webp",
-    ".gif",
-    ".bmp",
-    ".tif",
-    ".tiff",
-)  # what load_image reads
 PROGRESS_INTERVAL_S = 0.25  # redraw the progress bar at most 4 times a second
 PROGRESS_BAR_WIDTH = 30  # characters
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -75,6 +68,42 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: %(default)s, as the webcam and the page; 1 is slower and a little more precise)",
     )
     _add_model_option(video)
+
+    batch = commands.add_parser(
+        "batch",
+        help="photos and videos to a Parquet event table, on this machine or on Spark",
+        description="Analyse every photo and video in the inputs (folders are searched recursively) "
+        "and write OUT/events, a Parquet table of detection events partitioned by source kind and "
+        "date, and OUT/errors, one row per file that could not be analysed.",
+    )
+    batch.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="file or folder (a path or, on Spark, any Hadoop URI)"
+    )
+    batch.add_argument("--out", required=True, metavar="DIR", help="a new folder for the tables")
+    batch.add_argument("--engine", choices=("local", "spark"), default="local", help="default: %(default)s")
+    batch.add_argument(
+        "--master", metavar="URL", help="Spark master, e.g. local[4] (default: spark-submit's, else local[*])"
+    )
+    batch.add_argument(
+        "--processes",
+        type=_positive_int,
+        metavar="N",
+        help="local engine: worker processes (default: one per CPU core)",
+    )
+    batch.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=DEFAULT_PRESET,
+        help="engagement preset (default: %(default)s)",
+    )
+    batch.add_argument(
+        "--detect-every",
+        type=_positive_int,
+        default=LiveSettings().detect_every,
+        metavar="N",
+        help="videos: search whole frames for faces on every Nth frame (default: %(default)s)",
+    )
+    _add_model_option(batch)
     return parser
 
 
@@ -85,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "predict":
             return predict_command(args.paths, args.model, as_json=args.json)
+        if args.command == "batch":
+            return batch_command(args)
         return video_command(args.input, args.out, args.csv, args.detect_every, args.model)
     except KeyboardInterrupt:
         _error("interrupted")
@@ -177,6 +208,38 @@ def video_command(
     if out is None and csv_path is None:
         print("nothing written: give --out OUT.mp4 and/or --csv OUT.csv to keep the results")
     return EXIT_OK
+
+
+def batch_command(args: argparse.Namespace) -> int:
+    from emotion.batch import BatchError, run_batch
+    from emotion.classifier import ModelError
+    from emotion.remote import default_model_path
+
+    if args.master is not None and args.engine != "spark":
+        _error("--master needs --engine spark")
+        return EXIT_USAGE
+    model = args.model if args.model is not None else default_model_path()
+    if not model.is_file():
+        _error(f"no model file at {model}")
+        return EXIT_USAGE
+    try:
+        summary = run_batch(
+            args.inputs,
+            str(args.out),
+            model=model,
+            preset=args.preset,
+            detect_every=args.detect_every,
+            engine=args.engine,
+            processes=args.processes,
+            master=args.master,
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+    except (BatchError, ModelError) as error:
+        _error(str(error))
+        return EXIT_USAGE
+    print(f"{summary.files} files, {summary.events} detection events, {summary.errors} errors")
+    print(f"wrote {args.out}/events and {args.out}/errors")
+    return EXIT_FAILED if summary.errors else EXIT_OK
 
 
 def _add_model_option(parser: argparse.ArgumentParser) -> None:

@@ -100,3 +100,20 @@ def group_photo_rgb(astronaut_rgb) -> np.ndarray:
         row, column = divmod(index, columns)
         photo[row * tile : (row + 1) * tile, column * tile : (column + 1) * tile] = face
     return photo
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One SparkSession on local[2] for the whole run: starting Spark takes seconds."""
+    pyspark_sql = pytest.importorskip(
+        "pyspark.sql", reason="PySpark is not installed (requirements-spark.txt)"
+    )
+    session = (
+        pyspark_sql.SparkSession.builder.master("local[2]")
+        .appName("emotion-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .getOrCreate()
+    )
+    yield session
+    session.stop()

@@ -1,3 +1,4 @@
+import hashlib
 import json
 import shutil
 import subprocess
@@ -19,6 +20,10 @@ def test_bundled_model_outputs_one_probability_per_emotion(classifier):
     assert classifier.metadata["classes"] == list(EMOTIONS)
     faces = np.zeros((3, 48, 48), dtype=np.uint8)
     assert classifier.predict_proba(faces).shape == (3, len(EMOTIONS))
+
+
+def test_model_identity_is_its_file_checksum(classifier):
+    assert classifier.sha256 == hashlib.sha256((REPO / "model" / "emotion_cnn.keras").read_bytes()).hexdigest()
 
 
 @pytest.mark.parametrize("count", [1, 2, 32, 65])

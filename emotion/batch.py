@@ -1,0 +1,390 @@
+"""Archives at scale: photos and videos in, a Parquet event table out, on one machine or on Spark.
+
+`python -m emotion batch INPUT... --out DIR` analyses every photo and video in the inputs
+(files, and folders searched recursively for the extensions below) and writes
+
+    DIR/events/source_kind=KIND/date=YYYY-MM-DD/*.parquet   BATCH_SCHEMA, one row per face and frame
+    DIR/errors/*.parquet                                    ERROR_SCHEMA, one row per file that failed
+
+Both engines run the same `analyse_file` on each file, so they write the same rows:
+- local: a pool of processes on this machine, each loading the model once.
+- spark: a PySpark job. Files are read with Spark's binary file source (any Hadoop-compatible
+  storage), one file per task, and analysed with `mapInPandas`; each Python worker loads the
+  model, shipped to the executors with `SparkContext.addFile`, once. It runs on `local[N]` and,
+  as it is, under `spark-submit` on a cluster whose executors have requirements.txt installed.
+
+An event's `utc_time` is the file's modification time plus the frame's time in the video: the
+best guess at when an archived recording was made, and the same on every engine and rerun.
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import NamedTuple
+from urllib.parse import unquote, urlparse
+
+import pyarrow as pa
+import pyarrow.dataset
+import pyarrow.parquet
+
+from emotion.events import (
+    BATCH_SCHEMA,
+    ERROR_SCHEMA,
+    PARTITION_COLUMNS,
+    EventSource,
+    FrameFaces,
+    events_table,
+    with_date,
+)
+from emotion.image import IMAGE_EXTENSIONS
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".webm", ".mkv", ".m4v")
+ENGINES = ("local", "spark")
+MISSING = "no such file or folder"
+PACKAGE = Path(__file__).resolve().parent
+
+Progress = Callable[[str], None]  # one line per file analysed
+
+
+class BatchError(RuntimeError):
+    """The batch cannot run (its output folder is taken, Spark is missing); the message says why."""
+
+
+class FileResult(NamedTuple):
+    source: str  # the file's absolute path, or its URI outside the local file system
+    kind: str  # "photo" or "video"
+    frames: int  # analysed
+    events: pa.Table | None  # BATCH_SCHEMA; None when the file failed
+    error: str | None
+
+    def describe(self) -> str:
+        if self.error is not None:
+            return f"{self.source}: error: {self.error}"
+        faces = self.events.num_rows
+        frames = "" if self.kind == "photo" else f", {self.frames} frames"
+        return f"{self.source}: {self.kind}{frames}, {faces} face{'s' * (faces != 1)}"
+
+
+class BatchSummary(NamedTuple):
+    files: int
+    events: int
+    errors: int
+
+
+def media_kind(name: str) -> str:
+    """'photo' for a photo's extension, else 'video' (which says so if the file is none)."""
+    return "photo" if name.lower().endswith(IMAGE_EXTENSIONS) else "video"
+
+
+def source_name(path: str) -> str:
+    """A local file's absolute path (also from a file: URI, as Spark gives it), else the URI itself."""
+    if path.startswith("file:"):
+        return unquote(urlparse(path).path)
+    if "://" in path:
+        return path
+    return os.path.abspath(path)
+
+
+@functools.cache
+def _classifier(model: str):
+    from emotion.classifier import load_classifier
+
+    return load_classifier(model)
+
+
+def analyse_file(
+    data: bytes | Path, source: str, modified_ms: int, model: str, preset: str, detect_every: int
+) -> FileResult:
+    """The events of one photo or video (its bytes or its path), or why it cannot be analysed.
+
+    modified_ms: the file's modification time, in milliseconds since the epoch (what Hadoop
+    file systems give). The model file is loaded once per process.
+    """
+    from emotion.image import InvalidImage, load_image
+    from emotion.live import LiveSettings
+    from emotion.pipeline import analyze_image
+    from emotion.video import InvalidVideo, track_video
+
+    classifier = _classifier(model)
+    kind = media_kind(source)
+    frames: list[FrameFaces] = []
+
+    def utc(time_s: float) -> float:
+        return (modified_ms * 1000 + round(time_s * 1e6)) / 1e6  # integer microseconds, exactly
+
+    try:
+        if kind == "photo":
+            rgb = load_image(data)
+            faces = analyze_image(rgb, classifier)
+            height, width = rgb.shape[:2]
+            frames.append(FrameFaces(0, 0.0, utc(0.0), width, height, list(enumerate(faces, start=1))))
+            analysed = 1
+        else:
+            settings = LiveSettings(detect_every=detect_every, engagement_preset=preset)  # as `video`
+            analysed = 0
+            for frame in track_video(data, classifier, settings=settings, max_duration_s=None):
+                analysed += 1
+                if frame.faces:
+                    faces = [(face.id, face) for face in frame.faces]
+                    frames.append(
+                        FrameFaces(
+                            frame.index, frame.time_s, utc(frame.time_s), frame.width, frame.height, faces
+                        )
+                    )
+    except (InvalidImage, InvalidVideo, OSError) as error:
+        return FileResult(source, kind, 0, None, str(error) or type(error).__name__)
+    events = events_table(EventSource(kind, source, "batch", preset, classifier.sha256).check(), frames)
+    return FileResult(source, kind, analysed, with_date(events), None)
+
+
+def run_batch(
+    inputs: Sequence[str],
+    out: str,
+    *,
+    model: Path,
+    preset: str,
+    detect_every: int,
+    engine: str = "local",
+    processes: int | None = None,
+    master: str | None = None,
+    progress: Progress = print,
+) -> BatchSummary:
+    """Analyse the inputs with the engine and write out/events and out/errors. Raises BatchError."""
+    if engine not in ENGINES:
+        raise BatchError(f"Unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if "://" not in out and any((Path(out) / name).exists() for name in ("events", "errors")):
+        raise BatchError(f"{out} already holds a batch table; choose a new folder")
+    if engine == "spark":
+        return _run_spark(
+            inputs,
+            out,
+            model=model,
+            preset=preset,
+            detect_every=detect_every,
+            master=master,
+            progress=progress,
+        )
+    return _run_local(
+        inputs,
+        Path(out),
+        model=model,
+        preset=preset,
+        detect_every=detect_every,
+        processes=processes,
+        progress=progress,
+    )
+
+
+# --- Local engine --------------------------------------------------------------------------
+
+
+def local_files(inputs: Sequence[str]) -> Iterator[tuple[str, str | None]]:
+    """(absolute path, None) per file to analyse, or (path, MISSING): folders are searched for media."""
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            for file in sorted(path.rglob("*")):
+                if file.is_file() and file.name.lower().endswith(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS):
+                    yield source_name(str(file)), None
+        else:
+            yield source_name(name), None if path.is_file() else MISSING
+
+
+def _analyse_local(path: str, model: str, preset: str, detect_every: int) -> FileResult:
+    modified_ms = os.stat(path).st_mtime_ns // 1_000_000
+    return analyse_file(Path(path), path, modified_ms, model, preset, detect_every)
+
+
+def _run_local(
+    inputs: Sequence[str],
+    out: Path,
+    *,
+    model: Path,
+    preset: str,
+    detect_every: int,
+    processes: int | None,
+    progress: Progress,
+) -> BatchSummary:
+    files = list(local_files(inputs))
+    errors = [(source, problem) for source, problem in files if problem is not None]
+    todo = [source for source, problem in files if problem is None]
+    events = 0
+    # Spawned, not forked: a fork would copy the parent's threads' locks in whatever state they are.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(processes or os.cpu_count() or 1, mp_context=context) as pool:
+        futures = [pool.submit(_analyse_local, source, str(model), preset, detect_every) for source in todo]
+        for done, future in enumerate(as_completed(futures), start=1):
+            result = future.result()
+            progress(f"[{done}/{len(todo)}] {result.describe()}")
+            if result.error is not None:
+                errors.append((result.source, result.error))
+            elif result.events.num_rows:
+                _write_events(
+                    result.events, out / "events", f"part-{futures.index(future):05d}-{{i}}.parquet"
+                )
+                events += result.events.num_rows
+    (out / "errors").mkdir(parents=True)
+    error_table = pa.table(
+        [[source for source, _ in errors], [problem for _, problem in errors]], schema=ERROR_SCHEMA
+    )
+    pyarrow.parquet.write_table(error_table, out / "errors" / "part-00000.parquet")
+    return BatchSummary(len(todo), events, len(errors))
+
+
+def _write_events(events: pa.Table, folder: Path, basename_template: str) -> None:
+    pyarrow.dataset.write_dataset(
+        events,
+        folder,
+        format="parquet",
+        partitioning=list(PARTITION_COLUMNS),
+        partitioning_flavor="hive",
+        basename_template=basename_template,
+        existing_data_behavior="overwrite_or_ignore",
+    )
+
+
+# --- Spark engine --------------------------------------------------------------------------
+
+# Arrow type -> Spark SQL type, for the schema mapInPandas returns.
+_SPARK_TYPES = {
+    pa.int16(): "smallint",
+    pa.int32(): "int",
+    pa.float32(): "float",
+    pa.float64(): "double",
+    pa.string(): "string",
+    pa.timestamp("us", tz="UTC"): "timestamp",
+}
+RESULT_SCHEMA = BATCH_SCHEMA.append(pa.field("error", pa.string()))  # what each Spark task returns
+MEDIA_PATTERN = r"\.(" + "|".join(extension[1:] for extension in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS) + r")$"
+
+
+def spark_schema(schema: pa.Schema) -> str:
+    return ", ".join(f"`{field.name}` {_SPARK_TYPES[field.type]}" for field in schema)
+
+
+def _analyse_partition(batches, model_name: str, preset: str, detect_every: int):
+    """mapInPandas: each batch holds binary file rows (path, modificationTime, content)."""
+    import pandas as pd
+    from pyspark import SparkFiles
+
+    model = SparkFiles.get(model_name)
+    for batch in batches:
+        for path, modified, content in zip(
+            batch["path"], batch["modificationTime"], batch["content"], strict=True
+        ):
+            source = source_name(path)
+            result = analyse_file(
+                bytes(content), source, pd.Timestamp(modified).value // 1_000_000, model, preset, detect_every
+            )
+            print(result.describe(), flush=True)  # the executor's log; the console on local[N]
+            if result.error is not None:
+                columns = {field.name: pa.nulls(1, field.type) for field in RESULT_SCHEMA}
+                columns.update(source=pa.array([source]), error=pa.array([result.error]))
+                table = pa.table(list(columns.values()), schema=RESULT_SCHEMA)
+            else:
+                table = result.events.append_column("error", pa.nulls(result.events.num_rows, pa.string()))
+            yield table.to_pandas()
+
+
+def _package_zip(folder: Path) -> Path:
+    """The emotion package as a zip for SparkContext.addPyFile, so executors import this code."""
+    archive = folder / "emotion.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zip_file:
+        for file in sorted(PACKAGE.rglob("*.py")):
+            zip_file.write(file, file.relative_to(PACKAGE.parent))
+    return archive
+
+
+def spark_session(master: str | None = None):
+    """The active SparkSession (spark-submit's), or a new one; `master` overrides spark-submit's."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as error:
+        raise BatchError("The Spark engine needs PySpark: pip install -r requirements-spark.txt") from error
+    builder = SparkSession.builder.appName("emotion-batch")
+    if master is not None:
+        builder = builder.master(master)
+    return builder.getOrCreate()
+
+
+def _spark_inputs(spark, inputs: Sequence[str]) -> Iterator[tuple[str, bool | None]]:
+    """(qualified path, is a folder) per input, through Hadoop's file system; None: missing."""
+    jvm = spark.sparkContext._jvm
+    configuration = spark.sparkContext._jsc.hadoopConfiguration()
+    for name in inputs:
+        path = jvm.org.apache.hadoop.fs.Path(name)
+        file_system = path.getFileSystem(configuration)
+        qualified = file_system.makeQualified(path)
+        if not file_system.exists(qualified):
+            yield qualified.toString(), None
+        else:
+            yield qualified.toString(), file_system.getFileStatus(qualified).isDirectory()
+
+
+def _run_spark(
+    inputs: Sequence[str],
+    out: str,
+    *,
+    model: Path,
+    preset: str,
+    detect_every: int,
+    master: str | None,
+    progress: Progress,
+) -> BatchSummary:
+    from pyspark import StorageLevel
+    from pyspark.sql import functions
+
+    spark = spark_session(master)
+    context = spark.sparkContext
+    # One file per task, so files spread over the executors; one file per Arrow batch.
+    spark.conf.set("spark.sql.files.openCostInBytes", spark.conf.get("spark.sql.files.maxPartitionBytes"))
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "1")
+    spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+    spark.conf.set("spark.sql.session.timeZone", "UTC")
+    with tempfile.TemporaryDirectory(prefix="emotion-batch-") as temporary:
+        context.addPyFile(str(_package_zip(Path(temporary))))
+        context.addFile(str(model))
+        located = list(_spark_inputs(spark, inputs))
+        missing = [(source_name(path), MISSING) for path, is_folder in located if is_folder is None]
+        files = None
+        for path, is_folder in located:
+            if is_folder is None:
+                continue
+            reader = spark.read.format("binaryFile")
+            if is_folder:
+                reader = reader.option("recursiveFileLookup", "true")
+            frame = reader.load(path).select("path", "modificationTime", "content")
+            if is_folder:
+                frame = frame.where(functions.lower("path").rlike(MEDIA_PATTERN))
+            files = frame if files is None else files.unionByName(frame)
+        if files is None:
+            files = spark.createDataFrame([], "path string, modificationTime timestamp, content binary")
+        analyse = functools.partial(
+            _analyse_partition, model_name=model.name, preset=preset, detect_every=detect_every
+        )
+        analysed = files.mapInPandas(analyse, schema=spark_schema(RESULT_SCHEMA)).persist(
+            StorageLevel.DISK_ONLY
+        )
+        try:
+            events = analysed.where(functions.col("error").isNull()).drop("error")
+            events.write.partitionBy(*PARTITION_COLUMNS).parquet(f"{out}/events")
+            failed = analysed.where(functions.col("error").isNotNull()).select("source", "error")
+            if missing:
+                failed = failed.unionByName(spark.createDataFrame(missing, spark_schema(ERROR_SCHEMA)))
+            failed.coalesce(1).write.parquet(f"{out}/errors")
+            summary = BatchSummary(
+                files=files.count(),
+                events=events.count(),
+                errors=failed.count(),
+            )
+        finally:
+            analysed.unpersist()
+    progress(f"{summary.files} files analysed on Spark ({context.master})")
+    return summary
