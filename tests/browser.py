@@ -70,8 +70,11 @@ class Server(NamedTuple):
 
 
 @contextlib.contextmanager
-def serve_app(log_path: Path) -> Iterator[Server]:
-    """`streamlit run app.py` on a free port, once it answers; stopped afterwards."""
+def serve_app(log_path: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
+    """`streamlit run app.py` on a free port, once it answers; stopped afterwards.
+
+    env: settings for the app (HISTORY_PATH, ...) on top of this process's environment.
+    """
     port = free_port()
     command = [
         sys.executable,
@@ -86,7 +89,9 @@ def serve_app(log_path: Path) -> Iterator[Server]:
         "--browser.gatherUsageStats=false",
     ]
     with open(log_path, "wb") as log:
-        server = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            command, cwd=REPO, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT
+        )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S

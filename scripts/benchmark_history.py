@@ -1,0 +1,196 @@
+"""Figures of the detection log and the batch command on this machine: prints them, asserts nothing.
+
+    python scripts/benchmark_history.py [--photos 48] [--video-copies 4] [--stream-seconds 20]
+
+- Batch throughput on the same inputs: photos a second (copies of skimage's astronaut, 640x480)
+  and video frames a second (copies of the face clip in ../shared/data, or of a clip made from
+  the astronaut where that is absent), for the local engine with 1 and 2 processes and for Spark
+  on local[2]. Each run's time covers the whole command (worker start, model loads, reading,
+  writing Parquet) except starting the SparkSession, which is started once before.
+- The detection log's size for an hour of one face at 30 fps: 108,000 events appended by the
+  log's writer thread as the webcam hands them over (30 a second, one batch a second), then the
+  DuckDB file's size.
+- The frame rate the Webcam tab shows, with the detection log off and on (the app in headless
+  Chromium with a fake camera playing the clip), where Chromium and Playwright are installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+FACE_CLIP = REPO.parent / "shared" / "data" / "video" / "face_clip.avi"
+HOUR_OF_EVENTS = 30 * 3600  # one face at 30 fps for an hour
+
+
+def make_inputs(folder: Path, photos: int, video_copies: int) -> tuple[Path, Path, int]:
+    """(photo folder, video folder, video frames in all)."""
+    import av
+    import cv2
+    from PIL import Image
+    from skimage import data
+
+    from tests.test_video import make_video, moving_face_frames
+
+    photo_folder, video_folder = folder / "photos", folder / "videos"
+    photo_folder.mkdir()
+    video_folder.mkdir()
+    astronaut = cv2.resize(data.astronaut(), (480, 480))
+    for index in range(photos):
+        frame = np.full((480, 640, 3), 40 + 4 * index % 200, dtype=np.uint8)
+        frame[:, 80:560] = astronaut if index % 2 else astronaut[:, ::-1]
+        Image.fromarray(frame).save(photo_folder / f"photo-{index:03d}.png")
+    clip = (
+        FACE_CLIP.read_bytes()
+        if FACE_CLIP.is_file()
+        else make_video(moving_face_frames(data.astronaut(), 60))
+    )
+    for index in range(video_copies):
+        (video_folder / f"clip-{index}.mp4").write_bytes(clip)
+    with av.open(str(video_folder / "clip-0.mp4")) as container:
+        frames = sum(1 for _ in container.decode(video=0))
+    return photo_folder, video_folder, frames * video_copies
+
+
+def batch_figures(photos: int, video_copies: int) -> None:
+    from emotion.batch import run_batch, spark_session
+    from emotion.classifier import BUNDLED_MODEL
+
+    runs = [
+        ("local, 1 process", "local", 1),
+        ("local, 2 processes", "local", 2),
+        ("spark local[2]", "spark", None),
+    ]
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = Path(temporary)
+        photo_folder, video_folder, video_frames = make_inputs(folder, photos, video_copies)
+        source = "the face clip" if FACE_CLIP.is_file() else "a clip made from the astronaut photo"
+        print(f"inputs: {photos} photos of 640x480; {video_copies} copies of {source}, {video_frames} frames")
+        try:
+            spark_session("local[2]").sparkContext.setLogLevel("ERROR")
+        except Exception as error:  # no PySpark or no Java: the local figures still count
+            print(f"spark: not measured ({error})")
+            runs = runs[:2]
+        for label, engine, processes in runs:
+            for what, inputs, count, unit in (
+                ("photos", photo_folder, photos, "photos"),
+                ("videos", video_folder, video_frames, "frames"),
+            ):
+                out = folder / f"out-{engine}-{processes}-{what}"
+                started = time.perf_counter()
+                run_batch(
+                    [str(inputs)],
+                    str(out),
+                    model=BUNDLED_MODEL,
+                    preset="general",
+                    every=5,
+                    engine=engine,
+                    processes=processes,
+                    master="local[2]",
+                    progress=lambda line: None,
+                )
+                elapsed = time.perf_counter() - started
+                print(f"batch, {label}, {what}: {count / elapsed:.1f} {unit}/s ({count} in {elapsed:.1f} s)")
+
+
+def log_size_figure() -> None:
+    from emotion.events import EventSource, FrameFaces
+    from emotion.faces import Box
+    from emotion.history import DetectionLog
+    from emotion.labels import EMOTIONS
+    from emotion.pipeline import Face
+
+    rng = np.random.default_rng(0)
+    source = EventSource("webcam", "webcam 2026-01-01 09:00:00 3f9a2c", "app", "general", "0" * 64)
+    start = time.time()
+    with tempfile.TemporaryDirectory() as temporary:
+        log = DetectionLog(Path(temporary) / "detections.duckdb")
+        started = time.perf_counter()
+        for second in range(HOUR_OF_EVENTS // 30):
+            frames = []
+            for index in range(second * 30, second * 30 + 30):
+                # A face that sways a little, with probabilities that change every frame.
+                probabilities = rng.dirichlet(np.full(len(EMOTIONS), 0.5)).astype(np.float32)
+                box = Box(int(240 + rng.integers(-8, 9)), int(140 + rng.integers(-8, 9)), 160, 160)
+                face = Face(box, probabilities, EMOTIONS[int(np.argmax(probabilities))])
+                frames.append(FrameFaces(index, index / 30, start + index / 30, 640, 480, [(1, face)]))
+            log.submit(source, frames)
+            log.flush()  # one batch a second, as the writer does for a live webcam
+        log.close()
+        elapsed = time.perf_counter() - started
+        size_mb = log.path.stat().st_size / 1e6
+        print(
+            f"detection log, one face for an hour at 30 fps ({log.status().events_written:,} events, "
+            f"written in {elapsed:.1f} s): {size_mb:.1f} MB on disk"
+        )
+
+
+def webcam_figures(stream_s: float) -> None:
+    from tests.browser import (
+        browser_missing_reason,
+        chromium,
+        fake_camera_args,
+        live_metric,
+        open_app,
+        serve_app,
+        start_webcam,
+        write_y4m,
+    )
+
+    reason = browser_missing_reason()
+    if reason is None and not FACE_CLIP.is_file():
+        reason = f"no clip at {FACE_CLIP}"
+    if reason is not None:
+        print(f"webcam frame rate: not measured, {reason}")
+        return
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as temporary, sync_playwright() as driver:
+        folder = Path(temporary)
+        camera = write_y4m(FACE_CLIP, folder / "face_clip.y4m")
+        log_path = folder / "detections.duckdb"
+        with serve_app(folder / "streamlit.log", env={"HISTORY_PATH": str(log_path)}) as server:
+            for log_on in (False, True):
+                with chromium(driver, extra_args=fake_camera_args(camera)) as page:
+                    open_app(page, server.url)
+                    if log_on:
+                        page.get_by_text("Keep a detection log").click()
+                    start_webcam(page)
+                    stats = page.locator(".st-key-live-stats")
+                    frames = live_metric(stats, "Frames analysed")
+                    frames.wait_for()
+                    page.wait_for_timeout(1000 * stream_s)
+                    fps = live_metric(stats, "FPS").inner_text()
+                    print(
+                        f"webcam tab, detection log {'on' if log_on else 'off'}, after {stream_s:.0f} s: "
+                        f"{fps} fps shown, {frames.inner_text()} frames analysed"
+                    )
+        size = log_path.stat().st_size / 1e6 if log_path.exists() else 0.0
+        print(f"detection log after the webcam session: {size:.1f} MB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=int, default=48, help="photos in the batch input")
+    parser.add_argument("--video-copies", type=int, default=4, help="copies of the clip in the batch input")
+    parser.add_argument("--stream-seconds", type=float, default=20.0, help="webcam time before FPS is read")
+    parser.add_argument("--skip", nargs="*", default=(), choices=("batch", "log", "webcam"))
+    args = parser.parse_args()
+    if "log" not in args.skip:
+        log_size_figure()
+    if "batch" not in args.skip:
+        batch_figures(args.photos, args.video_copies)
+    if "webcam" not in args.skip:
+        webcam_figures(args.stream_seconds)
+
+
+if __name__ == "__main__":
+    main()
