@@ -358,6 +358,7 @@ class Summary(NamedTuple):
     """A selection of events, summarised for the History tab's charts and table."""
 
     events: int
+    mean_engagement: float | None  # None when empty
     distribution: Mapping[str, float]  # share of events per emotion, in EMOTIONS order; all 0 when empty
     positions: pd.DataFrame  # column, row (0..POSITION_BINS-1, of the face's centre), events
     timeline: pd.DataFrame  # time (UTC bucket start), detections, engagement
@@ -392,8 +393,8 @@ def summarise(connection: duckdb.DuckDBPyConnection, selection: Selection = ALL_
             FROM events WHERE {where} GROUP BY ALL ORDER BY ALL""",
         parameters,
     ).df()
-    first, last = connection.execute(
-        f"SELECT min(utc_time), max(utc_time) FROM events WHERE {where}", parameters
+    first, last, mean_engagement = connection.execute(
+        f"SELECT min(utc_time), max(utc_time), avg(engagement) FROM events WHERE {where}", parameters
     ).fetchone()
     span_s = (last - first).total_seconds() if first is not None else 0.0
     bucket_s = next(
@@ -412,7 +413,7 @@ def summarise(connection: duckdb.DuckDBPyConnection, selection: Selection = ALL_
             FROM events WHERE {where} GROUP BY source ORDER BY first""",
         parameters,
     ).df()
-    return Summary(total, distribution, positions, timeline, bucket_s, per_source)
+    return Summary(total, mean_engagement, distribution, positions, timeline, bucket_s, per_source)
 
 
 def export_table(connection: duckdb.DuckDBPyConnection, selection: Selection = ALL_EVENTS) -> pa.Table:
