@@ -142,6 +142,7 @@ def webcam_figures(stream_s: float) -> None:
         open_app,
         serve_app,
         start_webcam,
+        switch_on_detection_log,
         write_y4m,
     )
 
@@ -162,7 +163,7 @@ def webcam_figures(stream_s: float) -> None:
                 with chromium(driver, extra_args=fake_camera_args(camera)) as page:
                     open_app(page, server.url)
                     if log_on:
-                        page.get_by_text("Keep a detection log").click()
+                        switch_on_detection_log(page)
                     start_webcam(page)
                     stats = page.locator(".st-key-live-stats")
                     frames = live_metric(stats, "Frames analysed")

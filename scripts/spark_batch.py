@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from emotion.cli import main  # noqa: E402  (after the path to this repository)
+from emotion.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main(["batch", *sys.argv[1:], "--engine", "spark"]))

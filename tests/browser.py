@@ -180,3 +180,9 @@ def live_metric(stats, label: str):
     """The value element of the live panel's metric named `label`."""
     metric = stats.locator("[data-testid='stMetric']").filter(has_text=label)
     return metric.locator("[data-testid='stMetricValue']")
+
+
+def switch_on_detection_log(page) -> None:
+    """Click the sidebar's switch and wait for the run it starts to finish."""
+    page.get_by_test_id("stSidebarUserContent").get_by_text("Keep a detection log").click()
+    page.locator("[data-testid='stStatusWidget']").wait_for(state="hidden")

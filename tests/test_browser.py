@@ -27,6 +27,7 @@ from tests.browser import (
     photo_results,
     serve_app,
     start_webcam,
+    switch_on_detection_log,
     upload_photo,
     write_y4m,
 )
@@ -58,9 +59,10 @@ except ImportError:  # the module's tests are skipped (or fail) by _browser_avai
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     """The app served by `streamlit run` on a free port; stopped after the module's tests."""
-    log_path = tmp_path_factory.mktemp("server") / "streamlit.log"
+    folder = tmp_path_factory.mktemp("server")
+    log_path = folder / "streamlit.log"
     try:
-        with serve_app(log_path) as server:
+        with serve_app(log_path, env={"HISTORY_PATH": str(folder / "detections.duckdb")}) as server:
             yield server.url
     finally:
         print(f"server log: {log_path}")
@@ -171,3 +173,32 @@ def test_video_upload_shows_annotated_video_and_timeline(app_url, playwright, fa
         assert page.locator("[data-testid='stVideo']").count() == 1
         assert results.get_by_text("Emotion of each face over time").is_visible()
         assert EMOTION_PATTERN.search(results.inner_text())
+
+
+def test_history_tab_shows_kept_detections_and_deletes_them(app_url, playwright, tmp_path):
+    from skimage import data
+
+    astronaut = write_png(tmp_path / "astronaut.png", data.astronaut())
+    with chromium(playwright, viewport=(900, 1800)) as page:
+        open_app(page, app_url)
+        switch_on_detection_log(page)
+        upload_photo(page, astronaut)
+        photo_results(page).first.wait_for()
+        page.get_by_role("tab", name="History").click()
+        results = page.locator(".st-key-history-results")
+        results.wait_for()
+        detections = results.locator("[data-testid='stMetric']").filter(has_text="Detections")
+        assert detections.locator("[data-testid='stMetricValue']").inner_text() == "1"
+        charts = results.locator("[data-testid='stVegaLiteChart']")
+        charts.nth(2).wait_for()
+        assert charts.count() == 3
+        assert results.locator("[data-testid='stDataFrame']").count() == 1  # drawn on a canvas
+        results.get_by_role("button", name="Selection as CSV").wait_for()
+        page.wait_for_timeout(1000)  # let the charts finish drawing
+        results.screenshot(path=str(screenshot_path(tmp_path, "screenshot-history.png")))
+
+        page.get_by_role("button", name="Delete the history...").click()
+        page.get_by_text("Delete all 1 detections").wait_for()
+        page.get_by_role("button", name="Delete everything").click()
+        page.get_by_text("No detections are kept yet").wait_for()
+        assert results.count() == 0

@@ -23,7 +23,9 @@ def test_bundled_model_outputs_one_probability_per_emotion(classifier):
 
 
 def test_model_identity_is_its_file_checksum(classifier):
-    assert classifier.sha256 == hashlib.sha256((REPO / "model" / "emotion_cnn.keras").read_bytes()).hexdigest()
+    assert (
+        classifier.sha256 == hashlib.sha256((REPO / "model" / "emotion_cnn.keras").read_bytes()).hexdigest()
+    )
 
 
 @pytest.mark.parametrize("count", [1, 2, 32, 65])
