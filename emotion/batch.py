@@ -110,6 +110,7 @@ def analyse_file(
     from emotion.image import InvalidImage, load_image
     from emotion.live import LiveSettings
     from emotion.pipeline import analyze_image
+    from emotion.results import numbered
     from emotion.video import InvalidVideo, track_video
 
     classifier = _classifier(model)
@@ -124,7 +125,7 @@ def analyse_file(
             rgb = load_image(data)
             faces = analyze_image(rgb, classifier)
             height, width = rgb.shape[:2]
-            frames.append(FrameFaces(0, 0.0, utc(0.0), width, height, list(enumerate(faces, start=1))))
+            frames.append(FrameFaces(None, None, utc(0.0), width, height, numbered(faces)))
             analysed = 1
         else:
             settings = LiveSettings(detect_every=detect_every, engagement_preset=preset)  # as `video`
@@ -132,11 +133,9 @@ def analyse_file(
             for frame in track_video(data, classifier, settings=settings, max_duration_s=None):
                 analysed += 1
                 if frame.faces:
-                    faces = [(face.id, face) for face in frame.faces]
+                    time_s = frame.time_s
                     frames.append(
-                        FrameFaces(
-                            frame.index, frame.time_s, utc(frame.time_s), frame.width, frame.height, faces
-                        )
+                        FrameFaces(frame.index, time_s, utc(time_s), frame.width, frame.height, frame.faces)
                     )
     except (InvalidImage, InvalidVideo, OSError) as error:
         return FileResult(source, kind, 0, None, str(error) or type(error).__name__)

@@ -1,31 +1,42 @@
 """Detection events: one row per face and analysed frame, the data the detection log keeps and
 the batch command writes.
 
-An event is a face result (box, emotion, the 7 probabilities) placed in its source and its
-moment: which webcam session, video or photo it came from, when (UTC and within the source),
-which frame and track, how large the frame was, the engagement under which preset, and the
-model that read it. EVENT_SCHEMA is the one definition of the columns; the README documents
-them under "Detection events", and SCHEMA_VERSION changes whenever a column does.
+An event is a face result exactly as the CSV export has it (emotion.results.CSV_COLUMNS: frame,
+time, face id, box, emotion, confidence and the 7 probabilities) placed in its source and its
+moment: which webcam session, video or photo it came from, when in UTC, how large the frame
+was, the engagement under which preset, and the model that read it. EVENT_SCHEMA is the one
+definition of the columns; the README documents them under "Detection events", and
+SCHEMA_VERSION changes whenever a column does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from emotion.engagement import get_preset
-from emotion.faces import Box
 from emotion.labels import EMOTIONS
+from emotion.results import CSV_COLUMNS, Face
 
 SCHEMA_VERSION = 1
 SOURCE_KINDS = ("webcam", "video", "photo")
 ORIGINS = ("app", "batch")  # the page (webcam, uploads) or `python -m emotion batch`
 PARTITION_COLUMNS = ("source_kind", "date")  # of a batch event table, in its folder names
 
+# The face result's CSV columns, typed. Probabilities are kept as the model gave them, not rounded.
+_FACE_RESULT_TYPES = {
+    "frame": pa.int32(),  # null for a photo
+    "time_s": pa.float64(),  # null for a photo
+    "face_id": pa.int32(),
+    **{name: pa.int32() for name in ("x", "y", "w", "h")},
+    "emotion": pa.string(),
+    "confidence": pa.float32(),
+    **{emotion: pa.float32() for emotion in EMOTIONS},
+}
 EVENT_SCHEMA = pa.schema(
     [
         ("schema_version", pa.int16()),
@@ -33,22 +44,13 @@ EVENT_SCHEMA = pa.schema(
         ("source_kind", pa.string()),
         ("source", pa.string()),
         ("utc_time", pa.timestamp("us", tz="UTC")),
-        ("frame_time_s", pa.float64()),
-        ("frame_index", pa.int32()),
-        ("track_id", pa.int32()),
-        ("x", pa.int32()),
-        ("y", pa.int32()),
-        ("w", pa.int32()),
-        ("h", pa.int32()),
+        *[(name, _FACE_RESULT_TYPES[name]) for name in CSV_COLUMNS],
         ("x_rel", pa.float32()),
         ("y_rel", pa.float32()),
         ("w_rel", pa.float32()),
         ("h_rel", pa.float32()),
         ("frame_width", pa.int32()),
         ("frame_height", pa.int32()),
-        ("emotion", pa.string()),
-        ("confidence", pa.float32()),
-        *[(emotion, pa.float32()) for emotion in EMOTIONS],
         ("engagement", pa.float32()),
         ("preset", pa.string()),
         ("model_sha256", pa.string()),
@@ -57,12 +59,6 @@ EVENT_SCHEMA = pa.schema(
 # A batch table adds the day of utc_time (YYYY-MM-DD, UTC) as a partition column.
 BATCH_SCHEMA = EVENT_SCHEMA.append(pa.field("date", pa.string()))
 ERROR_SCHEMA = pa.schema([("source", pa.string()), ("error", pa.string())])
-
-
-class FaceLike(Protocol):
-    box: Box
-    probabilities: np.ndarray  # (7,) in EMOTIONS order
-    emotion: str
 
 
 class EventSource(NamedTuple):
@@ -82,42 +78,41 @@ class EventSource(NamedTuple):
 
 
 class FrameFaces(NamedTuple):
-    """The faces of one analysed frame, each with its track id (a photo's: 1 for the largest)."""
+    """The faces of one analysed frame, or of a photo."""
 
-    frame_index: int  # 0-based; 0 for a photo
-    frame_time_s: float  # seconds since the source started; 0 for a photo
+    frame: int | None  # the frame's 0-based index; None for a photo
+    time_s: float | None  # the frame's time since the source began; None for a photo
     utc_time: float  # seconds since the epoch
     width: int  # of the analysed frame, in pixels
     height: int
-    faces: Sequence[tuple[int, FaceLike]]  # (track id, face)
+    faces: Sequence[Face]  # each with its face_id as .id (see emotion.results.numbered)
 
 
 def events_table(source: EventSource, frames: Iterable[FrameFaces]) -> pa.Table:
     """EVENT_SCHEMA rows, one per (frame, face), in the frames' and faces' order."""
-    rows = [(frame, track_id, face) for frame in frames for track_id, face in frame.faces]
+    rows = [(frame, face) for frame in frames for face in frame.faces]
     count = len(rows)
-    boxes = np.array([face.box for _, _, face in rows], dtype=np.int32).reshape(count, 4)
-    sizes = np.array([(frame.width, frame.height) for frame, _, _ in rows], dtype=np.int32).reshape(count, 2)
-    probabilities = np.array([face.probabilities for _, _, face in rows], dtype=np.float32)
+    boxes = np.array([face.box for _, face in rows], dtype=np.int32).reshape(count, 4)
+    sizes = np.array([(frame.width, frame.height) for frame, _ in rows], dtype=np.int32).reshape(count, 2)
+    probabilities = np.array([face.probabilities for _, face in rows], dtype=np.float32)
     probabilities = probabilities.reshape(count, len(EMOTIONS))
     relative = (boxes / np.tile(sizes, 2)).astype(np.float32)  # x and w by width, y and h by height
-    microseconds = np.array([round(frame.utc_time * 1e6) for frame, _, _ in rows], dtype=np.int64)
     columns = {
         "schema_version": np.full(count, SCHEMA_VERSION, dtype=np.int16),
         "origin": [source.origin] * count,
         "source_kind": [source.kind] * count,
         "source": [source.name] * count,
-        "utc_time": microseconds,
-        "frame_time_s": np.array([frame.frame_time_s for frame, _, _ in rows], dtype=np.float64),
-        "frame_index": np.array([frame.frame_index for frame, _, _ in rows], dtype=np.int32),
-        "track_id": np.array([track_id for _, track_id, _ in rows], dtype=np.int32),
+        "utc_time": np.array([round(frame.utc_time * 1e6) for frame, _ in rows], dtype=np.int64),  # µs
+        "frame": [frame.frame for frame, _ in rows],
+        "time_s": [frame.time_s for frame, _ in rows],
+        "face_id": [face.id for _, face in rows],
         **{name: boxes[:, index] for index, name in enumerate(("x", "y", "w", "h"))},
+        "emotion": [face.emotion for _, face in rows],
+        "confidence": probabilities.max(axis=1, initial=0.0),
+        **{emotion: probabilities[:, index] for index, emotion in enumerate(EMOTIONS)},
         **{name: relative[:, index] for index, name in enumerate(("x_rel", "y_rel", "w_rel", "h_rel"))},
         "frame_width": sizes[:, 0],
         "frame_height": sizes[:, 1],
-        "emotion": [face.emotion for _, _, face in rows],
-        "confidence": probabilities.max(axis=1, initial=0.0),
-        **{emotion: probabilities[:, index] for index, emotion in enumerate(EMOTIONS)},
         "engagement": probabilities @ get_preset(source.preset).vector,
         "preset": [source.preset] * count,
         "model_sha256": [source.model_sha256] * count,

@@ -38,6 +38,7 @@ import pyarrow.parquet
 
 from emotion.events import EVENT_SCHEMA, EventSource, FrameFaces, events_table
 from emotion.labels import EMOTIONS
+from emotion.results import Face
 from emotion.settings import get_setting
 
 logger = logging.getLogger(__name__)
@@ -408,7 +409,7 @@ def summarise(connection: duckdb.DuckDBPyConnection, selection: Selection = ALL_
     ).df()
     per_source = connection.execute(
         f"""SELECT source, any_value(source_kind) AS kind, count(*) AS detections,
-                   count(DISTINCT frame_index) AS frames, min(utc_time) AS first, max(utc_time) AS last,
+                   count(DISTINCT utc_time) AS frames, min(utc_time) AS first, max(utc_time) AS last,
                    avg(engagement) AS engagement, mode(emotion) AS emotion
             FROM events WHERE {where} GROUP BY source ORDER BY first""",
         parameters,
@@ -420,7 +421,7 @@ def export_table(connection: duckdb.DuckDBPyConnection, selection: Selection = A
     """The selected events, EVENT_SCHEMA's columns, oldest first."""
     where, parameters = selection.where()
     columns = ", ".join(f'"{name}"' for name in EVENT_SCHEMA.names)
-    query = f"SELECT {columns} FROM events WHERE {where} ORDER BY utc_time, source, frame_index, track_id"
+    query = f"SELECT {columns} FROM events WHERE {where} ORDER BY utc_time, source, frame, face_id"
     return connection.sql(query, params=parameters).to_arrow_table().cast(EVENT_SCHEMA)
 
 
@@ -460,19 +461,12 @@ class LiveRecorder:
         self._frame_index = 0
         self._started = time.monotonic()
 
-    def record(self, faces: Sequence, width: int, height: int) -> None:
-        """One frame's faces (TrackedFace: id, box, probabilities, emotion) in a width x height frame."""
+    def record(self, faces: Sequence[Face], width: int, height: int) -> None:
+        """One frame's tracked faces (each with its id) in a width x height frame."""
         index = self._frame_index
         self._frame_index += 1
         log, source = self.log, self.source
         if log is None or source is None or not faces:
             return
-        frame = FrameFaces(
-            index,
-            time.monotonic() - self._started,
-            time.time(),
-            width,
-            height,
-            [(face.id, face) for face in faces],
-        )
+        frame = FrameFaces(index, time.monotonic() - self._started, time.time(), width, height, faces)
         log.submit(source, [frame])

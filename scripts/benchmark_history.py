@@ -91,7 +91,7 @@ def batch_figures(photos: int, video_copies: int) -> None:
                     str(out),
                     model=BUNDLED_MODEL,
                     preset="general",
-                    every=5,
+                    detect_every=5,
                     engine=engine,
                     processes=processes,
                     master="local[2]",
@@ -106,7 +106,7 @@ def log_size_figure() -> None:
     from emotion.faces import Box
     from emotion.history import DetectionLog
     from emotion.labels import EMOTIONS
-    from emotion.pipeline import Face
+    from emotion.results import Face
 
     rng = np.random.default_rng(0)
     source = EventSource("webcam", "webcam 2026-01-01 09:00:00 3f9a2c", "app", "general", "0" * 64)
@@ -120,8 +120,8 @@ def log_size_figure() -> None:
                 # A face that sways a little, with probabilities that change every frame.
                 probabilities = rng.dirichlet(np.full(len(EMOTIONS), 0.5)).astype(np.float32)
                 box = Box(int(240 + rng.integers(-8, 9)), int(140 + rng.integers(-8, 9)), 160, 160)
-                face = Face(box, probabilities, EMOTIONS[int(np.argmax(probabilities))])
-                frames.append(FrameFaces(index, index / 30, start + index / 30, 640, 480, [(1, face)]))
+                face = Face(box, probabilities, EMOTIONS[int(np.argmax(probabilities))], id=1)
+                frames.append(FrameFaces(index, index / 30, start + index / 30, 640, 480, [face]))
             log.submit(source, frames)
             log.flush()  # one batch a second, as the writer does for a live webcam
         log.close()

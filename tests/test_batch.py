@@ -13,7 +13,7 @@ from emotion.classifier import BUNDLED_MODEL
 from emotion.cli import main
 from emotion.events import BATCH_SCHEMA
 from emotion.history import ParquetHistory, export_table
-from tests.test_video import make_video, moving_face_frames
+from tests import samples
 
 MODIFIED_NS = 1_700_000_000_123_456_789  # 2023-11-14 22:13:20.123 UTC
 
@@ -25,7 +25,7 @@ def inputs(tmp_path_factory, astronaut_rgb):
     (root / "term 1").mkdir()
     Image.fromarray(astronaut_rgb).save(root / "astronaut.png")
     Image.fromarray(astronaut_rgb[:, ::-1].copy()).save(root / "term 1" / "mirrored photo.jpg")
-    (root / "term 1" / "lecture.mp4").write_bytes(make_video(moving_face_frames(astronaut_rgb, 12), fps=10))
+    samples.write_face_clip(root / "term 1" / "lecture.avi")
     (root / "term 1" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n but not the rest")
     (root / "notes.txt").write_text("not a photo")
     for file in root.rglob("*"):
@@ -35,7 +35,7 @@ def inputs(tmp_path_factory, astronaut_rgb):
 
 
 def run(inputs, out, **options):
-    defaults = {"model": BUNDLED_MODEL, "preset": "general", "every": 5, "progress": lambda line: None}
+    defaults = {"model": BUNDLED_MODEL, "preset": "general", "detect_every": 5, "progress": lambda line: None}
     return run_batch([str(inputs), str(inputs / "missing.jpg")], str(out), **{**defaults, **options})
 
 
@@ -44,21 +44,22 @@ def test_analyse_file_gives_the_events_of_a_photo_and_a_video_or_the_error(input
     assert (photo.kind, photo.frames, photo.error) == ("photo", 1, None)
     assert photo.events.schema == BATCH_SCHEMA
     row = photo.events.to_pylist()[0]
-    assert (row["origin"], row["source_kind"], row["source"], row["track_id"]) == (
+    assert (row["origin"], row["source_kind"], row["source"], row["face_id"]) == (
         "batch",
         "photo",
         "a.png",
         1,
     )
+    assert (row["frame"], row["time_s"]) == (None, None)
     assert row["utc_time"].timestamp() == 1.0
     assert row["date"] == "1970-01-01"
 
-    clip = (inputs / "term 1" / "lecture.mp4").read_bytes()  # bytes, as Spark hands them over
-    video = analyse_file(clip, "v.mp4", 1_000, str(BUNDLED_MODEL), "general", 5)
-    assert (video.kind, video.frames) == ("video", 12)
-    times = video.events.column("utc_time").to_pylist()
-    assert times[-1].timestamp() == pytest.approx(1.0 + 1.1)  # the file's time plus the frame's
-    assert "12 frames" in video.describe()
+    clip = (inputs / "term 1" / "lecture.avi").read_bytes()  # bytes, as Spark hands them over
+    video = analyse_file(clip, "v.avi", 1_000, str(BUNDLED_MODEL), "general", 5)
+    assert (video.kind, video.frames) == ("video", samples.CLIP_FRAMES)
+    last = video.events.to_pylist()[-1]
+    assert last["utc_time"].timestamp() == pytest.approx(1.0 + last["time_s"])  # the file's + the frame's
+    assert f"{samples.CLIP_FRAMES} frames" in video.describe()
 
     broken = analyse_file(inputs / "term 1" / "broken.png", "b.png", 0, str(BUNDLED_MODEL), "general", 5)
     assert broken.events is None
@@ -79,7 +80,7 @@ def test_local_engine_writes_a_partitioned_table_and_an_errors_table(inputs, tmp
     assert set(events.column("source").to_pylist()) == {
         source_name(str(inputs / "astronaut.png")),
         source_name(str(inputs / "term 1" / "mirrored photo.jpg")),
-        source_name(str(inputs / "term 1" / "lecture.mp4")),
+        source_name(str(inputs / "term 1" / "lecture.avi")),
     }
     errors = pyarrow.parquet.read_table(tmp_path / "out" / "errors").to_pylist()
     assert sorted(error["source"] for error in errors) == [

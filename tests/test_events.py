@@ -20,7 +20,7 @@ from emotion.events import (
 )
 from emotion.faces import Box
 from emotion.labels import EMOTIONS
-from emotion.pipeline import Face
+from emotion.results import CSV_COLUMNS, Face
 from tests.conftest import REPO
 
 SOURCE = EventSource("video", "lecture.mp4", "app", "classroom", "ab" * 32)
@@ -30,20 +30,20 @@ SAD = np.array([0.1, 0.0, 0.1, 0.0, 0.7, 0.0, 0.1], dtype=np.float32)
 
 def test_events_hold_the_face_results_in_their_source_and_moment():
     frames = [
-        FrameFaces(0, 0.0, 1_700_000_000.0, 640, 480, [(1, Face(Box(64, 48, 128, 96), HAPPY, "happy"))]),
+        FrameFaces(0, 0.0, 1_700_000_000.0, 640, 480, [Face(Box(64, 48, 128, 96), HAPPY, "happy", 1)]),
         FrameFaces(
             3,
             0.1,
             1_700_000_000.1,
             640,
             480,
-            [(1, Face(Box(70, 50, 128, 96), HAPPY, "happy")), (2, Face(Box(320, 0, 320, 480), SAD, "sad"))],
+            [Face(Box(70, 50, 128, 96), HAPPY, "happy", 1), Face(Box(320, 0, 320, 480), SAD, "sad", 2)],
         ),
     ]
     table = events_table(SOURCE, frames)
     assert table.schema == EVENT_SCHEMA
     rows = table.to_pylist()
-    assert [(row["frame_index"], row["track_id"], row["emotion"]) for row in rows] == [
+    assert [(row["frame"], row["face_id"], row["emotion"]) for row in rows] == [
         (0, 1, "happy"),
         (3, 1, "happy"),
         (3, 2, "sad"),
@@ -52,7 +52,7 @@ def test_events_hold_the_face_results_in_their_source_and_moment():
     assert first["schema_version"] == SCHEMA_VERSION
     assert (first["origin"], first["source_kind"], first["source"]) == ("app", "video", "lecture.mp4")
     assert first["utc_time"].timestamp() == pytest.approx(1_700_000_000.0)
-    assert last["frame_time_s"] == pytest.approx(0.1)
+    assert last["time_s"] == pytest.approx(0.1)
     assert (first["x"], first["y"], first["w"], first["h"]) == (64, 48, 128, 96)
     relative = (first["x_rel"], first["y_rel"], first["w_rel"], first["h_rel"])
     assert relative == pytest.approx((0.1, 0.1, 0.2, 0.2))
@@ -62,6 +62,13 @@ def test_events_hold_the_face_results_in_their_source_and_moment():
     assert last["confidence"] == pytest.approx(0.7)
     assert last["engagement"] == pytest.approx(engagement_score(SAD, "classroom"))
     assert (last["preset"], last["model_sha256"]) == ("classroom", "ab" * 32)
+
+
+def test_the_face_result_columns_come_first_after_the_source_and_a_photo_has_no_frame():
+    assert EVENT_SCHEMA.names[5 : 5 + len(CSV_COLUMNS)] == list(CSV_COLUMNS)
+    photo = FrameFaces(None, None, 0.0, 200, 100, [Face(Box(10, 10, 50, 50), SAD, "sad", 1)])
+    row = events_table(SOURCE._replace(kind="photo"), [photo]).to_pylist()[0]
+    assert (row["frame"], row["time_s"], row["face_id"]) == (None, None, 1)
 
 
 def test_no_faces_make_an_empty_table_of_the_schema():
@@ -74,7 +81,7 @@ def test_batch_rows_carry_their_utc_day():
     box = Box(0, 0, 8, 8)
     late_evening = 1_700_000_000.0 - 1_700_000_000.0 % 86400 + 86399.5  # 23:59:59.5 UTC
     frames = [
-        FrameFaces(index, float(index), late_evening + index, 64, 64, [(1, Face(box, HAPPY, "happy"))])
+        FrameFaces(index, float(index), late_evening + index, 64, 64, [Face(box, HAPPY, "happy", 1)])
         for index in range(2)
     ]
     table = with_date(events_table(SOURCE, frames))

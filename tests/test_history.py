@@ -33,8 +33,7 @@ from emotion.history import (
     password_matches,
     summarise,
 )
-from emotion.live import TrackedFace
-from emotion.pipeline import Face
+from emotion.results import Face
 from tests.conftest import REPO
 
 START = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
@@ -50,7 +49,7 @@ def frames(count: int, start: float = START, box: Box = CENTRE, first_index: int
     """One face per frame at 10 frames a second, in a 640x480 frame."""
     return [
         FrameFaces(
-            first_index + index, index / 10, start + index / 10, 640, 480, [(1, Face(box, HAPPY, "happy"))]
+            first_index + index, index / 10, start + index / 10, 640, 480, [Face(box, HAPPY, "happy", 1)]
         )
         for index in range(count)
     ]
@@ -206,8 +205,8 @@ def test_a_file_of_another_shape_is_refused(tmp_path):
         log.close()
 
 
-def tracked(face_id: int) -> TrackedFace:
-    return TrackedFace(face_id, Box(10, 10, 50, 50), HAPPY, "happy", 0.8)
+def tracked(face_id: int) -> Face:
+    return Face(Box(10, 10, 50, 50), HAPPY, "happy", face_id)
 
 
 def test_live_recorder_writes_only_while_its_log_is_set(log):
@@ -222,7 +221,7 @@ def test_live_recorder_writes_only_while_its_log_is_set(log):
     recorder.record([tracked(2)], 320, 240)
     assert log.flush()
     rows = log.read(export_table).to_pylist()
-    assert [(row["frame_index"], row["track_id"]) for row in rows] == [(1, 1), (1, 2), (3, 2)]
+    assert [(row["frame"], row["face_id"]) for row in rows] == [(1, 1), (1, 2), (3, 2)]
     assert {row["source"] for row in rows} == {"webcam A"}
     assert rows[0]["w_rel"] == pytest.approx(50 / 320)
 
