@@ -1,8 +1,10 @@
 """Emotion Lens: facial emotion recognition for photos, a live webcam and video files.
 
 The one Streamlit page: the sidebar, one function per tab (`photo_tab`, `webcam_tab`,
-`video_tab`), their charts, and what the page keeps per visitor (analysed photos, the webcam
-session, the last video, the suggestions shown). The `emotion` package finds, classifies,
+`video_tab`, `history_tab`), their charts, and what the page keeps per visitor (analysed
+photos, the webcam session, the last video, the suggestions shown). With the sidebar's
+detection log on, the photo, webcam and video paths hand their faces to the detection log
+(`emotion.history`), which the History tab reads. The `emotion` package finds, classifies,
 tracks and draws the faces and writes the downloads; suggestions come from `recommendations`.
 `streamlit run app.py` runs `main()`; importing the module runs nothing, so that its helpers
 can be tested on their own.
@@ -11,10 +13,12 @@ can be tested on their own.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import functools
 import hashlib
 import json
 import logging
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -32,12 +36,28 @@ from streamlit_webrtc import WebRtcMode, webrtc_streamer
 from emotion import EMOTIONS, EmotionClassifier, load_configured_classifier
 from emotion.draw import emotion_color
 from emotion.engagement import DEFAULT_PRESET, PRESETS
+from emotion.events import EventSource, FrameFaces
 from emotion.faces import LIVE_DETECTOR, PHOTO_DETECTOR, SENSITIVITIES, DetectorSettings, detector_settings
+from emotion.history import (
+    POSITION_BINS,
+    DetectionLog,
+    HistoryError,
+    LiveRecorder,
+    ParquetHistory,
+    Selection,
+    csv_bytes,
+    export_table,
+    history_settings,
+    overview,
+    parquet_bytes,
+    password_matches,
+    summarise,
+)
 from emotion.image import InvalidImage
 from emotion.live import LiveAnalyzer, LiveSettings
 from emotion.pipeline import PhotoResult, annotated_png, process_photo
 from emotion.remote import LoadedModel
-from emotion.results import Face, photo_csv, photo_record
+from emotion.results import Face, numbered, photo_csv, photo_record
 from emotion.settings import IceServerCache, ice_servers
 from emotion.video import MAX_ANALYSED_FPS, MAX_DURATION_S, InvalidVideo, VideoResult, process_video
 from recommendations import EmotionSuggestions, Recommendation, Recommender, load_suggestions
@@ -56,6 +76,7 @@ VIDEO_TYPES = ["mp4", "mov", "avi", "webm", "mkv", "m4v"]
 PROGRESS_INTERVAL_S = 0.25  # between progress-bar updates: one per frame would flood the browser
 CHART_POINTS = 2000  # at most this many points per chart; longer series are thinned
 LIVE_REFRESH_S = 1.0  # how often the live statistics refresh while the camera plays
+HISTORY_SLIDER_STEPS = 500  # the History tab's time slider moves in steps of its range / this, at least 1 s
 # The charts use the overlay's colour for each emotion.
 EMOTION_SCALE = alt.Scale(
     domain=list(EMOTIONS), range=["#{:02x}{:02x}{:02x}".format(*emotion_color(e)) for e in EMOTIONS]
@@ -75,6 +96,7 @@ class PageSettings:
     show_probabilities: bool
     engagement_preset: str
     smoothing: float
+    detection_log: DetectionLog | None  # None unless the visitor switched the log on
 
 
 @st.cache_resource(show_spinner="Loading the emotion model...")
@@ -121,6 +143,17 @@ def sidebar() -> PageSettings:
             help="How much a face's emotion keeps from previous frames: higher is steadier, "
             "lower reacts faster.",
         )
+        st.subheader("History")
+        keep_log = st.toggle("Keep a detection log", value=False, key="history_log")
+        st.caption(
+            "When on, every face the webcam, a video or a photo shows is kept on this server as a "
+            "detection event: the time, the face's box in the picture, the emotions read, the file "
+            "name of an upload; no pictures. Every visitor of this app sees the same history in the "
+            "History tab, and can delete it. Off stops the keeping from the next frame."
+        )
+        detection_log = open_detection_log(str(history_settings(st.secrets).path)) if keep_log else None
+        if detection_log is not None and detection_log.status().warning:
+            st.warning(detection_log.status().warning)
     min_size_fraction = min_face_percent / 100
     return PageSettings(
         detector=detector_settings("photo", sensitivity, min_size_fraction),
@@ -128,7 +161,18 @@ def sidebar() -> PageSettings:
         show_probabilities=show_probabilities,
         engagement_preset=preset,
         smoothing=smoothing,
+        detection_log=detection_log,
     )
+
+
+@st.cache_resource(show_spinner=False)
+def open_detection_log(path: str) -> DetectionLog:
+    """The detection log at HISTORY_PATH, shared by every visitor and the webcam threads."""
+    return DetectionLog(path)
+
+
+def event_source(kind: str, name: str, classifier: EmotionClassifier, settings: PageSettings) -> EventSource:
+    return EventSource(kind, name, "app", settings.engagement_preset, classifier.sha256)
 
 
 # --- Photo -------------------------------------------------------------------------------
@@ -140,6 +184,10 @@ def upload_limit_mb() -> int:
 
 
 def photo_tab(classifier: EmotionClassifier, settings: PageSettings) -> None:
+    # An upload's rerun can start while the run before it still analyses the same photo: the
+    # lock makes the second wait for the first's result instead of analysing (and logging) it again.
+    st.session_state.setdefault("photo_results", OrderedDict())
+    st.session_state.setdefault("photo_lock", threading.Lock())
     uploads = st.file_uploader(
         "Upload photos",
         type=PHOTO_TYPES,
@@ -167,19 +215,27 @@ def photo_tab(classifier: EmotionClassifier, settings: PageSettings) -> None:
             show_photo(photo.name, photo.file_id, photo.getvalue(), classifier, settings)
 
 
-def analyse_photo(data: bytes, classifier: EmotionClassifier, detector: DetectorSettings) -> PhotoResult:
+def analyse_photo(
+    name: str, data: bytes, classifier: EmotionClassifier, settings: PageSettings
+) -> PhotoResult:
     """The faces in a photo and its annotated preview; raises InvalidImage.
 
     Remembered per visitor by the photo's content, so the same photo uploaded again is not
-    analysed again either.
+    analysed again either. With the detection log on, a photo's faces are logged when it is
+    analysed.
     """
-    results: OrderedDict = st.session_state.setdefault("photo_results", OrderedDict())
-    key = (hashlib.sha256(data).hexdigest(), detector)
-    if key not in results:
-        with photo_slots():
-            results[key] = process_photo(data, classifier, detector)
-        while len(results) > PHOTO_RESULTS_KEPT:
-            results.popitem(last=False)
+    results: OrderedDict = st.session_state["photo_results"]
+    key = (hashlib.sha256(data).hexdigest(), settings.detector)
+    with st.session_state["photo_lock"]:
+        if key not in results:
+            with photo_slots():
+                result = results[key] = process_photo(data, classifier, settings.detector)
+            while len(results) > PHOTO_RESULTS_KEPT:
+                results.popitem(last=False)
+            if settings.detection_log is not None and result.faces:
+                frame = FrameFaces(None, None, time.time(), *result.size, numbered(result.faces))
+                settings.detection_log.submit(event_source("photo", name, classifier, settings), [frame])
+                settings.detection_log.flush()  # so that the History tab, drawn next, shows it
     results.move_to_end(key)
     return results[key]
 
@@ -195,7 +251,7 @@ def show_photo(
 ) -> None:
     st.text(name)  # a file name is shown as it is, never read as Markdown
     try:
-        faces, preview = analyse_photo(data, classifier, settings.detector)
+        faces, preview, _ = analyse_photo(name, data, classifier, settings)
     except InvalidImage as error:
         st.error(str(error))
         return
@@ -446,11 +502,14 @@ def percent(value: float | None) -> str:
 # --- Webcam ------------------------------------------------------------------------------
 
 
-def frame_callback(analyzer: LiveAnalyzer) -> Callable[[av.VideoFrame], av.VideoFrame]:
+def frame_callback(
+    analyzer: LiveAnalyzer, recorder: LiveRecorder
+) -> Callable[[av.VideoFrame], av.VideoFrame]:
     """The function streamlit-webrtc calls, in its own thread, for every camera frame."""
 
     def video_frame_callback(frame: av.VideoFrame) -> av.VideoFrame:
-        annotated, _ = analyzer.process(frame.to_ndarray(format="bgr24"))
+        annotated, faces = analyzer.process(frame.to_ndarray(format="bgr24"))
+        recorder.record(faces, frame.width, frame.height)  # queued for the detection log, if on
         return av.VideoFrame.from_ndarray(annotated, format="bgr24")
 
     return video_frame_callback
@@ -463,6 +522,10 @@ def webcam_tab(classifier: EmotionClassifier, settings: PageSettings) -> None:
         # New settings take effect at once; the session's statistics start again with them.
         analyzer = LiveAnalyzer(classifier, wanted)
         st.session_state["live_analyzer"] = analyzer
+    recorder: LiveRecorder = st.session_state.setdefault("live_recorder", LiveRecorder())
+    recorder.log = settings.detection_log  # None: switched off, from the next frame on
+    if recorder.source is not None:
+        recorder.source = recorder.source._replace(preset=settings.engagement_preset)
     st.caption(
         "Press START and allow the camera. Frames are analysed on the server as they arrive "
         "and are not stored."
@@ -470,7 +533,7 @@ def webcam_tab(classifier: EmotionClassifier, settings: PageSettings) -> None:
     context = webrtc_streamer(
         key="webcam",
         mode=WebRtcMode.SENDRECV,
-        video_frame_callback=frame_callback(analyzer),
+        video_frame_callback=frame_callback(analyzer, recorder),
         media_stream_constraints=CAMERA_CONSTRAINTS,
         rtc_configuration={"iceServers": ice_server_cache().get()},
         async_processing=True,
@@ -479,6 +542,10 @@ def webcam_tab(classifier: EmotionClassifier, settings: PageSettings) -> None:
     if playing and not st.session_state.get("webcam_playing"):
         analyzer.reset()  # a new START is a new session
         st.session_state["webcam_session"] = st.session_state.get("webcam_session", 0) + 1
+        name = f"webcam {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S} {secrets.token_hex(3)}"
+        recorder.restart(event_source("webcam", name, classifier, settings))
+    elif not playing and st.session_state.get("webcam_playing") and settings.detection_log is not None:
+        settings.detection_log.flush()  # STOP: the session is in the History tab at once
     st.session_state["webcam_playing"] = playing
     if context.state.signalling and not playing:
         st.info(
@@ -553,6 +620,7 @@ class VideoAnalysis(NamedTuple):
     settings: LiveSettings
     result: VideoResult | None
     error: str | None
+    started: float  # when the analysis began, seconds since the epoch
 
 
 def video_tab(classifier: EmotionClassifier, settings: PageSettings) -> None:
@@ -571,12 +639,17 @@ def video_tab(classifier: EmotionClassifier, settings: PageSettings) -> None:
         return
     wanted = live_settings(settings)
     analysis: VideoAnalysis | None = st.session_state.get("video_analysis")
+    analysed = None
     if analysis is None or analysis.file_id != upload.file_id:
-        analysis = analyse_video(upload.file_id, upload.getvalue(), classifier, wanted)
+        analysed = analysis = analyse_video(upload.file_id, upload.getvalue(), classifier, wanted)
     elif analysis.settings != wanted:
         st.info("The settings changed since this video was analysed.")
         if st.button("Analyse again", key="reanalyse-video"):
-            analysis = analyse_video(upload.file_id, upload.getvalue(), classifier, wanted)
+            analysed = analysis = analyse_video(upload.file_id, upload.getvalue(), classifier, wanted)
+    if analysed is not None and analysed.result is not None and settings.detection_log is not None:
+        source = event_source("video", upload.name, classifier, settings)
+        settings.detection_log.submit(source, video_frames(analysed.result, analysed.started))
+        settings.detection_log.flush()
     if analysis.error:
         st.error(analysis.error)
         return
@@ -587,6 +660,7 @@ def analyse_video(
     file_id: str, data: bytes, classifier: EmotionClassifier, settings: LiveSettings
 ) -> VideoAnalysis:
     st.session_state.pop("video_analysis", None)  # free the previous video first
+    started_utc = time.time()
     bar = st.progress(0.0, text="Analysing the video...")
     started = time.monotonic()
     last_update = [0.0]
@@ -610,9 +684,21 @@ def analyse_video(
             f"The video could not be analysed ({type(failure).__name__}). Please try again later.",
         )
     bar.empty()
-    analysis = VideoAnalysis(file_id, settings, result, error)
+    analysis = VideoAnalysis(file_id, settings, result, error, started_utc)
     st.session_state["video_analysis"] = analysis
     return analysis
+
+
+def video_frames(result: VideoResult, started_utc: float) -> list[FrameFaces]:
+    """The video's faces frame by frame, for the detection log; their time is the analysis's
+    start plus the frame's."""
+    frames: dict[int, FrameFaces] = {}
+    for row in result.rows:
+        if row.frame not in frames:
+            utc_time = started_utc + row.time_s
+            frames[row.frame] = FrameFaces(row.frame, row.time_s, utc_time, result.width, result.height, [])
+        frames[row.frame].faces.append(row.face)
+    return list(frames.values())
 
 
 def show_video_result(file_id: str, stem: str, result: VideoResult) -> None:
@@ -679,6 +765,166 @@ def emotion_timeline(rows) -> None:
     st.vega_lite_chart(table, timeline_spec(), width="stretch")
 
 
+# --- History -----------------------------------------------------------------------------
+
+
+def history_tab() -> None:
+    config = history_settings(st.secrets)
+    if config.password and not st.session_state.get("history_unlocked"):
+        entered = st.text_input("Password for the history", type="password", key="history_password")
+        if not entered:
+            st.info("The history is protected: enter the password set by HISTORY_PASSWORD.")
+            return
+        if not password_matches(entered, config.password):
+            st.error("That is not the password.")
+            return
+        st.session_state["history_unlocked"] = True
+    store: DetectionLog | ParquetHistory = open_detection_log(str(config.path))
+    if config.table is not None:
+        shown = st.radio(
+            "Show", ["Detection log", "Batch table"], horizontal=True, key="history_store", help=config.table
+        )
+        if shown == "Batch table":
+            store = ParquetHistory(config.table)
+    try:
+        whole = store.read(overview)
+    except HistoryError as error:
+        st.warning(str(error))
+        return
+    if whole.events == 0:
+        st.info(
+            "No detections are kept yet. Switch on **Keep a detection log** in the sidebar, then use "
+            "the webcam, a video or photos."
+        )
+        return
+    selection = history_selection(whole)
+    st.button("Refresh", key="history-refresh", help="Show what has been kept since, a live webcam's too.")
+    summary = store.read(lambda connection: summarise(connection, selection))
+    with st.container(key="history-results"):
+        columns = st.columns(3)
+        columns[0].metric("Detections", f"{summary.events:,}")
+        columns[1].metric("Sources", f"{len(summary.per_source):,}")
+        columns[2].metric("Mean engagement", percent(summary.mean_engagement))
+        if not summary.events:
+            st.info("No detections in this selection.")
+        else:
+            st.markdown("Emotions")
+            distribution_chart(summary.distribution)
+            st.markdown("Where faces appear in the frame")
+            st.altair_chart(position_chart(summary.positions), width="stretch")
+            st.markdown(f"Detections and engagement over time (UTC, per {summary.bucket_s} s)")
+            st.altair_chart(history_timeline(summary.timeline), width="stretch")
+            st.markdown("Per source")
+            st.dataframe(
+                summary.per_source,
+                hide_index=True,
+                width="stretch",
+                column_config={"engagement": st.column_config.NumberColumn(format="percent")},
+            )
+            buttons = st.container(horizontal=True)
+            buttons.download_button(
+                "Selection as Parquet",
+                lambda: parquet_bytes(store.read(lambda connection: export_table(connection, selection))),
+                file_name="detections.parquet",
+                mime="application/vnd.apache.parquet",
+                key="history-parquet",
+                on_click="ignore",
+            )
+            buttons.download_button(
+                "Selection as CSV",
+                lambda: csv_bytes(store.read(lambda connection: export_table(connection, selection))),
+                file_name="detections.csv",
+                mime="text/csv",
+                key="history-csv",
+                on_click="ignore",
+            )
+    if isinstance(store, DetectionLog):
+        delete_history(store, whole.events)
+
+
+def history_selection(whole) -> Selection:
+    """The sources and time range chosen in the tab's filters."""
+    sources = st.multiselect("Sources", whole.sources, placeholder="All sources", key="history_sources")
+    start = end = None  # open: every event
+    first, last = whole.first.replace(tzinfo=None), whole.last.replace(tzinfo=None)  # naive UTC
+    if first < last:
+        step_s = max(1, int((last - first).total_seconds() // HISTORY_SLIDER_STEPS))
+        chosen = st.slider(
+            "Time (UTC)",
+            min_value=first,
+            max_value=last,
+            value=(first, last),
+            step=dt.timedelta(seconds=step_s),
+            format="YYYY-MM-DD HH:mm:ss",
+            key="history_time",
+        )
+        # An end left where it was stays open, so that events logged since are shown too.
+        start = None if chosen[0] <= first else chosen[0].replace(tzinfo=dt.UTC)
+        end = None if chosen[1] >= last else chosen[1].replace(tzinfo=dt.UTC)
+    return Selection(tuple(sources), start, end)
+
+
+def delete_history(log: DetectionLog, events: int) -> None:
+    if not st.session_state.get("history_confirm_delete"):
+        st.button(
+            "Delete the history...",
+            key="history-delete",
+            on_click=lambda: st.session_state.update(history_confirm_delete=True),
+        )
+        return
+    st.warning(
+        f"Delete all {events:,} detections kept on this server, for every visitor? This cannot be undone."
+    )
+    buttons = st.container(horizontal=True)
+    if buttons.button("Delete everything", type="primary", key="history-delete-confirm"):
+        st.session_state["history_confirm_delete"] = False
+        try:
+            log.delete_all()
+        except HistoryError as error:
+            st.error(str(error))
+            return
+        st.rerun()
+    if buttons.button("Cancel", key="history-delete-cancel"):
+        st.session_state["history_confirm_delete"] = False
+        st.rerun()
+
+
+def position_chart(positions: pd.DataFrame) -> alt.Chart:
+    """A heat map of the face centres: the frame cut into POSITION_BINS x POSITION_BINS cells."""
+    cells = list(range(POSITION_BINS))
+    return (
+        alt.Chart(positions)
+        .mark_rect()
+        .encode(
+            x=alt.X("column:O", scale=alt.Scale(domain=cells), axis=None),
+            y=alt.Y("row:O", scale=alt.Scale(domain=cells), axis=None),
+            color=alt.Color(
+                "events:Q",
+                title="detections",
+                scale=alt.Scale(scheme="oranges"),
+                legend=alt.Legend(format="~s"),
+            ),
+            tooltip=[alt.Tooltip("events:Q", title="detections")],
+        )
+        .properties(height=240)
+    )
+
+
+def history_timeline(timeline: pd.DataFrame) -> alt.VConcatChart:
+    base = alt.Chart(timeline).encode(x=alt.X("time:T", title=None))
+    detections = base.mark_bar().encode(y=alt.Y("detections:Q", title="detections")).properties(height=120)
+    engagement = (
+        base.mark_line(point=len(timeline) < 60)
+        .encode(
+            y=alt.Y(
+                "engagement:Q", title="engagement", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")
+            )
+        )
+        .properties(height=120)
+    )
+    return alt.vconcat(detections, engagement)
+
+
 # --- Page --------------------------------------------------------------------------------
 
 
@@ -693,7 +939,7 @@ def main() -> None:
     loaded = load_model()
     if loaded.warning:
         st.warning(loaded.warning)
-    photo, webcam, video = st.tabs(["Photo", "Webcam", "Video"])
+    photo, webcam, video, history = st.tabs(["Photo", "Webcam", "Video", "History"])
     with photo:
         photo_tab(loaded.classifier, settings)
         about_the_model(loaded.classifier)
@@ -701,6 +947,8 @@ def main() -> None:
         webcam_tab(loaded.classifier, settings)
     with video:
         video_tab(loaded.classifier, settings)
+    with history:
+        history_tab()
 
 
 if __name__ == "__main__":  # as `streamlit run app.py` runs it; importing app.py runs nothing

@@ -83,6 +83,7 @@ def analyze_photo(
 class PhotoResult(NamedTuple):
     faces: list[Face]  # largest first, boxes in the photo's pixels
     preview: bytes  # the upright photo with every face drawn on it, at most PREVIEW_MAX_SIDE, as JPEG
+    size: tuple[int, int]  # (width, height) of the upright photo, in the boxes' pixels
 
 
 def process_photo(
@@ -97,12 +98,13 @@ def process_photo(
     """
     rgb = load_image(source)
     faces = analyze_image(rgb, classifier, settings)
-    scale = min(1.0, PREVIEW_MAX_SIDE / max(rgb.shape[:2]))
+    height, width = rgb.shape[:2]
+    scale = min(1.0, PREVIEW_MAX_SIDE / max(height, width))
     if scale < 1.0:
         size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
         rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
     shown = [face._replace(box=Box(*(max(1, round(value * scale)) for value in face.box))) for face in faces]
-    return PhotoResult(faces, encode_jpeg(annotate(rgb, shown)))
+    return PhotoResult(faces, encode_jpeg(annotate(rgb, shown)), (width, height))
 
 
 def annotated_png(source: bytes | str | Path | BinaryIO, faces: Sequence[Face]) -> bytes:

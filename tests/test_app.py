@@ -78,7 +78,7 @@ def upload_photos(page: AppTest, *files: tuple[str, bytes, str]) -> AppTest:
 
 def test_page_renders_title_tabs_and_settings(app):
     assert app.title[0].value == "Emotion Lens"
-    assert [tab.label for tab in app.tabs] == ["Photo", "Webcam", "Video"]
+    assert [tab.label for tab in app.tabs] == ["Photo", "Webcam", "Video", "History"]
     assert app.select_slider[0].label == "Detector sensitivity"
     assert app.info[0].value.startswith("Upload a photo")
 
@@ -252,6 +252,7 @@ def test_the_page_helpers_work_without_running_the_page():
         show_probabilities=True,
         engagement_preset=DEFAULT_PRESET,
         smoothing=LiveSettings().smoothing,
+        detection_log=None,
     )
     assert app.live_settings(defaults) == LiveSettings()
     assert len(app.thin(pd.DataFrame({"x": range(5000)}), limit=2000)) <= 2000
@@ -402,3 +403,126 @@ def test_a_face_with_no_emotion_clearly_ahead_is_shown_as_uncertain():
 
     shown = AppTest.from_function(page).run()
     assert shown.markdown[0].value == "Largest face: **uncertain**, happy (42%) or neutral (38%)"
+
+
+# --- History ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def history_path(tmp_path, monkeypatch) -> Path:
+    """A detection log of the test's own (the page keeps one log per HISTORY_PATH)."""
+    path = tmp_path / "history" / "detections.duckdb"
+    monkeypatch.setenv("HISTORY_PATH", str(path))
+    for name in ("HISTORY_TABLE", "HISTORY_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    return path
+
+
+def history_info(page: AppTest) -> list[str]:
+    return [info.value for info in page.info if "detections" in info.value.lower()]
+
+
+def per_source(page: AppTest) -> dict[str, int]:
+    table = next(frame.value for frame in page.dataframe if "source" in frame.value.columns)
+    return dict(zip(table["source"], table["detections"], strict=True))
+
+
+def test_nothing_is_kept_until_the_log_is_switched_on(history_path, streamer, astronaut_png):
+    page = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+    assert page.toggle(key="history_log").value is False
+    assert any(
+        "every visitor" in caption.value.lower() for caption in page.sidebar.caption
+    )  # the privacy text
+    upload_photos(page, ("astronaut.png", astronaut_png, "image/png"))
+    assert [info.startswith("No detections are kept yet.") for info in history_info(page)] == [True]
+    assert not history_path.exists()
+
+
+def test_photo_webcam_and_video_detections_are_kept_shown_and_deleted(
+    history_path, streamer, astronaut_png, face_clip
+):
+    page = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+    page.toggle(key="history_log").set_value(True).run()
+    upload_photos(page, ("astronaut.png", astronaut_png, "image/png"))
+
+    streamer.playing = True
+    page.run()  # START
+    recorder = page.session_state["live_recorder"]
+    log = recorder.log
+    assert log is not None
+    frames = clip_frames(face_clip, 16)
+    for frame in frames[:8]:
+        streamer.callback(frame)
+    kept = page.session_state["live_analyzer"].snapshot().face_frames
+    assert kept > 0
+    page.toggle(key="history_log").set_value(False).run()  # off: nothing more from the next frame
+    assert recorder.log is None
+    for frame in frames[8:]:
+        streamer.callback(frame)
+    streamer.playing = False
+    page.run()  # STOP
+
+    page.toggle(key="history_log").set_value(True).run()
+    page.file_uploader(key="video").set_value(("talk.avi", face_clip.read_bytes(), "video/x-msvideo")).run()
+    assert log.flush()
+    page.run()
+    assert not page.exception, page.exception
+    sources = per_source(page)
+    webcam = next(name for name in sources if name.startswith("webcam "))
+    assert sources == {"astronaut.png": 1, webcam: kept, "talk.avi": sources["talk.avi"]}
+    assert sources["talk.avi"] > 0
+    assert metric_values(page)["Detections"] == f"{1 + kept + sources['talk.avi']:,}"
+    labels = [button.label for button in page.get("download_button")]
+    assert {"Selection as Parquet", "Selection as CSV"} <= set(labels)
+
+    page.multiselect(key="history_sources").set_value(["astronaut.png"]).run()
+    assert metric_values(page)["Detections"] == "1"
+
+    page.button(key="history-delete").click().run()
+    assert any(warning.value.startswith("Delete all") for warning in page.warning)
+    page.button(key="history-delete-cancel").click().run()
+    assert metric_values(page)["Detections"] == "1"
+    page.button(key="history-delete").click().run()
+    page.button(key="history-delete-confirm").click().run()
+    assert not page.exception, page.exception
+    assert history_info(page)
+    assert "Detections" not in metric_values(page)
+    assert not history_path.exists()
+
+
+def test_history_password_guards_the_tab(history_path, streamer, monkeypatch):
+    monkeypatch.setenv("HISTORY_PASSWORD", "s3cret words")
+    page = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+    assert any("protected" in info.value for info in page.info)
+    assert not history_info(page)
+    page.text_input(key="history_password").set_value("guess").run()
+    assert [error.value for error in page.error] == ["That is not the password."]
+    page.text_input(key="history_password").set_value("s3cret words").run()
+    assert not page.error
+    assert history_info(page)
+    shown = [*page.markdown, *page.caption, *page.info, *page.sidebar.caption]
+    assert not any("s3cret" in element.value for element in shown)
+
+
+def test_history_can_show_a_batch_table(history_path, streamer, monkeypatch, tmp_path):
+    import pyarrow.dataset
+
+    from emotion.events import EventSource, events_table, with_date
+    from tests.test_history import frames
+
+    source = EventSource("video", "/archive/lecture.mp4", "batch", "classroom", "ab" * 32)
+    pyarrow.dataset.write_dataset(
+        with_date(events_table(source, frames(25))),
+        tmp_path / "batch" / "events",
+        format="parquet",
+        partitioning=["source_kind", "date"],
+        partitioning_flavor="hive",
+    )
+    monkeypatch.setenv("HISTORY_TABLE", str(tmp_path / "batch"))
+    page = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+    assert history_info(page)  # the log is shown first, and is empty
+    page.radio(key="history_store").set_value("Batch table").run()
+    assert not page.exception, page.exception
+    assert metric_values(page)["Detections"] == "25"
+    assert per_source(page) == {"/archive/lecture.mp4": 25}
+    assert not [button for button in page.button if button.key == "history-delete"]  # read-only

@@ -147,8 +147,9 @@ def test_process_photo_gives_a_preview_and_annotated_png_the_full_size_picture(a
     png = io.BytesIO()
     Image.fromarray(astronaut_rgb).save(png, format="PNG")
 
-    faces, preview = process_photo(png.getvalue(), classifier)
+    faces, preview, size = process_photo(png.getvalue(), classifier)
 
+    assert size == (512, 512)
     assert [face.box for face in faces] == [face.box for face in analyze_image(astronaut_rgb, classifier)]
     shown = np.asarray(Image.open(io.BytesIO(preview)))  # JPEG: close to, not equal to, the drawing
     assert np.mean(np.abs(shown.astype(int) - annotate(astronaut_rgb, faces))) < 3
@@ -161,8 +162,9 @@ def test_a_large_photo_is_previewed_small_with_the_faces_where_they_are(astronau
     jpeg = io.BytesIO()
     Image.fromarray(large).save(jpeg, format="JPEG", quality=95)
 
-    faces, preview = process_photo(jpeg.getvalue(), classifier)
+    faces, preview, size = process_photo(jpeg.getvalue(), classifier)
 
+    assert size == (4000, 4000)  # the photo's, in the boxes' pixels
     (face,) = faces
     assert face.box.w > PREVIEW_MAX_SIDE / 2  # in the photo's own pixels
     shown = Image.open(io.BytesIO(preview))
