@@ -9,8 +9,8 @@
 Both engines run the same `analyse_file` on each file, so they write the same rows:
 - local: a pool of processes on this machine, each loading the model once.
 - spark: a PySpark job. Files are read with Spark's binary file source (any Hadoop-compatible
-  storage), one file per task, and analysed with `mapInPandas`; each Python worker loads the
-  model, shipped to the executors with `SparkContext.addFile`, once. It runs on `local[N]` and,
+  storage), spread over tasks by size, and analysed with `mapInPandas`; each Python worker
+  loads the model, shipped to the executors with `SparkContext.addFile`, once. It runs on `local[N]` and,
   as it is, under `spark-submit` on a cluster whose executors have requirements.txt installed.
 
 An event's `utc_time` is the file's modification time plus the frame's time in the video: the
@@ -342,8 +342,8 @@ def _run_spark(
 
     spark = spark_session(master)
     context = spark.sparkContext
-    # One file per task, so files spread over the executors; one file per Arrow batch.
-    spark.conf.set("spark.sql.files.openCostInBytes", spark.conf.get("spark.sql.files.maxPartitionBytes"))
+    # Spark packs small files into tasks by size (a video of more than 128 MB is a task of its
+    # own); each file is handed to the analysis alone, so memory holds one file at a time.
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "1")
     spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
     spark.conf.set("spark.sql.session.timeZone", "UTC")
