@@ -11,6 +11,8 @@
 - The detection log's size for an hour of one face at 30 fps: 108,000 events appended by the
   log's writer thread as the webcam hands them over (30 a second, one batch a second), then the
   DuckDB file's size.
+- The webcam's work per frame (LiveAnalyzer.process and handing the faces to the log) with the
+  log off and on, in turn frame by frame over the clip at 640x480.
 - The frame rate the Webcam tab shows, with the detection log off and on (the app in headless
   Chromium with a fake camera playing the clip), where Chromium and Playwright are installed.
 """
@@ -28,7 +30,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from scripts.benchmark import benchmark_clip  # noqa: E402  (after the path to this repository)
+from scripts.benchmark import benchmark_clip, clip_frames  # noqa: E402  (after the path to this repository)
 
 HOUR_OF_EVENTS = 30 * 3600  # one face at 30 fps for an hour
 
@@ -129,6 +131,39 @@ def log_size_figure() -> None:
         )
 
 
+def frame_cost_figures(passes: int) -> None:
+    """The webcam's work per frame (analyse, draw, hand the faces to the log), log on and off in
+    turn, frame by frame, so that both see the same load on a busy machine."""
+    from emotion.classifier import load_classifier
+    from emotion.events import EventSource
+    from emotion.history import DetectionLog, LiveRecorder
+    from emotion.live import LiveAnalyzer
+
+    classifier = load_classifier()
+    with tempfile.TemporaryDirectory() as temporary:
+        frames = clip_frames(benchmark_clip(Path(temporary)))
+        log = DetectionLog(Path(temporary) / "detections.duckdb")
+        analyzer, recorder = LiveAnalyzer(classifier), LiveRecorder()
+        recorder.restart(EventSource("webcam", "benchmark", "app", "general", classifier.sha256))
+        timings: dict[bool, list[float]] = {False: [], True: []}
+        for index in range(passes * len(frames)):
+            log_on = index % 2 == 1
+            recorder.log = log if log_on else None
+            frame = frames[index % len(frames)]
+            started = time.perf_counter()
+            _, faces = analyzer.process(frame)
+            recorder.record(faces, frame.shape[1], frame.shape[0])
+            timings[log_on].append(time.perf_counter() - started)
+        log.close()
+        for log_on, label in ((False, "off"), (True, "on")):
+            milliseconds = 1000 * np.array(timings[log_on])
+            print(
+                f"webcam frame, detection log {label}: {np.median(milliseconds):.2f} ms median, "
+                f"{np.percentile(milliseconds, 95):.2f} ms p95 over {len(milliseconds)} frames"
+            )
+        print(f"  events written meanwhile: {log.status().events_written:,}")
+
+
 def webcam_figures(stream_s: float) -> None:
     from tests.browser import (
         browser_missing_reason,
@@ -177,10 +212,13 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=48, help="photos in the batch input")
     parser.add_argument("--video-copies", type=int, default=4, help="copies of the clip in the batch input")
     parser.add_argument("--stream-seconds", type=float, default=20.0, help="webcam time before FPS is read")
-    parser.add_argument("--skip", nargs="*", default=(), choices=("batch", "log", "webcam"))
+    parser.add_argument("--frame-passes", type=int, default=4, help="passes over the clip for the frame cost")
+    parser.add_argument("--skip", nargs="*", default=(), choices=("batch", "log", "frame", "webcam"))
     args = parser.parse_args()
     if "log" not in args.skip:
         log_size_figure()
+    if "frame" not in args.skip:
+        frame_cost_figures(args.frame_passes)
     if "batch" not in args.skip:
         batch_figures(args.photos, args.video_copies)
     if "webcam" not in args.skip:
