@@ -130,7 +130,7 @@ def analyse_file(
         else:
             settings = LiveSettings(detect_every=detect_every, engagement_preset=preset)  # as `video`
             analysed = 0
-            for frame in track_video(data, classifier, settings=settings, max_duration_s=None):
+            for frame in track_video(data, classifier, settings=settings, limit_length=False):
                 analysed += 1
                 if frame.faces:
                     time_s = frame.time_s
