@@ -822,24 +822,25 @@ def history_tab() -> None:
                 column_config={"engagement": st.column_config.NumberColumn(format="percent")},
             )
             buttons = st.container(horizontal=True)
-            buttons.download_button(
-                "Selection as Parquet",
-                lambda: parquet_bytes(store.read(lambda connection: export_table(connection, selection))),
-                file_name="detections.parquet",
-                mime="application/vnd.apache.parquet",
-                key="history-parquet",
-                on_click="ignore",
-            )
-            buttons.download_button(
-                "Selection as CSV",
-                lambda: csv_bytes(store.read(lambda connection: export_table(connection, selection))),
-                file_name="detections.csv",
-                mime="text/csv",
-                key="history-csv",
-                on_click="ignore",
-            )
+            for label, encode, file_name, mime in (
+                ("Parquet", parquet_bytes, "detections.parquet", "application/vnd.apache.parquet"),
+                ("CSV", csv_bytes, "detections.csv", "text/csv"),
+            ):
+                buttons.download_button(
+                    f"Selection as {label}",
+                    # Made when clicked, not on every run: a selection can be large.
+                    functools.partial(export_selection, store, selection, encode),
+                    file_name=file_name,
+                    mime=mime,
+                    key=f"history-{label.lower()}",
+                    on_click="ignore",
+                )
     if isinstance(store, DetectionLog):
         delete_history(store, whole.events)
+
+
+def export_selection(store: DetectionLog | ParquetHistory, selection: Selection, encode) -> bytes:
+    return encode(store.read(lambda connection: export_table(connection, selection)))
 
 
 def history_selection(whole) -> Selection:

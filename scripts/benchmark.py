@@ -93,8 +93,7 @@ def app_figures(clip: Path, stream_s: float) -> None:
         browser_missing_reason,
         chromium,
         fake_camera_args,
-        live_metric,
-        start_webcam,
+        shown_webcam_rate,
         write_y4m,
     )
 
@@ -123,15 +122,10 @@ def app_figures(clip: Path, stream_s: float) -> None:
                     f"app start to first photo result: {statistics.median(starts):.2f} s median "
                     f"({', '.join(f'{each:.2f}' for each in starts)} s, a fresh server each)"
                 )
-                start_webcam(page)
-                stats = page.locator(".st-key-live-stats")
-                frames = live_metric(stats, "Frames analysed")
-                frames.wait_for()
-                page.wait_for_timeout(1000 * stream_s)
-                fps = live_metric(stats, "FPS").inner_text()
+                fps, frames = shown_webcam_rate(page, stream_s)
                 print(
                     f"webcam tab after {stream_s:.0f} s of the fake camera: {fps} fps shown, "
-                    f"{frames.inner_text()} frames analysed"
+                    f"{frames} frames analysed"
                 )
                 status = Path(f"/proc/{server.process.pid}/status").read_text()
                 peak_kb = int(re.search(r"VmHWM:\s+(\d+)", status).group(1))

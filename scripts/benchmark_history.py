@@ -169,10 +169,9 @@ def webcam_figures(stream_s: float) -> None:
         browser_missing_reason,
         chromium,
         fake_camera_args,
-        live_metric,
         open_app,
         serve_app,
-        start_webcam,
+        shown_webcam_rate,
         switch_on_detection_log,
         write_y4m,
     )
@@ -193,15 +192,10 @@ def webcam_figures(stream_s: float) -> None:
                     open_app(page, server.url)
                     if log_on:
                         switch_on_detection_log(page)
-                    start_webcam(page)
-                    stats = page.locator(".st-key-live-stats")
-                    frames = live_metric(stats, "Frames analysed")
-                    frames.wait_for()
-                    page.wait_for_timeout(1000 * stream_s)
-                    fps = live_metric(stats, "FPS").inner_text()
+                    fps, frames = shown_webcam_rate(page, stream_s)
                     print(
                         f"webcam tab, detection log {'on' if log_on else 'off'}, after {stream_s:.0f} s: "
-                        f"{fps} fps shown, {frames.inner_text()} frames analysed"
+                        f"{fps} fps shown, {frames} frames analysed"
                     )
         size = log_path.stat().st_size / 1e6 if log_path.exists() else 0.0
         print(f"detection log after the webcam session: {size:.1f} MB")

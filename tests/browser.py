@@ -176,6 +176,16 @@ def start_webcam(page):
     return streamer
 
 
+def shown_webcam_rate(page, stream_s: float) -> tuple[str, str]:
+    """Press START, let the fake camera play for stream_s seconds: (FPS shown, frames analysed)."""
+    start_webcam(page)
+    stats = page.locator(".st-key-live-stats")
+    frames = live_metric(stats, "Frames analysed")
+    frames.wait_for()
+    page.wait_for_timeout(1000 * stream_s)
+    return live_metric(stats, "FPS").inner_text(), frames.inner_text()
+
+
 def live_metric(stats, label: str):
     """The value element of the live panel's metric named `label`."""
     metric = stats.locator("[data-testid='stMetric']").filter(has_text=label)
