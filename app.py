@@ -553,10 +553,16 @@ def webcam_tab(classifier: EmotionClassifier, settings: PageSettings) -> None:
             "block WebRTC: see the README on setting up a TURN server."
         )
     session = st.session_state.get("webcam_session", 0)
-    st.fragment(live_panel, run_every=LIVE_REFRESH_S if playing else None)(analyzer, playing, session)
+    st.fragment(live_panel, run_every=LIVE_REFRESH_S if playing else None)(
+        analyzer, playing, session, settings.detection_log
+    )
 
 
-def live_panel(analyzer: LiveAnalyzer, playing: bool, session: int) -> None:
+def live_panel(analyzer: LiveAnalyzer, playing: bool, session: int, log: DetectionLog | None) -> None:
+    """The session's statistics, redrawn every second while the camera plays, and any trouble
+    the detection log has meanwhile."""
+    if log is not None and log.status().warning:
+        st.warning(log.status().warning)
     snapshot = analyzer.snapshot()
     if not playing and snapshot.frames == 0:
         st.caption(

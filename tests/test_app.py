@@ -526,3 +526,23 @@ def test_history_can_show_a_batch_table(history_path, streamer, monkeypatch, tmp
     assert metric_values(page)["Detections"] == "25"
     assert per_source(page) == {"/archive/lecture.mp4": 25}
     assert not [button for button in page.button if button.key == "history-delete"]  # read-only
+
+
+def test_a_log_file_held_by_another_program_is_a_warning_and_the_webcam_carries_on(
+    history_path, streamer, face_clip
+):
+    from tests.test_history import held_by_another_process
+
+    with held_by_another_process(history_path):
+        page = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+        page.toggle(key="history_log").set_value(True).run()
+        streamer.playing = True
+        page.run()  # START
+        frames = clip_frames(face_clip, 10)
+        for frame in frames:
+            streamer.callback(frame)
+        assert page.session_state["live_recorder"].log.flush()
+        page.run()
+    assert not page.exception, page.exception
+    assert any("in use by another program" in warning.value for warning in page.warning)
+    assert metric_values(page)["Frames analysed"] == str(len(frames))

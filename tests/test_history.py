@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -124,10 +126,12 @@ def test_a_full_queue_drops_and_says_so(tmp_path):
         log.close()
 
 
-def test_a_file_locked_by_another_process_is_a_warning_until_it_is_free(log):
-    log.path.parent.mkdir(parents=True)
+@contextlib.contextmanager
+def held_by_another_process(path: Path) -> Iterator[None]:
+    """The DuckDB file at `path` open in another process (which holds its lock) meanwhile."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     hold_the_file = (
-        f"import duckdb, sys; connection = duckdb.connect({str(log.path)!r}); "
+        f"import duckdb, sys; connection = duckdb.connect({str(path)!r}); "
         "print('open', flush=True); sys.stdin.read()"
     )
     holder = subprocess.Popen(
@@ -135,13 +139,18 @@ def test_a_file_locked_by_another_process_is_a_warning_until_it_is_free(log):
     )
     try:
         assert holder.stdout.readline().strip() == b"open"
+        yield
+    finally:
+        holder.communicate(b"")
+
+
+def test_a_file_locked_by_another_process_is_a_warning_until_it_is_free(log):
+    with held_by_another_process(log.path):
         log.submit(WEBCAM, frames(5))
         assert log.flush()
         status = log.status()
         assert status.events_dropped == 5
         assert "in use by another program" in status.warning
-    finally:
-        holder.communicate(b"")
     log.submit(WEBCAM, frames(7))
     assert log.flush()
     assert log.status() == (7, 5, None)
