@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import os
+import sys
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
@@ -310,6 +311,9 @@ def spark_session(master: str | None = None):
     builder = SparkSession.builder.appName("emotion-batch")
     if master is not None:
         builder = builder.master(master)
+    if (master or "").startswith("local"):
+        # This interpreter for the workers too, not whichever `python3` comes first on the PATH.
+        builder = builder.config("spark.pyspark.python", sys.executable)
     return builder.getOrCreate()
 
 

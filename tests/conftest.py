@@ -105,15 +105,9 @@ def group_photo_rgb(astronaut_rgb) -> np.ndarray:
 @pytest.fixture(scope="session")
 def spark():
     """One SparkSession on local[2] for the whole run: starting Spark takes seconds."""
-    pyspark_sql = pytest.importorskip(
-        "pyspark.sql", reason="PySpark is not installed (requirements-spark.txt)"
-    )
-    session = (
-        pyspark_sql.SparkSession.builder.master("local[2]")
-        .appName("emotion-tests")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", "2")
-        .getOrCreate()
-    )
+    pytest.importorskip("pyspark", reason="PySpark is not installed (requirements-spark.txt)")
+    from emotion.batch import spark_session
+
+    session = spark_session("local[2]")
     yield session
     session.stop()
