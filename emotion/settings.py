@@ -13,6 +13,8 @@ Settings:
                             fetch Cloudflare TURN credentials instead
   TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN
                             fetch Twilio TURN credentials instead
+  HISTORY_PATH, HISTORY_TABLE, HISTORY_PASSWORD
+                            the detection log and the History tab (see emotion.history)
 
 No setting's secret part is ever logged or shown: see `redact` and `redact_url`.
 """
