@@ -2,11 +2,11 @@
 
 `DetectionLog` owns one DuckDB file (HISTORY_PATH). The webcam and video paths call `submit`,
 which only puts the frames on a bounded queue and never blocks; a writer thread turns what has
-queued into one Arrow table and appends it at most every BATCH_INTERVAL_S, so a live stream
-keeps its frame rate. Every visitor of an app process shares one log (the page caches it), so
-concurrent sessions write through the same thread; another process holding the file gets its
-lock error back as a warning. A failed write (a full disk, a file locked by another program)
-drops that batch, counts its events and becomes the log's `warning`; the next batch tries again.
+queued into one Arrow table and appends it within BATCH_INTERVAL_S (sooner past
+BATCH_MAX_EVENTS), so a live stream keeps its frame rate. Every visitor of an app process
+shares one log (the page caches it), so concurrent sessions write through the same thread. A
+failed write (a full disk, a file another process holds open) drops that batch, counts its
+events and becomes the log's `warning`; the next batch tries again.
 `flush` waits for what is queued, `close` (also run when the interpreter exits) flushes and
 stops the thread, and `delete_all` removes the database file itself, so no deleted row is left
 in it.
