@@ -1,6 +1,6 @@
 """The detection log and the history read from it: events kept in DuckDB, or a batch Parquet table.
 
-`DetectionLog` owns one DuckDB file (HISTORY_PATH). The webcam and video paths call `submit`,
+`DetectionLog` owns one DuckDB file (HISTORY_PATH). The page's webcam, video and photo paths call `submit`,
 which only puts the frames on a bounded queue and never blocks; a writer thread turns what has
 queued into one Arrow table and appends it within BATCH_INTERVAL_S (sooner past
 BATCH_MAX_EVENTS), so a live stream keeps its frame rate. Every visitor of an app process
