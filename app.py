@@ -55,7 +55,7 @@ from emotion.history import (
 )
 from emotion.image import InvalidImage
 from emotion.live import LiveAnalyzer, LiveSettings
-from emotion.pipeline import PhotoResult, annotated_png, process_photo
+from emotion.pipeline import PHOTO_BATCH_MAX, PHOTO_SLOTS, PhotoResult, annotated_png, process_photo
 from emotion.remote import LoadedModel
 from emotion.results import Face, numbered, photo_csv, photo_record
 from emotion.settings import IceServerCache, ice_servers
@@ -67,11 +67,7 @@ logger = logging.getLogger(__name__)
 MODEL_CARD = Path(__file__).resolve().parent / "model" / "MODEL_CARD.md"
 PHOTO_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
 MANY_FACES = 8  # above this many faces in one photo, say that small faces are less reliable
-PHOTO_BATCH_MAX = 12  # photos analysed per upload; the page says so when more come
 PHOTO_RESULTS_KEPT = 2 * PHOTO_BATCH_MAX  # remembered per visitor: a rerun recomputes none of a batch
-# Photos analysed at once, all visitors together; the others wait their turn. A decoded photo
-# takes up to 150 MB (emotion.image.MAX_PIXELS), and two keep both cores of a small server busy.
-PHOTO_SLOTS = 2
 VIDEO_TYPES = ["mp4", "mov", "avi", "webm", "mkv", "m4v"]
 PROGRESS_INTERVAL_S = 0.25  # between progress-bar updates: one per frame would flood the browser
 CHART_POINTS = 2000  # at most this many points per chart; longer series are thinned

@@ -287,7 +287,7 @@ def test_file_names_are_shown_as_they_are_not_as_markdown(app):
 
 
 def test_a_batch_over_the_limit_is_cut_with_a_message_and_reruns_analyse_nothing(app, photo_analyses):
-    from app import PHOTO_BATCH_MAX
+    from emotion.pipeline import PHOTO_BATCH_MAX
 
     photos = [(f"grey-{level}.png", grey_png(level), "image/png") for level in range(PHOTO_BATCH_MAX + 1)]
     upload_photos(app, *photos)
@@ -355,11 +355,10 @@ def test_a_video_error_that_is_not_the_files_fault_is_a_message_and_not_repeated
 def test_photos_of_all_visitors_are_analysed_at_most_photo_slots_at_a_time(streamer, monkeypatch):
     import threading
 
-    from app import PHOTO_SLOTS
     from emotion import pipeline
 
     analysing, most, lock = [0], [0], threading.Lock()
-    everyone_started = threading.Barrier(PHOTO_SLOTS + 1, timeout=5)
+    everyone_started = threading.Barrier(pipeline.PHOTO_SLOTS + 1, timeout=5)
     process_photo = pipeline.process_photo
 
     def slow_process_photo(data, *args, **kwargs):
@@ -375,7 +374,7 @@ def test_photos_of_all_visitors_are_analysed_at_most_photo_slots_at_a_time(strea
                 analysing[0] -= 1
 
     monkeypatch.setattr(pipeline, "process_photo", slow_process_photo)
-    visitors = [AppTest.from_file(APP, default_timeout=TIMEOUT_S) for _ in range(PHOTO_SLOTS + 1)]
+    visitors = [AppTest.from_file(APP, default_timeout=TIMEOUT_S) for _ in range(pipeline.PHOTO_SLOTS + 1)]
     for visitor in visitors:
         visitor.run()
 
@@ -389,7 +388,7 @@ def test_photos_of_all_visitors_are_analysed_at_most_photo_slots_at_a_time(strea
         thread.start()
     for thread in threads:
         thread.join()
-    assert most[0] == PHOTO_SLOTS
+    assert most[0] == pipeline.PHOTO_SLOTS
     assert all(not visitor.exception for visitor in visitors)
 
 
