@@ -15,8 +15,14 @@ Settings:
                             fetch Twilio TURN credentials instead
   HISTORY_PATH, HISTORY_TABLE, HISTORY_PASSWORD
                             the detection log and the History tab (see emotion.history)
+  API_KEYS, API_RESULT_TTL_S, API_VIDEO_QUEUE
+                            the HTTP API's keys and video jobs (see emotion.api)
 
 No setting's secret part is ever logged or shown: see `redact` and `redact_url`.
+
+Outside Streamlit (the HTTP API), `read_secrets_file` reads the page's `.streamlit/secrets.toml`,
+so the API and the page started in the same folder use the same settings, and `upload_limit_mb`
+the page's upload limit from its `.streamlit/config.toml`.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ import logging
 import os
 import threading
 import time
+import tomllib
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
@@ -42,6 +50,9 @@ ICE_RETRY_S = 30  # after a failed look-up, the fallback is used this long, then
 ICE_WAIT_S = 3.0  # a page waits at most this long for a look-up, then goes on without it
 TWILIO_CREDENTIAL_TTL_S = 3600  # asked of Twilio: one hour
 REDACTED = "***"
+SECRETS_FILE = Path(".streamlit") / "secrets.toml"  # where `streamlit run` looks, in the working folder
+STREAMLIT_CONFIG = Path(__file__).resolve().parent.parent / ".streamlit" / "config.toml"  # the page's
+STREAMLIT_UPLOAD_LIMIT_MB = 200  # Streamlit's own default for server.maxUploadSize
 
 
 class SettingsError(ValueError):
@@ -67,6 +78,35 @@ def get_setting(name: str, secrets: Mapping[str, Any] | None = None, default: An
             return value
     value = os.environ.get(name)
     return default if _is_empty(value) else value
+
+
+def read_secrets_file(path: Path = SECRETS_FILE) -> dict[str, Any]:
+    """The settings in a secrets.toml, for use outside Streamlit; {} when there is no such file.
+
+    A file that cannot be read or parsed is logged as a warning and counts as empty, as in
+    `get_setting`.
+    """
+    try:
+        with open(path, "rb") as file:
+            return tomllib.load(file)
+    except FileNotFoundError:
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        logger.warning("Ignoring %s: %s", path, error)
+        return {}
+
+
+def upload_limit_mb(config: Path = STREAMLIT_CONFIG) -> int:
+    """The page's upload limit per file, server.maxUploadSize in its config.toml, for use outside
+    Streamlit (the page asks Streamlit). Missing or unreadable: Streamlit's default, with a warning."""
+    try:
+        with open(config, "rb") as file:
+            return int(tomllib.load(file)["server"]["maxUploadSize"])
+    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as error:
+        logger.warning(
+            "No server.maxUploadSize in %s (%r); using %d MB", config, error, STREAMLIT_UPLOAD_LIMIT_MB
+        )
+        return STREAMLIT_UPLOAD_LIMIT_MB
 
 
 def _is_empty(value: Any) -> bool:

@@ -20,7 +20,9 @@ from emotion.settings import (
     get_setting,
     ice_servers,
     parse_ice_servers,
+    read_secrets_file,
     redact_url,
+    upload_limit_mb,
 )
 
 ICE_SETTINGS = (
@@ -148,6 +150,31 @@ def test_unreadable_secrets_count_as_unset(monkeypatch):
     assert get_setting("SOME_SETTING", MissingSecretsFile(), "fallback") == "fallback"
     monkeypatch.setenv("SOME_SETTING", "from-env")
     assert get_setting("SOME_SETTING", MissingSecretsFile()) == "from-env"
+
+
+def test_a_secrets_file_is_read_outside_streamlit_and_a_broken_one_counts_as_empty(tmp_path, caplog):
+    secrets_file = tmp_path / "secrets.toml"
+    assert read_secrets_file(secrets_file) == {}
+    secrets_file.write_text('MODEL_URL = "https://example.org/model.keras"\nAPI_KEYS = ["a", "b"]\n')
+    assert read_secrets_file(secrets_file) == {
+        "MODEL_URL": "https://example.org/model.keras",
+        "API_KEYS": ["a", "b"],
+    }
+    secrets_file.write_text('API_KEYS = "never-shown\n')
+    assert read_secrets_file(secrets_file) == {}
+    assert "Ignoring " in caplog.text and "never-shown" not in caplog.text
+
+
+def test_the_pages_upload_limit_is_read_from_its_config_file(tmp_path, caplog):
+    import tomllib
+
+    with open(settings.STREAMLIT_CONFIG, "rb") as file:
+        assert upload_limit_mb() == tomllib.load(file)["server"]["maxUploadSize"]
+    config = tmp_path / "config.toml"
+    config.write_text("[server]\nmaxUploadSize = 25\n")
+    assert upload_limit_mb(config) == 25
+    assert upload_limit_mb(tmp_path / "missing.toml") == settings.STREAMLIT_UPLOAD_LIMIT_MB
+    assert "No server.maxUploadSize in " in caplog.text
 
 
 def test_empty_values_count_as_unset(monkeypatch):
