@@ -1,5 +1,6 @@
-"""Command line: `python -m emotion predict PHOTO_OR_FOLDER... [--json]`, `python -m emotion video IN`
-and `python -m emotion batch INPUT... --out DIR [--engine local|spark]`.
+"""Command line: `python -m emotion predict PHOTO_OR_FOLDER... [--json]`, `python -m emotion video IN`,
+`python -m emotion batch INPUT... --out DIR [--engine local|spark]` and `python -m emotion serve`
+(the HTTP API, see emotion.api).
 
 Exit status: 0 when every input was analysed (finding no face is a result, not a failure);
 1 when any input could not be read or analysed (the others are still done); 2 for a usage
@@ -27,6 +28,8 @@ from emotion.live import LiveSettings
 
 logger = logging.getLogger(__name__)
 
+API_HOST = "127.0.0.1"  # this machine only; 0.0.0.0 serves every network interface
+API_PORT = 8000  # the page's Streamlit server uses 8501
 PROGRESS_INTERVAL_S = 0.25  # redraw the progress bar at most 4 times a second
 PROGRESS_BAR_WIDTH = 30  # characters
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -104,6 +107,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="videos: search whole frames for faces on every Nth frame (default: %(default)s)",
     )
     _add_model_option(batch)
+    serve = commands.add_parser(
+        "serve",
+        help="serve the HTTP API",
+        description="Serve the HTTP API (documented at /docs) with the model loaded once, as the page "
+        "loads it. Settings as for the page (.streamlit/secrets.toml in the working folder, else "
+        "environment variables), and API_KEYS, API_RESULT_TTL_S, API_VIDEO_QUEUE.",
+    )
+    serve.add_argument("--host", default=API_HOST, help="address to listen on (default: %(default)s)")
+    serve.add_argument(
+        "--port", type=_port, default=API_PORT, help="port to listen on (default: %(default)s)"
+    )
     return parser
 
 
@@ -116,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return predict_command(args.paths, args.model, as_json=args.json)
         if args.command == "batch":
             return batch_command(args)
+        if args.command == "serve":
+            return serve_command(args.host, args.port)
         return video_command(args.input, args.out, args.csv, args.detect_every, args.model)
     except KeyboardInterrupt:
         _error("interrupted")
@@ -242,6 +258,21 @@ def batch_command(args: argparse.Namespace) -> int:
     return EXIT_FAILED if summary.errors else EXIT_OK
 
 
+def serve_command(host: str, port: int) -> int:
+    import uvicorn
+
+    from emotion.api import create_app
+    from emotion.classifier import ModelError
+
+    try:
+        app = create_app()
+    except ModelError as error:
+        _error(str(error))
+        return EXIT_USAGE
+    uvicorn.run(app, host=host, port=port)
+    return EXIT_OK
+
+
 def _add_model_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
@@ -259,6 +290,13 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
     return value
+
+
+def _port(text: str) -> int:
+    port = _positive_int(text)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"a port is at most 65535, got {port}")
+    return port
 
 
 def _error(message: str) -> None:

@@ -1,0 +1,237 @@
+"""Video jobs for the HTTP API: a bounded queue, one job at a time per worker, results that expire.
+
+`submit` writes an uploaded video into the job's own folder, inside a temporary folder, and
+queues it. A worker thread (one per core: a job keeps about one core busy) annotates it with
+`process_video`, leaves its ResultFile(s) beside it and deletes the upload. Results are
+kept `result_ttl_s` after the job finished or failed, then removed; `close` removes them all.
+Deleting a job removes its folder; a running job stops at its next frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+from emotion.live import LiveSettings
+from emotion.tracking import Classifier
+from emotion.video import InvalidVideo, process_video
+
+logger = logging.getLogger(__name__)
+
+WORKERS = os.cpu_count() or 1  # one job at a time per core
+PURGE_INTERVAL_S = 30.0  # an idle worker removes expired results this often
+UPLOAD_FILE = "upload"  # the video as uploaded, deleted once analysed
+
+Status = Literal["queued", "running", "done", "failed"]
+
+
+class ResultFile(StrEnum):
+    """The files a finished job leaves in its folder."""
+
+    VIDEO = "annotated.mp4"  # the annotated video, H.264
+    CSV = "faces.csv"  # one row per frame and face
+
+
+class QueueFull(RuntimeError):
+    """Every place in the queue is taken."""
+
+
+class JobNotFound(LookupError):
+    """No such job: it never existed, was deleted or has expired."""
+
+
+class JobNotDone(RuntimeError):
+    """The job has no results (yet): it is queued, running or has failed."""
+
+
+class _Deleted(Exception):
+    """Raised by a deleted job's progress callback to stop its analysis."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as its owner sees it."""
+
+    id: str
+    status: Status
+    frames_done: int
+    frames_total: int  # declared by the container or estimated from its duration; 0 when unknown
+    error: str | None  # why it failed, for people
+    expires_in_s: float | None  # until its results are removed; None while it has not finished
+
+
+@dataclass
+class _Job:
+    id: str
+    folder: Path
+    settings: LiveSettings  # how process_video searches, tracks and smooths faces
+    frames_total: int
+    frames_done: int = 0
+    status: Status = "queued"
+    error: str | None = None
+    finished_at: float | None = None  # time.monotonic()
+    deleted: bool = False
+
+
+class VideoJobs:
+    """The queue and its workers. Thread-safe; `start` the workers, `close` when done."""
+
+    def __init__(self, classifier: Classifier, *, capacity: int, result_ttl_s: float, workers: int = WORKERS):
+        """capacity: jobs that may wait (beyond the running ones); result_ttl_s: how long results are kept."""
+        self.classifier = classifier
+        self.result_ttl_s = result_ttl_s
+        self.folder = Path(tempfile.mkdtemp(prefix="emotion-video-jobs-"))
+        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=capacity)
+        self._jobs: dict[str, _Job] = {}
+        self._lock = threading.Lock()
+        self._workers = [
+            threading.Thread(target=self._work, name=f"video-job-{number}", daemon=True)
+            for number in range(workers)
+        ]
+        self._started = False
+
+    def start(self) -> None:
+        for worker in self._workers:
+            worker.start()
+        self._started = True
+
+    def close(self) -> None:
+        """Stop the workers (a running job at its next frame) and remove every job's files."""
+        with self._lock:
+            for job in self._jobs.values():
+                job.deleted = True
+            self._jobs.clear()
+        if self._started:
+            for _ in self._workers:
+                self._queue.put(None)  # the workers skip the deleted jobs still queued before it
+            for worker in self._workers:
+                worker.join()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def full(self) -> bool:
+        return self._queue.full()
+
+    def counts(self) -> dict[Status, int]:
+        """How many jobs are in each state."""
+        counts: dict[Status, int] = {"queued": 0, "running": 0, "done": 0, "failed": 0}
+        with self._lock:
+            for job in self._jobs.values():
+                counts[job.status] += 1
+        return counts
+
+    def submit(self, video: bytes, *, settings: LiveSettings, frames_total: int) -> Job:
+        """Queue a video file's bytes; raises QueueFull."""
+        self.purge()
+        if self.full():
+            raise QueueFull("the queue is full")
+        job_id = secrets.token_hex(16)  # 128 random bits: not guessable
+        job = _Job(job_id, self.folder / job_id, settings, frames_total)
+        job.folder.mkdir()
+        (job.folder / UPLOAD_FILE).write_bytes(video)
+        with self._lock:
+            try:
+                self._queue.put_nowait(job)
+            except queue.Full:
+                shutil.rmtree(job.folder, ignore_errors=True)
+                raise QueueFull("the queue is full") from None
+            self._jobs[job.id] = job
+            return self._view(job)
+
+    def get(self, job_id: str) -> Job:
+        self.purge()
+        with self._lock:
+            return self._view(self._find(job_id))
+
+    def open_result(self, job_id: str, name: ResultFile) -> BinaryIO:
+        """A finished job's result file, opened for reading; raises JobNotFound, JobNotDone."""
+        self.purge()
+        with self._lock:
+            job = self._find(job_id)
+            if job.status != "done":
+                raise JobNotDone(job.status)
+            # Once open, the file can be read to its end even if the job is deleted meanwhile.
+            return open(job.folder / name, "rb")
+
+    def delete(self, job_id: str) -> None:
+        with self._lock:
+            job = self._find(job_id)
+            del self._jobs[job_id]
+            job.deleted = True
+            if job.status != "running":  # a running job's worker removes the folder when it stops
+                shutil.rmtree(job.folder, ignore_errors=True)
+
+    def purge(self) -> None:
+        """Remove the jobs whose results have expired."""
+        now = time.monotonic()
+        with self._lock:
+            for job in list(self._jobs.values()):
+                if job.finished_at is not None and now - job.finished_at >= self.result_ttl_s:
+                    del self._jobs[job.id]
+                    shutil.rmtree(job.folder, ignore_errors=True)
+
+    def _find(self, job_id: str) -> _Job:
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    def _view(self, job: _Job) -> Job:
+        expires_in_s = None
+        if job.finished_at is not None:
+            expires_in_s = max(0.0, job.finished_at + self.result_ttl_s - time.monotonic())
+        return Job(job.id, job.status, job.frames_done, job.frames_total, job.error, expires_in_s)
+
+    def _work(self) -> None:
+        while True:
+            try:
+                job = self._queue.get(timeout=PURGE_INTERVAL_S)
+            except queue.Empty:
+                self.purge()
+                continue
+            if job is None:
+                return
+            self._run(job)
+
+    def _run(self, job: _Job) -> None:
+        with self._lock:
+            if job.deleted:
+                return
+            job.status = "running"
+
+        def progress(done: int, total: int) -> None:
+            if job.deleted:
+                raise _Deleted
+            with self._lock:
+                job.frames_done, job.frames_total = done, total
+
+        error = None
+        try:
+            result = process_video(
+                job.folder / UPLOAD_FILE, self.classifier, settings=job.settings, progress=progress
+            )
+            (job.folder / ResultFile.VIDEO).write_bytes(result.video)
+            (job.folder / ResultFile.CSV).write_text(result.to_csv())
+        except _Deleted:
+            error = "deleted"
+        except InvalidVideo as invalid:
+            error = str(invalid)
+        except Exception:  # the job fails, the service and the other jobs go on
+            logger.exception("Video job %s failed", job.id)
+            error = "The video could not be analysed because of an error in the service."
+        (job.folder / UPLOAD_FILE).unlink(missing_ok=True)
+        with self._lock:
+            job.status = "done" if error is None else "failed"
+            job.error = error
+            job.finished_at = time.monotonic()
+            if job.deleted:
+                shutil.rmtree(job.folder, ignore_errors=True)
