@@ -1,0 +1,476 @@
+"""The HTTP API: in-process through Starlette's test client, once under a real uvicorn, and a
+bounded property-based run of schemathesis against its own OpenAPI schema."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import av
+import cv2
+import numpy as np
+import pytest
+import schemathesis
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, settings
+from PIL import Image
+from schemathesis import checks
+
+from emotion import api
+from emotion.api import ApiSettings, create_app
+from emotion.classifier import BUNDLED_MODEL, load_classifier
+from emotion.image import encode_png
+from emotion.labels import EMOTIONS
+from emotion.model_file import read_metadata
+from emotion.pipeline import PHOTO_BATCH_MAX, PHOTO_SLOTS, analyze_photo, annotated_png
+from emotion.remote import LoadedModel
+from emotion.results import CSV_COLUMNS
+from tests.browser import SERVER_START_TIMEOUT_S, free_port, healthy
+from tests.samples import REPO
+from tests.test_video import make_video
+
+JOB_TIMEOUT_S = 300  # a generous bound for a short clip on a busy machine; not a speed check
+KEYS = ("first-secret-key", "second-secret-key")
+
+
+@pytest.fixture(autouse=True)
+def temp_root(tmp_path, monkeypatch):
+    """Temporary folders go to a folder of their own, which must be empty once the app has stopped."""
+    root = tmp_path / "temp"
+    root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    yield root
+    assert list(root.iterdir()) == []
+
+
+# Built when the module is collected: schemathesis generates its tests from the app's schema.
+MODEL = LoadedModel(load_classifier(BUNDLED_MODEL), BUNDLED_MODEL, None)
+schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(ApiSettings(), MODEL))
+
+
+@pytest.fixture
+def start():
+    """start(**settings) -> a test client of a running app with those ApiSettings."""
+    with contextlib.ExitStack() as stack:
+        yield lambda **fields: stack.enter_context(TestClient(create_app(ApiSettings(**fields), MODEL)))
+
+
+@pytest.fixture
+def client(start) -> TestClient:
+    return start()
+
+
+def jpeg(rgb: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def face_video(astronaut_rgb) -> bytes:
+    """A 2 s, 10 fps MP4 of the astronaut's face drifting across a 320x240 frame."""
+    face = cv2.resize(astronaut_rgb[30:230, 120:320], (140, 140), interpolation=cv2.INTER_AREA)
+    frames = []
+    for index in range(20):
+        frame = np.full((240, 320, 3), 200, dtype=np.uint8)
+        left = 20 + 6 * index
+        frame[50:190, left : left + 140] = face
+        frames.append(frame)
+    return make_video(frames, fps=10)
+
+
+def post_photos(client: TestClient, *files, query: str = "", **kwargs):
+    """files: (name, bytes, media type) each."""
+    return client.post(f"/v1/photos{query}", files=[("files", file) for file in files], **kwargs)
+
+
+def post_video(client: TestClient, data: bytes, query: str = "", media_type: str = "video/mp4"):
+    return client.post(f"/v1/videos{query}", files={"file": ("clip.mp4", data, media_type)})
+
+
+def wait_for_job(client: TestClient, job_id: str) -> dict:
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while time.monotonic() < deadline:
+        response = client.get(f"/v1/videos/{job_id}")
+        if response.status_code != 200 or response.json()["status"] in ("done", "failed"):
+            return response.json()
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not finish within {JOB_TIMEOUT_S} s")
+
+
+# --- Photos -------------------------------------------------------------------------------
+
+
+def test_photo_results_are_the_command_lines_json_for_the_same_files(
+    client, tmp_path, astronaut_rgb, group_photo_rgb
+):
+    photos = {"astronaut.png": encode_png(astronaut_rgb), "group.jpg": jpeg(group_photo_rgb)}
+    for name, data in photos.items():
+        (tmp_path / name).write_bytes(data)
+    command_line = subprocess.run(
+        [sys.executable, "-m", "emotion", "predict", *photos, "--json", "--model", str(BUNDLED_MODEL)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert command_line.returncode == 0, command_line.stderr
+    expected = [json.loads(line) for line in command_line.stdout.splitlines()]
+
+    response = post_photos(
+        client,
+        ("astronaut.png", photos["astronaut.png"], "image/png"),
+        ("group.jpg", photos["group.jpg"], "image/jpeg"),
+    )
+
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    assert response.json() == {"results": expected}
+    assert api.PhotoResults.model_validate(response.json()).model_dump() == response.json()  # as documented
+    assert [len(result["faces"]) for result in expected] == [1, 12]  # the comparison covers real faces
+
+
+def test_annotated_photo_is_the_engines_png_of_the_photo_with_its_faces_drawn(client, astronaut_rgb):
+    photo = jpeg(astronaut_rgb)
+    response = post_photos(client, ("astronaut.jpg", photo, "image/jpeg"), query="?annotated=true")
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    assert response.headers["content-disposition"] == 'inline; filename="astronaut-emotions.png"'
+    assert response.content == annotated_png(photo, analyze_photo(photo, MODEL.classifier))
+    annotated = np.asarray(Image.open(io.BytesIO(response.content)))
+    assert annotated.shape == astronaut_rgb.shape and not np.array_equal(annotated, astronaut_rgb)
+
+
+def test_a_photo_without_a_face_has_an_empty_list(client):
+    response = post_photos(
+        client, ("grey.png", encode_png(np.full((120, 160, 3), 128, np.uint8)), "image/png")
+    )
+    assert response.status_code == 200
+    assert response.json() == {"results": [{"file": "grey.png", "faces": []}]}
+
+
+def test_an_unreadable_photo_is_a_400_naming_the_file(client, astronaut_rgb):
+    response = post_photos(
+        client,
+        ("fine.png", encode_png(astronaut_rgb), "image/png"),
+        ("damaged.jpg", b"\xff\xd8\xff\xe0 not really a JPEG", "image/jpeg"),
+    )
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("damaged.jpg: ")
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "status", "message"),
+    [
+        ({"files": [("files", ("notes.txt", b"hello", "text/plain"))]}, 415, "notes.txt is text/plain"),
+        ({"files": [("files", ("clip.mp4", b"\x00" * 64, "video/mp4"))]}, 415, "not a photo"),
+        ({"json": {"files": []}}, 415, "multipart/form-data"),
+        ({"files": {"comment": (None, "no file here")}}, 422, "No photo in the request"),
+    ],
+    ids=["text", "video", "json body", "no file"],
+)
+def test_wrong_requests_get_a_clear_json_error(client, request_kwargs, status, message):
+    response = client.post("/v1/photos", **request_kwargs)
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    assert message in response.json()["detail"]
+
+
+def test_bad_parameters_are_422(client, astronaut_rgb):
+    photo = ("a.png", encode_png(astronaut_rgb), "image/png")
+    response = post_photos(client, photo, query="?annotated=perhaps")
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("Invalid parameters: query.annotated: ")
+    two = post_photos(client, photo, photo, query="?annotated=true")
+    assert two.status_code == 422 and "exactly one photo, not 2" in two.json()["detail"]
+    many = post_photos(client, *[photo] * (PHOTO_BATCH_MAX + 1))  # as many as the page analyses at once
+    assert many.status_code == 422 and f"at most {PHOTO_BATCH_MAX} photo" in many.json()["detail"]
+
+
+def test_photos_are_analysed_at_most_photo_slots_at_a_time(client, monkeypatch, astronaut_rgb):
+    analysing, most, lock = [0], [0], threading.Lock()
+    everyone_started = threading.Barrier(PHOTO_SLOTS + 1, timeout=5)
+    photo_json = api.photo_json
+
+    def counted_photo_json(*args, **kwargs):
+        with lock:
+            analysing[0] += 1
+            most[0] = max(most[0], analysing[0])
+        with contextlib.suppress(threading.BrokenBarrierError):  # then at most PHOTO_SLOTS got in
+            everyone_started.wait()  # until every request that can get in got in
+        try:
+            return photo_json(*args, **kwargs)
+        finally:
+            with lock:
+                analysing[0] -= 1
+
+    monkeypatch.setattr(api, "photo_json", counted_photo_json)
+    photo = ("a.png", encode_png(astronaut_rgb), "image/png")
+    with ThreadPoolExecutor(PHOTO_SLOTS + 1) as clients:
+        answers = list(clients.map(lambda _: post_photos(client, photo), range(PHOTO_SLOTS + 1)))
+    assert [answer.status_code for answer in answers] == [200] * (PHOTO_SLOTS + 1)
+    assert most[0] == PHOTO_SLOTS
+
+
+def test_files_over_the_size_limit_are_413(start, astronaut_rgb):
+    client = start(upload_limit_mb=1)
+    big = np.random.default_rng(0).integers(0, 256, (800, 800, 3), dtype=np.uint8)  # ~1.9 MB as PNG
+    response = post_photos(
+        client,
+        ("noise.png", encode_png(big), "image/png"),
+        ("small.png", encode_png(astronaut_rgb), "image/png"),
+    )
+    assert response.status_code == 413
+    assert response.json()["detail"] == "noise.png is larger than 1 MB, the limit per photo."
+    # A body larger than a batch of such photos is refused from its Content-Length, before it is read.
+    body = b"\x00" * ((PHOTO_BATCH_MAX + 1) * 1024 * 1024)
+    response = client.post(
+        "/v1/photos", content=body, headers={"Content-Type": "multipart/form-data; boundary=x"}
+    )
+    assert response.status_code == 413 and "too large" in response.json()["detail"]
+
+
+# --- Videos -------------------------------------------------------------------------------
+
+
+def test_a_video_job_runs_to_its_annotated_mp4_and_csv_and_can_be_deleted(client, face_video):
+    response = post_video(client, face_video, "?detect_every=2")
+    assert response.status_code == 202
+    job = response.json()
+    assert response.headers["location"] == f"/v1/videos/{job['id']}"
+    assert job["status"] in ("queued", "running") and job["frames_total"] == 20 and job["error"] is None
+
+    job = wait_for_job(client, job["id"])
+    assert job["status"] == "done" and job["frames_done"] == job["frames_total"] == 20
+    assert 0 < job["expires_in_s"] <= api.DEFAULT_RESULT_TTL_S
+
+    video = client.get(f"/v1/videos/{job['id']}/annotated.mp4")
+    assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
+    assert int(video.headers["content-length"]) == len(video.content)
+    with av.open(io.BytesIO(video.content)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 20
+    table = client.get(f"/v1/videos/{job['id']}/faces.csv")
+    assert table.status_code == 200 and table.headers["content-type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(table.text)))
+    assert tuple(rows[0]) == CSV_COLUMNS and len(rows) > 10
+
+    assert client.delete(f"/v1/videos/{job['id']}").status_code == 204
+    for path in ("", "/annotated.mp4", "/faces.csv"):
+        gone = client.get(f"/v1/videos/{job['id']}{path}")
+        assert gone.status_code == 404 and "No such video job" in gone.json()["detail"]
+    assert client.delete(f"/v1/videos/{job['id']}").status_code == 404
+
+
+def test_deleting_a_running_job_stops_it_and_removes_its_folder(client, face_video):
+    job_id = post_video(client, face_video, "?detect_every=1").json()["id"]
+    while client.get(f"/v1/videos/{job_id}").json()["status"] == "queued":
+        time.sleep(0.01)
+    assert client.delete(f"/v1/videos/{job_id}").status_code == 204
+    assert client.get(f"/v1/videos/{job_id}").status_code == 404
+    folder = client.app.state.jobs.folder
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while any(folder.iterdir()) and time.monotonic() < deadline:  # the worker stops at its next frame
+        time.sleep(0.05)
+    assert list(folder.iterdir()) == []
+    assert client.get("/healthz").json()["video_jobs"] == {"queued": 0, "running": 0, "done": 0, "failed": 0}
+
+
+def test_results_are_not_there_before_the_job_is_done_and_a_full_queue_is_429(start, face_video):
+    client = start(video_workers=0, video_queue=1)  # no worker: the queued job stays queued
+    job = post_video(client, face_video).json()
+    early = client.get(f"/v1/videos/{job['id']}/annotated.mp4")
+    assert (
+        early.status_code == 409 and early.json()["detail"] == "The job has no annotated.mp4: it is queued."
+    )
+    full = post_video(client, face_video)
+    assert full.status_code == 429 and full.headers["retry-after"] == str(api.RETRY_AFTER_S)
+    assert "queue is full" in full.json()["detail"]
+    assert client.get("/healthz").json()["video_jobs"]["queued"] == 1
+    assert client.delete(f"/v1/videos/{job['id']}").status_code == 204  # a queued job can be deleted
+    assert client.get("/healthz").json()["video_jobs"]["queued"] == 0
+
+
+def truncated_avi() -> bytes:
+    """The first half of an AVI of 20 frames: its header, which declares them all, reads fine."""
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="avi") as output:
+        stream = output.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        for index in range(20):
+            frame = av.VideoFrame.from_ndarray(np.full((240, 320, 3), 10 * index, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                output.mux(packet)
+        for packet in stream.encode():
+            output.mux(packet)
+    return buffer.getvalue()[: len(buffer.getvalue()) // 2]
+
+
+def test_a_video_that_fails_while_analysed_is_a_failed_job_that_says_why(client):
+    response = post_video(client, truncated_avi(), media_type="video/x-msvideo")
+    assert response.status_code == 202 and response.json()["frames_total"] == 20
+    job = wait_for_job(client, response.json()["id"])
+    assert job["status"] == "failed" and "damaged" in job["error"]
+    missing = client.get(f"/v1/videos/{job['id']}/faces.csv")
+    assert missing.status_code == 409 and "it failed: " in missing.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("data", "query", "media_type", "status", "message"),
+    [
+        (b"not a video at all", "", "video/mp4", 400, "clip.mp4: "),
+        (b"GIF89a", "", "image/gif", 415, "not a video"),
+        (None, "?detect_every=0", "video/mp4", 422, "query.detect_every"),
+    ],
+    ids=["unreadable", "an image", "bad parameter"],
+)
+def test_wrong_videos_get_a_clear_json_error(client, face_video, data, query, media_type, status, message):
+    response = post_video(client, data or face_video, query, media_type)
+    assert response.status_code == status
+    assert message in response.json()["detail"]
+
+
+def test_finished_results_expire_and_their_files_are_removed(start, face_video):
+    client = start(result_ttl_s=0)
+    job_id = post_video(client, face_video).json()["id"]
+    assert "detail" in wait_for_job(client, job_id)  # 404 once finished: expired at once
+    jobs = client.app.state.jobs
+    assert list(jobs.folder.iterdir()) == []
+
+
+# --- Keys, model, health, documentation ---------------------------------------------------
+
+
+def test_api_keys_are_required_when_set_and_never_logged(start, caplog, astronaut_rgb):
+    caplog.set_level(logging.DEBUG)
+    client = start(api_keys=KEYS)
+    photo = ("a.png", encode_png(astronaut_rgb), "image/png")
+    for headers in ({}, {"Authorization": "Bearer wrong-key"}, {"Authorization": f"Basic {KEYS[0]}"}):
+        refused = post_photos(client, photo, headers=headers)
+        assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+        assert "Authorization: Bearer KEY" in refused.json()["detail"]
+    assert client.get("/v1/model").status_code == 401
+    for key in KEYS:
+        assert post_photos(client, photo, headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    assert client.get("/healthz").status_code == 200 and client.get("/docs").status_code == 200
+    schema = client.get("/openapi.json").json()
+    assert "HTTPBearer" in schema["components"]["securitySchemes"]
+    assert all(key not in caplog.text and key not in repr(ApiSettings(api_keys=KEYS)) for key in KEYS)
+
+
+def test_without_keys_no_key_is_asked_for(client):
+    assert client.get("/v1/model").status_code == 200
+    assert "securitySchemes" not in client.get("/openapi.json").json().get("components", {})
+
+
+def test_model_describes_the_loaded_model_with_its_own_figures(client):
+    info = client.get("/v1/model").json()
+    metadata = read_metadata(BUNDLED_MODEL)
+    assert info["sha256"] == hashlib.sha256(BUNDLED_MODEL.read_bytes()).hexdigest()
+    assert info["file"] == "emotion_cnn.keras" and info["source"] == "bundled"
+    assert info["classes"] == list(EMOTIONS) and info["metrics"] == metadata["metrics"]
+    assert info["input_shape"] == [48, 48, 1]
+
+
+def test_health_openapi_and_interactive_docs(client):
+    assert client.get("/healthz").json() == {
+        "status": "ok",
+        "video_jobs": {"queued": 0, "running": 0, "done": 0, "failed": 0},
+    }
+    paths = client.get("/openapi.json").json()["paths"]
+    assert set(paths) == {
+        "/healthz",
+        "/v1/model",
+        "/v1/photos",
+        "/v1/videos",
+        "/v1/videos/{job_id}",
+        "/v1/videos/{job_id}/{name}",
+    }
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/openapi.json" in docs.text
+
+
+def test_settings_come_from_secrets_or_the_environment(monkeypatch, caplog):
+    monkeypatch.setenv("API_KEYS", " one , two,,")
+    monkeypatch.setenv("API_VIDEO_QUEUE", "inf")
+    settings = ApiSettings.from_settings({"API_RESULT_TTL_S": "90"})
+    assert settings.api_keys == ("one", "two") and settings.result_ttl_s == 90
+    assert settings.video_queue == api.DEFAULT_VIDEO_QUEUE
+    assert "API_VIDEO_QUEUE must be a number" in caplog.text
+    assert ApiSettings.from_settings({"API_KEYS": ["three"]}).api_keys == ("three",)
+
+
+# --- A real server ------------------------------------------------------------------------
+
+
+def test_python_m_emotion_serve_answers_over_http(tmp_path, temp_root, astronaut_rgb, client):
+    port = free_port()
+    environment = {
+        name: value for name, value in os.environ.items() if not name.startswith(("MODEL_", "API_"))
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "emotion", "serve", "--port", str(port)],
+        cwd=tmp_path,  # no .streamlit/secrets.toml here
+        env={**environment, "PYTHONPATH": str(REPO), "API_KEYS": KEYS[1], "TMPDIR": str(temp_root)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while not healthy(f"{base}/healthz"):
+            assert server.poll() is None and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.2)
+        boundary = "emotion-test-boundary"
+        photo = encode_png(astronaut_rgb)
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="astronaut.png"\r\n'
+                f"Content-Type: image/png\r\n\r\n"
+            ).encode()
+            + photo
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        request = urllib.request.Request(
+            f"{base}/v1/photos",
+            data=body,
+            headers={
+                "Content-Type": f"multipart/form-data; boundary={boundary}",
+                "Authorization": f"Bearer {KEYS[1]}",
+            },
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.loads(response.read())
+        assert answer == post_photos(client, ("astronaut.png", photo, "image/png")).json()
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{base}/v1/model", timeout=60)
+        assert refused.value.code == 401
+    finally:
+        server.terminate()
+        output, _ = server.communicate(timeout=60)
+    # uvicorn stops gracefully, then ends by the signal it was sent; the jobs' folder is gone.
+    assert server.returncode == -signal.SIGTERM and "Application shutdown complete." in output, output
+    assert KEYS[1] not in output and "Traceback" not in output
+
+
+# --- Property-based: schemathesis against the service's own schema ------------------------
+
+
+@schema.parametrize()
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+def test_no_request_gets_a_server_error(case):
+    # Schema-valid bodies are random bytes, rightly refused as unreadable photos and videos.
+    case.call_and_validate(excluded_checks=[checks.positive_data_acceptance])
