@@ -1,9 +1,12 @@
 """Fixtures shared by the test modules: real faces and a clip made from skimage's astronaut
-(tests/samples.py), the bundled model, and FER2013's val faces where they are present."""
+(tests/samples.py), the bundled model, and FER2013's val faces where they are present; and
+CallsAtOnce, which counts how many calls of a function run at the same time."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -128,3 +131,27 @@ def spark():
     session = spark_session("local[2]")
     yield session
     session.stop()
+
+
+class CallsAtOnce:
+    """Wraps `function` and counts the most calls that ran at once (`most`). Each call first waits
+    until `limit + 1` calls are in, at most 5 s, so that a limit of `limit` shows as most == limit."""
+
+    def __init__(self, function, limit: int):
+        self.function = function
+        self.most = 0
+        self._running = 0
+        self._lock = threading.Lock()
+        self._everyone_in = threading.Barrier(limit + 1, timeout=5)
+
+    def __call__(self, *args, **kwargs):
+        with self._lock:
+            self._running += 1
+            self.most = max(self.most, self._running)
+        with contextlib.suppress(threading.BrokenBarrierError):  # then at most `limit` got in
+            self._everyone_in.wait()
+        try:
+            return self.function(*args, **kwargs)
+        finally:
+            with self._lock:
+                self._running -= 1

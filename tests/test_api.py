@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -40,6 +39,7 @@ from emotion.pipeline import PHOTO_BATCH_MAX, PHOTO_SLOTS, analyze_photo, annota
 from emotion.remote import LoadedModel
 from emotion.results import CSV_COLUMNS
 from tests.browser import SERVER_START_TIMEOUT_S, free_port, healthy
+from tests.conftest import CallsAtOnce
 from tests.samples import REPO
 from tests.test_video import make_video
 
@@ -201,28 +201,13 @@ def test_bad_parameters_are_422(client, astronaut_rgb):
 
 
 def test_photos_are_analysed_at_most_photo_slots_at_a_time(client, monkeypatch, astronaut_rgb):
-    analysing, most, lock = [0], [0], threading.Lock()
-    everyone_started = threading.Barrier(PHOTO_SLOTS + 1, timeout=5)
-    photo_json = api.photo_json
-
-    def counted_photo_json(*args, **kwargs):
-        with lock:
-            analysing[0] += 1
-            most[0] = max(most[0], analysing[0])
-        with contextlib.suppress(threading.BrokenBarrierError):  # then at most PHOTO_SLOTS got in
-            everyone_started.wait()  # until every request that can get in got in
-        try:
-            return photo_json(*args, **kwargs)
-        finally:
-            with lock:
-                analysing[0] -= 1
-
-    monkeypatch.setattr(api, "photo_json", counted_photo_json)
+    calls = CallsAtOnce(api.photo_json, PHOTO_SLOTS)
+    monkeypatch.setattr(api, "photo_json", calls)
     photo = ("a.png", encode_png(astronaut_rgb), "image/png")
     with ThreadPoolExecutor(PHOTO_SLOTS + 1) as clients:
         answers = list(clients.map(lambda _: post_photos(client, photo), range(PHOTO_SLOTS + 1)))
     assert [answer.status_code for answer in answers] == [200] * (PHOTO_SLOTS + 1)
-    assert most[0] == PHOTO_SLOTS
+    assert calls.most == PHOTO_SLOTS
 
 
 def test_files_over_the_size_limit_are_413(start, astronaut_rgb):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,7 +15,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from emotion import EMOTIONS, process_video
-from tests.conftest import REPO
+from tests.conftest import REPO, CallsAtOnce
 
 APP = str(REPO / "app.py")
 TIMEOUT_S = 120  # the first run loads the model (seconds); later runs reuse Streamlit's cache
@@ -357,23 +356,8 @@ def test_photos_of_all_visitors_are_analysed_at_most_photo_slots_at_a_time(strea
 
     from emotion import pipeline
 
-    analysing, most, lock = [0], [0], threading.Lock()
-    everyone_started = threading.Barrier(pipeline.PHOTO_SLOTS + 1, timeout=5)
-    process_photo = pipeline.process_photo
-
-    def slow_process_photo(data, *args, **kwargs):
-        with lock:
-            analysing[0] += 1
-            most[0] = max(most[0], analysing[0])
-        with contextlib.suppress(threading.BrokenBarrierError):  # then at most PHOTO_SLOTS got in
-            everyone_started.wait()  # until every visitor that can get in got in
-        try:
-            return process_photo(data, *args, **kwargs)
-        finally:
-            with lock:
-                analysing[0] -= 1
-
-    monkeypatch.setattr(pipeline, "process_photo", slow_process_photo)
+    calls = CallsAtOnce(pipeline.process_photo, pipeline.PHOTO_SLOTS)
+    monkeypatch.setattr(pipeline, "process_photo", calls)
     visitors = [AppTest.from_file(APP, default_timeout=TIMEOUT_S) for _ in range(pipeline.PHOTO_SLOTS + 1)]
     for visitor in visitors:
         visitor.run()
@@ -388,7 +372,7 @@ def test_photos_of_all_visitors_are_analysed_at_most_photo_slots_at_a_time(strea
         thread.start()
     for thread in threads:
         thread.join()
-    assert most[0] == pipeline.PHOTO_SLOTS
+    assert calls.most == pipeline.PHOTO_SLOTS
     assert all(not visitor.exception for visitor in visitors)
 
 
