@@ -22,19 +22,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from emotion.labels import FACE_SIZE  # noqa: E402
+from emotion.training.train import learnable  # noqa: E402
 
 SPLITS = ("train", "val")
 TILES_PER_ROW = 200  # a 28,558-face split becomes a 9600 x 6864 image, inside WebP's 16383 limit
-
-
-def readable(fields: dict) -> np.ndarray:
-    """(N,) bool: the faces that load_split keeps (the trainer's own rule, applied to the fields)."""
-    from emotion.training.train import UNREADABLE_VOTES
-
-    keep = fields["votes"].sum(axis=1) > 0
-    columns = [str(name) for name in fields["vote_columns"]]
-    unreadable = fields["all_votes"][:, [columns.index(name) for name in UNREADABLE_VOTES]].sum(axis=1)
-    return keep & (2 * unreadable <= fields["all_votes"].sum(axis=1))
 
 
 def pack(data_dir: Path, out_dir: Path) -> None:
@@ -42,7 +33,7 @@ def pack(data_dir: Path, out_dir: Path) -> None:
     for split in SPLITS:
         with np.load(data_dir / f"{split}.npz") as archive:
             fields = {name: archive[name] for name in archive.files}
-        keep = readable(fields)
+        keep = learnable(fields)
         fields = {name: value[keep] if len(value) == len(keep) else value for name, value in fields.items()}
         images = fields.pop("images")  # (N, 48, 48)
         rows = -(-len(images) // TILES_PER_ROW)

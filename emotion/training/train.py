@@ -125,17 +125,11 @@ def load_split(data_dir: Path, split: str) -> Split:
     if images.shape[1:] != (FACE_SIZE, FACE_SIZE):
         raise ValueError(f"{path} holds {images.shape[1:]} images, expected 48x48")
     original = contents.get("fer2013_label")
+    keep = learnable(contents)
     if "votes" in contents:
         votes = contents["votes"].astype("float32")  # (N, 7)
-        keep = votes.sum(axis=1) > 0
-        if "all_votes" in contents:
-            columns = [str(name) for name in contents["vote_columns"]]
-            all_votes = contents["all_votes"].astype("float32")  # (N, 10)
-            unreadable = all_votes[:, [columns.index(name) for name in UNREADABLE_VOTES]].sum(axis=1)
-            keep &= 2 * unreadable <= all_votes.sum(axis=1)
         targets = votes / votes.sum(axis=1, keepdims=True).clip(min=1)
     else:
-        keep = labels >= 0
         targets = one_hot(labels.clip(min=0))
     return Split(
         images=images[keep],
@@ -144,6 +138,21 @@ def load_split(data_dir: Path, split: str) -> Split:
         original_labels=None if original is None else original[keep].astype("int32"),
         has_votes="votes" in contents,
     )
+
+
+def learnable(fields: dict) -> np.ndarray:
+    """(N,) bool: the faces of an archive's fields that can be learnt from. With FER+ votes: those
+    with a vote for one of our emotions that most annotators did not call unknown or not a face;
+    else those with a label."""
+    if "votes" not in fields:
+        return fields["labels"] >= 0
+    keep = fields["votes"].sum(axis=1) > 0
+    if "all_votes" in fields:
+        columns = [str(name) for name in fields["vote_columns"]]
+        all_votes = fields["all_votes"].astype("int32")  # (N, 10)
+        unreadable = all_votes[:, [columns.index(name) for name in UNREADABLE_VOTES]].sum(axis=1)
+        keep &= 2 * unreadable <= all_votes.sum(axis=1)
+    return keep
 
 
 def one_hot(labels: np.ndarray) -> np.ndarray:
