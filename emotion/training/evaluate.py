@@ -8,8 +8,6 @@ from them (mean KL divergence).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from emotion.labels import EMOTIONS
@@ -57,15 +55,8 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
 
 def balanced_score(probabilities: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """(accuracy, mean per-class recall) on the faces with a label (labels >= 0)."""
-    labelled = labels >= 0
-    predictions = probabilities[labelled].argmax(axis=1)
-    truth = labels[labelled]
-    recalls = [
-        (predictions[truth == index] == index).mean()
-        for index in range(len(EMOTIONS))
-        if (truth == index).any()
-    ]
-    return float((predictions == truth).mean()), float(np.mean(recalls))
+    figures = classification_figures(probabilities, labels)
+    return figures["accuracy"], figures["mean_recall"]
 
 
 def fit_prior_correction(logits: np.ndarray, labels: np.ndarray, prior: np.ndarray) -> float:
@@ -181,13 +172,8 @@ def evaluate_model(model, faces, uncalibrated_logits: np.ndarray) -> dict:
     }
 
 
-def evaluate_runtime(runtime: bytes, faces) -> dict:
-    """split_figures of a TensorFlow Lite runtime as the app runs it (emotion.classifier)."""
-    from emotion.classifier import EmotionClassifier
-
-    classifier = EmotionClassifier(runtime, metadata={}, source=Path("runtime"))
-    batches = range(0, len(faces.images), 256)
-    probabilities = np.concatenate([classifier.predict_proba(faces.images[at : at + 256]) for at in batches])
-    mirrored = faces.images[:, :, ::-1]
-    flipped = np.concatenate([classifier.predict_proba(mirrored[at : at + 256]) for at in batches])
+def evaluate_classifier(classifier, faces) -> dict:
+    """split_figures of an `emotion.EmotionClassifier`: the TensorFlow Lite runtime as the app runs it."""
+    probabilities = classifier.predict_proba(faces.images)
+    flipped = classifier.predict_proba(faces.images[:, :, ::-1])
     return split_figures(probabilities, flipped, faces)

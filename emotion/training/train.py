@@ -320,7 +320,7 @@ def train(
 
     from emotion.model_file import convert_to_tflite, save_atomically, save_model
     from emotion.training import augment, losses  # noqa: F401  (register the layer and loss checkpoints hold)
-    from emotion.training.evaluate import balanced_score, cross_entropy, evaluate_runtime
+    from emotion.training.evaluate import balanced_score, cross_entropy, evaluate_classifier
 
     train_faces, val_faces = load_split(data_dir, "train"), load_split(data_dir, "val")
     if limit:
@@ -395,8 +395,10 @@ def train(
     )
     runtime = None
     if keras.backend.backend() == "tensorflow":  # the converter takes TensorFlow models only
+        from emotion.classifier import EmotionClassifier
+
         runtime = convert_to_tflite(final)
-        metrics["runtime"] = evaluate_runtime(runtime, val_faces)
+        metrics["runtime"] = evaluate_classifier(EmotionClassifier(runtime, {}, out_path), val_faces)
     save_model(final, out_path, recipe=asdict(recipe), metrics=metrics, runtime=runtime)
     shutil.copyfile(log_path, out_path.with_name("training_log.csv"))  # the learning curves, for the card
     metrics["file_size_bytes"] = out_path.stat().st_size
