@@ -188,7 +188,6 @@ def _multipart_body(name: str, description: str, max_files: int) -> dict[str, An
 
 class _Service(NamedTuple):
     model: LoadedModel
-    model_sha256: str
     key_digests: tuple[bytes, ...]
     upload_limit_mb: int
 
@@ -226,7 +225,6 @@ def create_app(settings: ApiSettings | None = None, model: LoadedModel | None = 
     )
     app.state.service = _Service(
         model=model,
-        model_sha256=hashlib.sha256(model.path.read_bytes()).hexdigest(),
         key_digests=tuple(_digest(key) for key in settings.api_keys),
         upload_limit_mb=settings.upload_limit_mb,
     )
@@ -316,7 +314,7 @@ def model_info(service: Service) -> dict:
     metadata = service.model.classifier.metadata
     return {
         "file": service.model.path.name,
-        "sha256": service.model_sha256,
+        "sha256": service.model.classifier.sha256,
         "source": "bundled" if service.model.path == BUNDLED_MODEL else "MODEL_URL",
         "classes": list(metadata.get("classes", EMOTIONS)),
         "input_shape": metadata.get("input_shape"),
