@@ -275,10 +275,9 @@ def show_photo(
 def show_face(number: int, face: Face, show_probabilities: bool) -> None:
     label = "largest face" if number == 1 else f"face {number}"
     if face.uncertain:
-        second = float(np.sort(face.probabilities)[-2])
         st.markdown(
             f"{label.capitalize()}: **uncertain**, {face.emotion} ({face.confidence:.0%}) or "
-            f"{face.runner_up} ({second:.0%})"
+            f"{face.runner_up} ({face.runner_up_probability:.0%})"
         )
     else:
         st.markdown(f"{label.capitalize()}: **{face.emotion}** ({face.confidence:.0%})")

@@ -66,10 +66,14 @@ class Face(NamedTuple):
         return EMOTIONS[int(np.argsort(self.probabilities)[-2])]
 
     @property
+    def runner_up_probability(self) -> float:
+        """The probability of `runner_up`."""
+        return float(np.sort(self.probabilities)[-2])
+
+    @property
     def uncertain(self) -> bool:
         """Whether no emotion is clearly ahead: the likeliest leads the next by less than UNCERTAIN_MARGIN."""
-        second = float(np.sort(self.probabilities)[-2])
-        return self.confidence - second < UNCERTAIN_MARGIN
+        return self.confidence - self.runner_up_probability < UNCERTAIN_MARGIN
 
 
 class FaceRow(NamedTuple):
