@@ -16,7 +16,7 @@ Settings:
   HISTORY_PATH, HISTORY_TABLE, HISTORY_PASSWORD
                             the detection log and the History tab (see emotion.history)
   API_KEYS, API_RESULT_TTL_S, API_VIDEO_QUEUE
-                            the HTTP API's keys and video jobs (see emotion.api)
+                            the HTTP API's keys and video jobs (see emotion.api.settings)
 
 No setting's secret part is ever logged or shown: see `redact` and `redact_url`.
 

@@ -29,8 +29,10 @@ from hypothesis import HealthCheck, settings
 from PIL import Image
 from schemathesis import checks
 
-from emotion import api
 from emotion.api import ApiSettings, create_app
+from emotion.api.routers import photos, videos
+from emotion.api.schemas import PhotoResults
+from emotion.api.settings import DEFAULT_RESULT_TTL_S, DEFAULT_VIDEO_QUEUE
 from emotion.classifier import BUNDLED_MODEL, load_classifier
 from emotion.image import encode_png
 from emotion.labels import EMOTIONS
@@ -140,7 +142,7 @@ def test_photo_results_are_the_command_lines_json_for_the_same_files(
 
     assert response.status_code == 200 and response.headers["content-type"] == "application/json"
     assert response.json() == {"results": expected}
-    assert api.PhotoResults.model_validate(response.json()).model_dump() == response.json()  # as documented
+    assert PhotoResults.model_validate(response.json()).model_dump() == response.json()  # as documented
     assert [len(result["faces"]) for result in expected] == [1, 12]  # the comparison covers real faces
 
 
@@ -201,8 +203,8 @@ def test_bad_parameters_are_422(client, astronaut_rgb):
 
 
 def test_photos_are_analysed_at_most_photo_slots_at_a_time(client, monkeypatch, astronaut_rgb):
-    calls = CallsAtOnce(api.photo_json, PHOTO_SLOTS)
-    monkeypatch.setattr(api, "photo_json", calls)
+    calls = CallsAtOnce(photos.photo_json, PHOTO_SLOTS)
+    monkeypatch.setattr(photos, "photo_json", calls)
     photo = ("a.png", encode_png(astronaut_rgb), "image/png")
     with ThreadPoolExecutor(PHOTO_SLOTS + 1) as clients:
         answers = list(clients.map(lambda _: post_photos(client, photo), range(PHOTO_SLOTS + 1)))
@@ -240,7 +242,7 @@ def test_a_video_job_runs_to_its_annotated_mp4_and_csv_and_can_be_deleted(client
 
     job = wait_for_job(client, job["id"])
     assert job["status"] == "done" and job["frames_done"] == job["frames_total"] == 20
-    assert 0 < job["expires_in_s"] <= api.DEFAULT_RESULT_TTL_S
+    assert 0 < job["expires_in_s"] <= DEFAULT_RESULT_TTL_S
 
     video = client.get(f"/v1/videos/{job['id']}/annotated.mp4")
     assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
@@ -281,7 +283,7 @@ def test_results_are_not_there_before_the_job_is_done_and_a_full_queue_is_429(st
         early.status_code == 409 and early.json()["detail"] == "The job has no annotated.mp4: it is queued."
     )
     full = post_video(client, face_video)
-    assert full.status_code == 429 and full.headers["retry-after"] == str(api.RETRY_AFTER_S)
+    assert full.status_code == 429 and full.headers["retry-after"] == str(videos.RETRY_AFTER_S)
     assert "queue is full" in full.json()["detail"]
     assert client.get("/healthz").json()["video_jobs"]["queued"] == 1
     assert client.delete(f"/v1/videos/{job['id']}").status_code == 204  # a queued job can be deleted
@@ -392,7 +394,7 @@ def test_settings_come_from_secrets_or_the_environment(monkeypatch, caplog):
     monkeypatch.setenv("API_VIDEO_QUEUE", "inf")
     settings = ApiSettings.from_settings({"API_RESULT_TTL_S": "90"})
     assert settings.api_keys == ("one", "two") and settings.result_ttl_s == 90
-    assert settings.video_queue == api.DEFAULT_VIDEO_QUEUE
+    assert settings.video_queue == DEFAULT_VIDEO_QUEUE
     assert "API_VIDEO_QUEUE must be a number" in caplog.text
     assert ApiSettings.from_settings({"API_KEYS": ["three"]}).api_keys == ("three",)
 

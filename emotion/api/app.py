@@ -1,0 +1,96 @@
+"""create_app: the service with its model, settings, routes and error answers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from fastapi import Depends, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from emotion.api.dependencies import Service, check_key, digest
+from emotion.api.routers import photos, service, videos
+from emotion.api.settings import ApiSettings
+from emotion.jobs import VideoJobs
+from emotion.pipeline import PHOTO_SLOTS
+from emotion.remote import LoadedModel, load_configured_classifier
+from emotion.settings import read_secrets_file
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: ApiSettings | None = None, model: LoadedModel | None = None) -> FastAPI:
+    """The service, with its model loaded (None: as the page loads it). settings: None reads them
+    as the page does. While the app runs (its lifespan) video jobs run, in a fresh folder each time,
+    and at most PHOTO_SLOTS photos are analysed at once."""
+    secrets = read_secrets_file() if settings is None or model is None else None
+    settings = settings or ApiSettings.from_settings(secrets)
+    model = model or load_configured_classifier(secrets)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        jobs = VideoJobs(
+            model.classifier,
+            capacity=settings.video_queue,
+            result_ttl_s=settings.result_ttl_s,
+            workers=settings.video_workers,
+        )
+        jobs.start()
+        app.state.jobs = jobs
+        app.state.photo_slots = anyio.CapacityLimiter(PHOTO_SLOTS)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(jobs.close)
+
+    app = FastAPI(
+        title="Emotion Lens API",
+        version="1",
+        summary="Faces and their emotions in photos and videos.",
+        description='Photos are answered at once; videos become jobs. Errors are JSON: `{"detail": "..."}`.',
+        lifespan=lifespan,
+    )
+    app.state.service = Service(
+        model=model,
+        key_digests=tuple(digest(key) for key in settings.api_keys),
+        upload_limit_mb=settings.upload_limit_mb,
+    )
+    app.add_exception_handler(RequestValidationError, _invalid_parameters)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _internal_error)
+    app.include_router(service.health_router)
+    key_check = [Depends(check_key)] if settings.api_keys else []
+    for router in (service.router, photos.router, videos.router):
+        app.include_router(router, prefix="/v1", dependencies=key_check)
+    return app
+
+
+async def _invalid_parameters(request: Request, error: RequestValidationError) -> JSONResponse:
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}" for problem in error.errors()
+    )
+    return JSONResponse({"detail": f"Invalid parameters: {problems}"}, status_code=422)
+
+
+async def _http_error(request: Request, error: StarletteHTTPException) -> Response:
+    if error.status_code == 405:  # Starlette's Allow lists the methods of one route of the path only
+        allowed = {
+            method
+            for route in request.app.routes
+            if isinstance(route, APIRoute) and route.path_regex.match(request.url.path)
+            for method in route.methods
+        }
+        error.headers = {**(error.headers or {}), "Allow": ", ".join(sorted(allowed))}
+    return await http_exception_handler(request, error)
+
+
+async def _internal_error(request: Request, error: Exception) -> JSONResponse:
+    logger.error("Error while answering %s %s", request.method, request.url.path, exc_info=error)
+    return JSONResponse({"detail": "Internal error; it has been logged."}, status_code=500)

@@ -1,0 +1,66 @@
+"""What the routes are given (FastAPI dependencies): the service's model and limits, the video
+jobs, the photo slots, and the API key check.
+
+Dependencies are coroutines: FastAPI would run plain functions in its thread pool, a hop for nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Annotated, NamedTuple
+
+import anyio
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from emotion.jobs import VideoJobs
+from emotion.remote import LoadedModel
+
+
+class Service(NamedTuple):
+    """What every request of one app shares, set by create_app."""
+
+    model: LoadedModel
+    key_digests: tuple[bytes, ...]  # SHA-256 of each API key; empty: no key needed
+    upload_limit_mb: int
+
+
+def digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8")).digest()
+
+
+async def _service(request: Request) -> Service:
+    return request.app.state.service
+
+
+async def _jobs(request: Request) -> VideoJobs:
+    return request.app.state.jobs
+
+
+async def _photo_slots(request: Request) -> anyio.CapacityLimiter:
+    return request.app.state.photo_slots
+
+
+ServiceDep = Annotated[Service, Depends(_service)]
+JobsDep = Annotated[VideoJobs, Depends(_jobs)]
+PhotoSlotsDep = Annotated[anyio.CapacityLimiter, Depends(_photo_slots)]
+
+_bearer = HTTPBearer(auto_error=False, description="One of the keys in the API_KEYS setting")
+
+
+async def check_key(
+    service: ServiceDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """401 unless the request carries one of the API keys."""
+    given = digest(credentials.credentials) if credentials is not None else b""
+    matched = False
+    for key_digest in service.key_digests:  # all of them, each in constant time: the timing tells nothing
+        matched |= hmac.compare_digest(given, key_digest)
+    if not matched:
+        raise HTTPException(
+            401,
+            "A valid API key is required: send it as the header 'Authorization: Bearer KEY'.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )

@@ -1,0 +1,64 @@
+"""POST /v1/photos: photos are analysed while the request waits, at most PHOTO_SLOTS at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import anyio
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from emotion.api.dependencies import PhotoSlotsDep, ServiceDep
+from emotion.api.schemas import PhotoResults, error_responses, multipart_body
+from emotion.api.uploads import header_safe, read_uploads
+from emotion.image import SUPPORTED, InvalidImage
+from emotion.pipeline import PHOTO_BATCH_MAX, analyze_photo, annotated_png, photo_json
+
+router = APIRouter()
+
+
+@router.post(
+    "/photos",
+    summary="The faces and emotions in photos",
+    description=f"One or more photos ({SUPPORTED}; up to {PHOTO_BATCH_MAX} per request, each within the "
+    "page's upload limit) as multipart form files. The answer has one "
+    "result per photo, as `python -m emotion predict --json` writes it. With `annotated=true` "
+    "and one photo, the answer is the photo as a PNG with each face's box and emotion drawn on it.",
+    response_model=PhotoResults,
+    responses={
+        200: {"content": {"image/png": {}}, "description": "The results, or the annotated PNG"},
+        **error_responses(400, 401, 413, 415, 422),
+    },
+    openapi_extra=multipart_body("files", "The photos", PHOTO_BATCH_MAX),
+)
+async def post_photos(
+    request: Request,
+    service: ServiceDep,
+    slots: PhotoSlotsDep,
+    annotated: Annotated[
+        bool, Query(description="Answer the annotated photo as a PNG instead of JSON (one photo only)")
+    ] = False,
+) -> Response:
+    uploads = await read_uploads(request, "image", PHOTO_BATCH_MAX, service.upload_limit_mb)
+    if annotated and len(uploads) != 1:
+        raise HTTPException(422, f"annotated=true takes exactly one photo, not {len(uploads)}.")
+    classifier = service.model.classifier
+    if annotated:
+        upload = uploads[0]
+        try:
+            png = await anyio.to_thread.run_sync(
+                lambda: annotated_png(upload.data, analyze_photo(upload.data, classifier)), limiter=slots
+            )
+        except InvalidImage as error:
+            raise HTTPException(400, f"{upload.name}: {error}") from None
+        disposition = f'inline; filename="{header_safe(Path(upload.name).stem or "photo")}-emotions.png"'
+        return Response(png, media_type="image/png", headers={"Content-Disposition": disposition})
+    # Each photo's JSON is what `python -m emotion predict --json` prints for the file.
+    results = await anyio.to_thread.run_sync(
+        lambda: [photo_json(upload.name, upload.data, classifier) for upload in uploads], limiter=slots
+    )
+    for upload, result in zip(uploads, results, strict=True):
+        if "error" in result:
+            raise HTTPException(400, f"{upload.name}: {result['error']}")
+    return JSONResponse({"results": results})

@@ -1,0 +1,55 @@
+"""The API's settings (secrets file or environment, as for the page; see emotion.settings):
+
+API_KEYS           comma-separated keys; unset: no key needed
+API_RESULT_TTL_S   seconds a video job's results are kept after it finished
+API_VIDEO_QUEUE    video jobs that may wait for a worker; more get 429
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from emotion.jobs import WORKERS
+from emotion.settings import get_setting, upload_limit_mb
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RESULT_TTL_S = 3600  # one hour to fetch a video's results
+DEFAULT_VIDEO_QUEUE = 8  # waiting videos, each at most the upload limit on disk
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    api_keys: tuple[str, ...] = field(default=(), repr=False)  # never shown, never logged
+    result_ttl_s: float = DEFAULT_RESULT_TTL_S
+    video_queue: int = DEFAULT_VIDEO_QUEUE
+    video_workers: int = WORKERS  # 0: jobs are queued but none runs
+    upload_limit_mb: int = field(default_factory=upload_limit_mb)  # per file, photo or video: the page's
+
+    @classmethod
+    def from_settings(cls, secrets: Mapping[str, Any] | None = None) -> ApiSettings:
+        """API_KEYS, API_RESULT_TTL_S and API_VIDEO_QUEUE; a malformed number is logged, its default used."""
+        keys = get_setting("API_KEYS", secrets, "")
+        if not isinstance(keys, str):  # a TOML list in the secrets file
+            keys = ",".join(str(key) for key in keys)
+        return cls(
+            api_keys=tuple(key.strip() for key in keys.split(",") if key.strip()),
+            result_ttl_s=_number_setting("API_RESULT_TTL_S", secrets, DEFAULT_RESULT_TTL_S, minimum=0),
+            video_queue=int(_number_setting("API_VIDEO_QUEUE", secrets, DEFAULT_VIDEO_QUEUE, minimum=1)),
+        )
+
+
+def _number_setting(name: str, secrets: Mapping[str, Any] | None, default: float, minimum: float) -> float:
+    value = get_setting(name, secrets, default)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not math.isfinite(number) or number < minimum:
+        logger.warning("%s must be a number of at least %g, not %r; using %g", name, minimum, value, default)
+        return default
+    return number
