@@ -10,10 +10,15 @@ import av
 import numpy as np
 import pytest
 import streamlit as st
-import streamlit_webrtc
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+import ui.charts
+import ui.context
+import ui.photo
+import ui.video
+import ui.webcam
+import ui.widgets
 from emotion import EMOTIONS, process_video
 from tests.conftest import REPO, CallsAtOnce
 
@@ -47,7 +52,7 @@ class FakeStreamer:
 @pytest.fixture
 def streamer(monkeypatch) -> FakeStreamer:
     fake = FakeStreamer()
-    monkeypatch.setattr(streamlit_webrtc, "webrtc_streamer", fake)
+    monkeypatch.setattr(ui.webcam, "webrtc_streamer", fake)
     return fake
 
 
@@ -219,12 +224,11 @@ def test_camera_snapshot_is_analysed_like_an_upload(app, astronaut_rgb):
 
 
 def test_model_warning_is_shown(monkeypatch, streamer, classifier):
-    import emotion
     from emotion.remote import LoadedModel
 
     warning = "Could not load the model from MODEL_URL (test); using the bundled model."
     monkeypatch.setattr(
-        emotion, "load_configured_classifier", lambda secrets: LoadedModel(classifier, Path("x"), warning)
+        ui.context, "load_configured_classifier", lambda secrets: LoadedModel(classifier, Path("x"), warning)
     )
     st.cache_resource.clear()  # the page loads its model once per process
     try:
@@ -239,13 +243,12 @@ def test_model_warning_is_shown(monkeypatch, streamer, classifier):
 def test_the_page_helpers_work_without_running_the_page():
     import pandas as pd
 
-    import app
     from emotion.engagement import DEFAULT_PRESET
     from emotion.faces import detector_settings
     from emotion.live import LiveSettings
 
     # With the sidebar as it starts, the webcam and the Video tab get the engine's defaults.
-    defaults = app.PageSettings(
+    defaults = ui.context.PageSettings(
         detector=detector_settings("photo"),
         live_detector=detector_settings("live"),
         show_probabilities=True,
@@ -253,23 +256,21 @@ def test_the_page_helpers_work_without_running_the_page():
         smoothing=LiveSettings().smoothing,
         detection_log=None,
     )
-    assert app.live_settings(defaults) == LiveSettings()
-    assert len(app.thin(pd.DataFrame({"x": range(5000)}), limit=2000)) <= 2000
-    assert app.percent(None) == "-" and app.percent(0.256) == "26%"
+    assert ui.context.live_settings(defaults) == LiveSettings()
+    assert len(ui.charts.thin(pd.DataFrame({"x": range(5000)}), limit=2000)) <= 2000
+    assert ui.widgets.percent(None) == "-" and ui.widgets.percent(0.256) == "26%"
 
 
 @pytest.fixture
 def photo_analyses(monkeypatch) -> list[bytes]:
     """Records the photos the page analyses."""
-    from emotion import pipeline
-
-    analysed, process_photo = [], pipeline.process_photo
+    analysed, process_photo = [], ui.photo.process_photo
 
     def counting(data, *args, **kwargs):
         analysed.append(data)
         return process_photo(data, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "process_photo", counting)
+    monkeypatch.setattr(ui.photo, "process_photo", counting)
     return analysed
 
 
@@ -331,15 +332,13 @@ def test_the_upload_limit_the_page_states_is_the_one_the_server_enforces(app):
 
 
 def test_a_video_error_that_is_not_the_files_fault_is_a_message_and_not_repeated(app, monkeypatch):
-    from emotion import video
-
     calls = []
 
     def failing(*args, **kwargs):
         calls.append(1)
         raise MemoryError
 
-    monkeypatch.setattr(video, "process_video", failing)
+    monkeypatch.setattr(ui.video, "process_video", failing)
     app.file_uploader(key="video").set_value(("clip.mp4", b"any bytes", "video/mp4"))
     app.run()
     assert not app.exception, app.exception
@@ -357,7 +356,7 @@ def test_photos_of_all_visitors_are_analysed_at_most_photo_slots_at_a_time(strea
     from emotion import pipeline
 
     calls = CallsAtOnce(pipeline.process_photo, pipeline.PHOTO_SLOTS)
-    monkeypatch.setattr(pipeline, "process_photo", calls)
+    monkeypatch.setattr(ui.photo, "process_photo", calls)
     visitors = [AppTest.from_file(APP, default_timeout=TIMEOUT_S) for _ in range(pipeline.PHOTO_SLOTS + 1)]
     for visitor in visitors:
         visitor.run()
@@ -378,8 +377,8 @@ def test_photos_of_all_visitors_are_analysed_at_most_photo_slots_at_a_time(strea
 
 def test_a_face_with_no_emotion_clearly_ahead_is_shown_as_uncertain():
     def page():
-        from app import show_face
         from emotion import Face
+        from ui.photo import show_face
 
         close = [0.05, 0.0, 0.05, 0.42, 0.05, 0.05, 0.38]
         show_face(1, Face.from_probabilities((0, 0, 10, 10), close), False)

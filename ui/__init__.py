@@ -1,0 +1,3 @@
+"""The Streamlit page's parts: `context` (the sidebar, cached resources), one module per tab
+(`photo`, `webcam`, `video`, `history`), `charts` and `widgets`. app.py puts them together; the
+engine they call is the `emotion` package, which knows nothing of Streamlit."""

@@ -1,0 +1,120 @@
+"""What every tab shares: the sidebar's settings, the model and the detection log (cached for
+every visitor), and the settings the webcam and the Video tab analyse with."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import streamlit as st
+
+from emotion import EmotionClassifier, load_configured_classifier
+from emotion.engagement import DEFAULT_PRESET, PRESETS
+from emotion.events import EventSource
+from emotion.faces import LIVE_DETECTOR, PHOTO_DETECTOR, SENSITIVITIES, DetectorSettings, detector_settings
+from emotion.history import (
+    DetectionLog,
+    history_settings,
+)
+from emotion.live import LiveSettings
+from emotion.remote import LoadedModel
+
+
+@dataclasses.dataclass(frozen=True)
+class PageSettings:
+    """What the sidebar chose."""
+
+    detector: DetectorSettings  # for photos
+    live_detector: DetectorSettings  # for the webcam and videos
+    show_probabilities: bool
+    engagement_preset: str
+    smoothing: float
+    detection_log: DetectionLog | None  # None unless the visitor switched the log on
+
+
+@st.cache_resource(show_spinner="Loading the emotion model...")
+def load_model() -> LoadedModel:
+    """The classifier (shared by every visitor and the webcam threads) and any settings warning."""
+    return load_configured_classifier(st.secrets)
+
+
+def sidebar() -> PageSettings:
+    with st.sidebar:
+        st.header("Settings")
+        sensitivity = st.select_slider(
+            "Detector sensitivity",
+            options=list(SENSITIVITIES),
+            value="balanced",
+            format_func=str.capitalize,
+            help="Sensitive finds more faces (small, turned, dim) and more false ones; "
+            "Strict finds fewer, surer faces.",
+        )
+        min_face_percent = st.slider(
+            "Minimum face size (% of the picture's shorter side)",
+            min_value=2,
+            max_value=50,
+            value=max(2, round(PHOTO_DETECTOR.min_size_fraction * 100)),
+            help="Faces smaller than this are ignored. The webcam and videos look for faces of "
+            f"at least {LIVE_DETECTOR.min_size_fraction:.0%}, which keeps the live view fast.",
+        )
+        show_probabilities = st.toggle("Show probabilities", value=True)
+        st.subheader("Live and video")
+        preset = st.selectbox(
+            "Engagement preset",
+            options=list(PRESETS),
+            index=list(PRESETS).index(DEFAULT_PRESET),
+            format_func=lambda name: PRESETS[name].label,
+            help="How much each emotion counts towards engagement.",
+        )
+        st.caption(PRESETS[preset].description)
+        smoothing = st.slider(
+            "Smoothing",
+            min_value=0.0,
+            max_value=0.95,
+            value=LiveSettings().smoothing,
+            step=0.05,
+            help="How much a face's emotion keeps from previous frames: higher is steadier, "
+            "lower reacts faster.",
+        )
+        st.subheader("History")
+        keep_log = st.toggle("Keep a detection log", value=False, key="history_log")
+        st.caption(
+            "When on, every face the webcam, a video or a photo shows is kept on this server as a "
+            "detection event: the time, the face's box in the picture, the emotions read, the file "
+            "name of an upload; no pictures. Every visitor of this app sees the same history in the "
+            "History tab, and can delete it. Off stops the keeping from the next frame."
+        )
+        detection_log = open_detection_log(str(history_settings(st.secrets).path)) if keep_log else None
+        if detection_log is not None and detection_log.status().warning:
+            st.warning(detection_log.status().warning)
+    min_size_fraction = min_face_percent / 100
+    return PageSettings(
+        detector=detector_settings("photo", sensitivity, min_size_fraction),
+        live_detector=detector_settings("live", sensitivity, min_size_fraction),
+        show_probabilities=show_probabilities,
+        engagement_preset=preset,
+        smoothing=smoothing,
+        detection_log=detection_log,
+    )
+
+
+@st.cache_resource(show_spinner=False)
+def open_detection_log(path: str) -> DetectionLog:
+    """The detection log at HISTORY_PATH, shared by every visitor and the webcam threads."""
+    return DetectionLog(path)
+
+
+def event_source(kind: str, name: str, classifier: EmotionClassifier, settings: PageSettings) -> EventSource:
+    return EventSource(kind, name, "app", settings.engagement_preset, classifier.sha256)
+
+
+def upload_limit_mb() -> int:
+    """The largest upload, per file: server.maxUploadSize, which the server enforces."""
+    return int(st.get_option("server.maxUploadSize"))
+
+
+def live_settings(settings: PageSettings) -> LiveSettings:
+    return LiveSettings(
+        detector=settings.live_detector,
+        smoothing=settings.smoothing,
+        engagement_preset=settings.engagement_preset,
+    )

@@ -1,0 +1,150 @@
+"""The History tab: the detection log (or a batch table) behind an optional password, filtered by
+source and time, with its charts, exports and a delete button."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+
+import streamlit as st
+
+from emotion.history import (
+    DetectionLog,
+    HistoryError,
+    ParquetHistory,
+    Selection,
+    csv_bytes,
+    export_table,
+    history_settings,
+    overview,
+    parquet_bytes,
+    password_matches,
+    summarise,
+)
+from ui.charts import distribution_chart, history_timeline, position_chart
+from ui.context import open_detection_log
+from ui.widgets import percent
+
+HISTORY_SLIDER_STEPS = 500  # the History tab's time slider moves in steps of its range / this, at least 1 s
+
+
+def show() -> None:
+    config = history_settings(st.secrets)
+    if config.password and not st.session_state.get("history_unlocked"):
+        entered = st.text_input("Password for the history", type="password", key="history_password")
+        if not entered:
+            st.info("The history is protected: enter the password set by HISTORY_PASSWORD.")
+            return
+        if not password_matches(entered, config.password):
+            st.error("That is not the password.")
+            return
+        st.session_state["history_unlocked"] = True
+    store: DetectionLog | ParquetHistory = open_detection_log(str(config.path))
+    if config.table is not None:
+        shown = st.radio(
+            "Show", ["Detection log", "Batch table"], horizontal=True, key="history_store", help=config.table
+        )
+        if shown == "Batch table":
+            store = ParquetHistory(config.table)
+    try:
+        whole = store.read(overview)
+    except HistoryError as error:
+        st.warning(str(error))
+        return
+    if whole.events == 0:
+        st.info(
+            "No detections are kept yet. Switch on **Keep a detection log** in the sidebar, then use "
+            "the webcam, a video or photos."
+        )
+        return
+    selection = history_selection(whole)
+    st.button("Refresh", key="history-refresh", help="Show what has been kept since, a live webcam's too.")
+    summary = store.read(lambda connection: summarise(connection, selection))
+    with st.container(key="history-results"):
+        columns = st.columns(3)
+        columns[0].metric("Detections", f"{summary.events:,}")
+        columns[1].metric("Sources", f"{len(summary.per_source):,}")
+        columns[2].metric("Mean engagement", percent(summary.mean_engagement))
+        if not summary.events:
+            st.info("No detections in this selection.")
+        else:
+            st.markdown("Emotions")
+            distribution_chart(summary.distribution)
+            st.markdown("Where faces appear in the frame")
+            st.altair_chart(position_chart(summary.positions), width="stretch")
+            st.markdown(f"Detections and engagement over time (UTC, per {summary.bucket_s} s)")
+            st.altair_chart(history_timeline(summary.timeline), width="stretch")
+            st.markdown("Per source")
+            st.dataframe(
+                summary.per_source,
+                hide_index=True,
+                width="stretch",
+                column_config={"engagement": st.column_config.NumberColumn(format="percent")},
+            )
+            buttons = st.container(horizontal=True)
+            for label, encode, file_name, mime in (
+                ("Parquet", parquet_bytes, "detections.parquet", "application/vnd.apache.parquet"),
+                ("CSV", csv_bytes, "detections.csv", "text/csv"),
+            ):
+                buttons.download_button(
+                    f"Selection as {label}",
+                    # Made when clicked, not on every run: a selection can be large.
+                    functools.partial(export_selection, store, selection, encode),
+                    file_name=file_name,
+                    mime=mime,
+                    key=f"history-{label.lower()}",
+                    on_click="ignore",
+                )
+    if isinstance(store, DetectionLog):
+        delete_history(store, whole.events)
+
+
+def export_selection(store: DetectionLog | ParquetHistory, selection: Selection, encode) -> bytes:
+    return encode(store.read(lambda connection: export_table(connection, selection)))
+
+
+def history_selection(whole) -> Selection:
+    """The sources and time range chosen in the tab's filters."""
+    sources = st.multiselect("Sources", whole.sources, placeholder="All sources", key="history_sources")
+    start = end = None  # open: every event
+    first, last = whole.first.replace(tzinfo=None), whole.last.replace(tzinfo=None)  # naive UTC
+    if first < last:
+        step_s = max(1, int((last - first).total_seconds() // HISTORY_SLIDER_STEPS))
+        chosen = st.slider(
+            "Time (UTC)",
+            min_value=first,
+            max_value=last,
+            value=(first, last),
+            step=dt.timedelta(seconds=step_s),
+            format="YYYY-MM-DD HH:mm:ss",
+            key="history_time",
+        )
+        # An end left where it was stays open, so that events logged since are shown too.
+        start = None if chosen[0] <= first else chosen[0].replace(tzinfo=dt.UTC)
+        end = None if chosen[1] >= last else chosen[1].replace(tzinfo=dt.UTC)
+    return Selection(tuple(sources), start, end)
+
+
+def delete_history(log: DetectionLog, events: int) -> None:
+    if not st.session_state.get("history_confirm_delete"):
+        st.button(
+            "Delete the history...",
+            key="history-delete",
+            on_click=lambda: st.session_state.update(history_confirm_delete=True),
+        )
+        return
+    st.warning(
+        f"Delete all {events:,} detections kept on this server, for every visitor? This cannot be undone."
+    )
+    buttons = st.container(horizontal=True)
+    if buttons.button("Delete everything", type="primary", key="history-delete-confirm"):
+        st.session_state["history_confirm_delete"] = False
+        try:
+            log.delete_all()
+        except HistoryError as error:
+            st.error(str(error))
+            return
+        st.rerun()
+    if buttons.button("Cancel", key="history-delete-cancel"):
+        st.session_state["history_confirm_delete"] = False
+        st.rerun()

@@ -1,0 +1,161 @@
+"""The Photo tab: uploads and camera snapshots, each analysed once per visitor, shown with its
+faces, their emotions, suggestions and downloads."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import streamlit as st
+
+from emotion import EmotionClassifier
+from emotion.events import FrameFaces
+from emotion.image import InvalidImage
+from emotion.pipeline import PHOTO_BATCH_MAX, PHOTO_SLOTS, PhotoResult, annotated_png, process_photo
+from emotion.results import Face, numbered, photo_csv, photo_record
+from ui.charts import share_chart
+from ui.context import PageSettings, event_source, upload_limit_mb
+from ui.widgets import suggestion_block
+
+PHOTO_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
+MANY_FACES = 8  # above this many faces in one photo, say that small faces are less reliable
+PHOTO_RESULTS_KEPT = 2 * PHOTO_BATCH_MAX  # remembered per visitor: a rerun recomputes none of a batch
+
+
+def show(classifier: EmotionClassifier, settings: PageSettings) -> None:
+    # An upload's rerun can start while the run before it still analyses the same photo: the
+    # lock makes the second wait for the first's result instead of analysing (and logging) it again.
+    st.session_state.setdefault("photo_results", OrderedDict())
+    st.session_state.setdefault("photo_lock", threading.Lock())
+    uploads = st.file_uploader(
+        "Upload photos",
+        type=PHOTO_TYPES,
+        accept_multiple_files=True,
+        key="photos",
+        help=f"JPEG, PNG, WebP and other common formats; up to {PHOTO_BATCH_MAX} at once, "
+        f"{upload_limit_mb()} MB each.",
+    )
+    photos = list(uploads or [])
+    if len(photos) > PHOTO_BATCH_MAX:
+        st.warning(
+            f"{len(photos)} photos uploaded: the first {PHOTO_BATCH_MAX} are analysed. Remove some "
+            "to see the others."
+        )
+        photos = photos[:PHOTO_BATCH_MAX]
+    if st.toggle("Take a photo with the camera", key="use_camera"):
+        snapshot = st.camera_input("Snapshot", key="snapshot")
+        if snapshot is not None:
+            photos.append(snapshot)
+    if not photos:
+        st.info("Upload a photo with a face, or take one with the camera.")
+        return
+    for index, photo in enumerate(photos):
+        with st.container(border=True, key=f"photo-{index}"):
+            show_photo(photo.name, photo.file_id, photo.getvalue(), classifier, settings)
+
+
+def analyse_photo(
+    name: str, data: bytes, classifier: EmotionClassifier, settings: PageSettings
+) -> PhotoResult:
+    """The faces in a photo and its annotated preview; raises InvalidImage.
+
+    Remembered per visitor by the photo's content, so the same photo uploaded again is not
+    analysed again either. With the detection log on, a photo's faces are logged when it is
+    analysed.
+    """
+    results: OrderedDict = st.session_state["photo_results"]
+    key = (hashlib.sha256(data).hexdigest(), settings.detector)
+    with st.session_state["photo_lock"]:
+        if key not in results:
+            with photo_slots():
+                result = results[key] = process_photo(data, classifier, settings.detector)
+            while len(results) > PHOTO_RESULTS_KEPT:
+                results.popitem(last=False)
+            if settings.detection_log is not None and result.faces:
+                frame = FrameFaces(None, None, time.time(), *result.size, numbered(result.faces))
+                settings.detection_log.submit(event_source("photo", name, classifier, settings), [frame])
+                settings.detection_log.flush()  # so that the History tab, drawn next, shows it
+    results.move_to_end(key)
+    return results[key]
+
+
+@st.cache_resource(show_spinner=False)
+def photo_slots() -> threading.BoundedSemaphore:
+    """Shared by every visitor: at most PHOTO_SLOTS photos are decoded and analysed at once."""
+    return threading.BoundedSemaphore(PHOTO_SLOTS)
+
+
+def show_photo(
+    name: str, file_id: str, data: bytes, classifier: EmotionClassifier, settings: PageSettings
+) -> None:
+    st.text(name)  # a file name is shown as it is, never read as Markdown
+    try:
+        faces, preview, _ = analyse_photo(name, data, classifier, settings)
+    except InvalidImage as error:
+        st.error(str(error))
+        return
+    # Side by side on a wide screen; Streamlit stacks the columns on a phone.
+    picture, details = st.columns([3, 2], gap="medium")
+    picture.image(preview, width="stretch", alt=f"{name} with the faces found marked")
+    with details:
+        if not faces:
+            st.info(
+                "No face found. Try a well-lit photo with a face looking at the camera, a smaller "
+                "minimum face size, or a more sensitive detector (sidebar)."
+            )
+            return
+        if len(faces) > MANY_FACES:
+            st.warning(
+                f"{len(faces)} faces found. Small faces in a crowd are read less reliably; "
+                f"the details cover the {MANY_FACES} largest."
+            )
+        for number, face in enumerate(faces[:MANY_FACES], start=1):
+            show_face(number, face, settings.show_probabilities)
+    suggestion_block(file_id, faces[0].emotion, f"For the largest face ({faces[0].emotion}):")
+    show_downloads(name, file_id, data, faces)
+
+
+def show_face(number: int, face: Face, show_probabilities: bool) -> None:
+    label = "largest face" if number == 1 else f"face {number}"
+    if face.uncertain:
+        st.markdown(
+            f"{label.capitalize()}: **uncertain**, {face.emotion} ({face.confidence:.0%}) or "
+            f"{face.runner_up} ({face.runner_up_probability:.0%})"
+        )
+    else:
+        st.markdown(f"{label.capitalize()}: **{face.emotion}** ({face.confidence:.0%})")
+    if show_probabilities:
+        share_chart(face.probabilities, "probability")
+
+
+def show_downloads(name: str, file_id: str, data: bytes, faces: list[Face]) -> None:
+    stem = Path(name).stem or "photo"
+    buttons = st.container(horizontal=True)
+    buttons.download_button(
+        "Annotated PNG",
+        lambda: annotated_png(data, faces),  # full size: made only when it is downloaded
+        file_name=f"{stem}-emotions.png",
+        mime="image/png",
+        key=f"png-{file_id}",
+        on_click="ignore",
+    )
+    buttons.download_button(
+        "Results JSON",
+        json.dumps(photo_record(name, faces), indent=2),
+        file_name=f"{stem}-emotions.json",
+        mime="application/json",
+        key=f"json-{file_id}",
+        on_click="ignore",
+    )
+    buttons.download_button(
+        "Results CSV",
+        photo_csv(faces),
+        file_name=f"{stem}-emotions.csv",
+        mime="text/csv",
+        key=f"csv-{file_id}",
+        on_click="ignore",
+    )

@@ -1,0 +1,160 @@
+"""The Video tab: an uploaded video analysed with a progress bar, then shown annotated with its
+emotions over time and downloads."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import pandas as pd
+import streamlit as st
+
+from emotion import EmotionClassifier
+from emotion.events import FrameFaces
+from emotion.live import LiveSettings
+from emotion.video import MAX_ANALYSED_FPS, MAX_DURATION_S, InvalidVideo, VideoResult, process_video
+from ui.charts import distribution_chart, emotion_timeline, engagement_chart, thin
+from ui.context import PageSettings, event_source, live_settings, upload_limit_mb
+from ui.widgets import percent, suggestion_block
+
+logger = logging.getLogger(__name__)
+
+
+VIDEO_TYPES = ["mp4", "mov", "avi", "webm", "mkv", "m4v"]
+PROGRESS_INTERVAL_S = 0.25  # between progress-bar updates: one per frame would flood the browser
+
+
+class VideoAnalysis(NamedTuple):
+    file_id: str
+    settings: LiveSettings
+    result: VideoResult | None
+    error: str | None
+    started: float  # when the analysis began, seconds since the epoch
+
+
+def show(classifier: EmotionClassifier, settings: PageSettings) -> None:
+    upload = st.file_uploader(
+        "Upload a video",
+        type=VIDEO_TYPES,
+        key="video",
+        help=f"MP4, MOV, AVI or WebM, up to {MAX_DURATION_S:.0f} s and {upload_limit_mb()} MB.",
+    )
+    if upload is None:
+        st.info(
+            f"Upload a video of up to {MAX_DURATION_S:.0f} s and {upload_limit_mb()} MB: its frames "
+            f"are annotated (up to {MAX_ANALYSED_FPS} a second) and you get the emotions over time. "
+            "Processing takes less time than playing it."
+        )
+        return
+    wanted = live_settings(settings)
+    analysis: VideoAnalysis | None = st.session_state.get("video_analysis")
+    analysed = None
+    if analysis is None or analysis.file_id != upload.file_id:
+        analysed = analysis = analyse_video(upload.file_id, upload.getvalue(), classifier, wanted)
+    elif analysis.settings != wanted:
+        st.info("The settings changed since this video was analysed.")
+        if st.button("Analyse again", key="reanalyse-video"):
+            analysed = analysis = analyse_video(upload.file_id, upload.getvalue(), classifier, wanted)
+    if analysed is not None and analysed.result is not None and settings.detection_log is not None:
+        source = event_source("video", upload.name, classifier, settings)
+        settings.detection_log.submit(source, video_frames(analysed.result, analysed.started))
+        settings.detection_log.flush()
+    if analysis.error:
+        st.error(analysis.error)
+        return
+    show_video_result(upload.file_id, Path(upload.name).stem or "video", analysis.result)
+
+
+def analyse_video(
+    file_id: str, data: bytes, classifier: EmotionClassifier, settings: LiveSettings
+) -> VideoAnalysis:
+    st.session_state.pop("video_analysis", None)  # free the previous video first
+    started_utc = time.time()
+    bar = st.progress(0.0, text="Analysing the video...")
+    started = time.monotonic()
+    last_update = [0.0]
+
+    def on_progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last_update[0] < PROGRESS_INTERVAL_S and done < total:
+            return
+        last_update[0] = now
+        left_s = (now - started) / done * (total - done)
+        bar.progress(min(1.0, done / total), text=f"Frame {done:,} of {total:,}, about {left_s:.0f} s left")
+
+    try:
+        result, error = process_video(data, classifier, settings=settings, progress=on_progress), None
+    except InvalidVideo as invalid:
+        result, error = None, str(invalid)
+    except Exception as failure:  # a missing encoder, no memory left: the server's fault, not the file's
+        logger.exception("Analysing a video failed")
+        result, error = (
+            None,
+            f"The video could not be analysed ({type(failure).__name__}). Please try again later.",
+        )
+    bar.empty()
+    analysis = VideoAnalysis(file_id, settings, result, error, started_utc)
+    st.session_state["video_analysis"] = analysis
+    return analysis
+
+
+def video_frames(result: VideoResult, started_utc: float) -> list[FrameFaces]:
+    """The video's faces frame by frame, for the detection log; their time is the analysis's
+    start plus the frame's."""
+    frames: dict[int, FrameFaces] = {}
+    for row in result.rows:
+        if row.frame not in frames:
+            utc_time = started_utc + row.time_s
+            frames[row.frame] = FrameFaces(row.frame, row.time_s, utc_time, result.width, result.height, [])
+        frames[row.frame].faces.append(row.face)
+    return list(frames.values())
+
+
+def show_video_result(file_id: str, stem: str, result: VideoResult) -> None:
+    st.video(result.video, format="video/mp4")
+    note = f"{result.frames:,} frames, {result.duration_s:.1f} s at {result.fps:.0f} fps"
+    if result.sampled:
+        note += f", sampled from {result.source_fps:.0f} fps"
+    if result.downscaled:
+        note += f", downscaled from {result.source_width}x{result.source_height}"
+    st.caption(note)
+    buttons = st.container(horizontal=True)
+    buttons.download_button(
+        "Annotated MP4",
+        result.video,
+        file_name=f"{stem}-emotions.mp4",
+        mime="video/mp4",
+        key=f"mp4-{file_id}",
+        on_click="ignore",
+    )
+    buttons.download_button(
+        "Results CSV",
+        result.to_csv,  # made only when it is downloaded
+        file_name=f"{stem}-emotions.csv",
+        mime="text/csv",
+        key=f"video-csv-{file_id}",
+        on_click="ignore",
+    )
+    if not result.rows:
+        st.info("No face found in the video.")
+        return
+    with st.container(key="video-results"):
+        columns = st.columns(3)
+        columns[0].metric("Most shown", result.dominant_emotion or "-")
+        columns[1].metric("Frames with faces", f"{result.frames_with_faces:,}")
+        columns[2].metric("Mean engagement", percent(result.mean_engagement))
+        st.markdown("Emotion of each face over time")
+        emotion_timeline(result.rows)
+        st.markdown("Emotions in the video")
+        distribution_chart(result.distribution)
+        st.markdown("Engagement over time")
+        engagement = pd.DataFrame(result.engagement, columns=["time_s", "engagement"])
+        engagement_chart(thin(engagement))
+        if result.dominant_emotion:
+            suggestion_block(
+                f"video-{file_id}",
+                result.dominant_emotion,
+                f"For the video's most shown emotion ({result.dominant_emotion}):",
+            )

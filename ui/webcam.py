@@ -1,0 +1,146 @@
+"""The Webcam tab: streamlit-webrtc's streamer, whose frames the engine analyses in the streamer's
+thread, and the session's statistics, redrawn every LIVE_REFRESH_S while the camera plays."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from collections.abc import Callable
+
+import av
+import pandas as pd
+import streamlit as st
+from streamlit_webrtc import WebRtcMode, webrtc_streamer
+
+from emotion import EmotionClassifier
+from emotion.history import (
+    DetectionLog,
+    LiveRecorder,
+)
+from emotion.live import LiveAnalyzer
+from emotion.settings import IceServerCache, ice_servers
+from ui.charts import distribution_chart, engagement_chart
+from ui.context import PageSettings, event_source, live_settings
+from ui.widgets import percent, suggestion_block
+
+LIVE_REFRESH_S = 1.0  # how often the live statistics refresh while the camera plays
+CAMERA_CONSTRAINTS = {
+    "video": {"width": 640, "height": 480, "frameRate": {"ideal": 30}},
+    "audio": False,
+}
+
+
+def frame_callback(
+    analyzer: LiveAnalyzer, recorder: LiveRecorder
+) -> Callable[[av.VideoFrame], av.VideoFrame]:
+    """The function streamlit-webrtc calls, in its own thread, for every camera frame."""
+
+    def video_frame_callback(frame: av.VideoFrame) -> av.VideoFrame:
+        annotated, faces = analyzer.process(frame.to_ndarray(format="bgr24"))
+        recorder.record(faces, frame.width, frame.height)  # queued for the detection log, if on
+        return av.VideoFrame.from_ndarray(annotated, format="bgr24")
+
+    return video_frame_callback
+
+
+def show(classifier: EmotionClassifier, settings: PageSettings) -> None:
+    wanted = live_settings(settings)
+    analyzer = st.session_state.get("live_analyzer")
+    if analyzer is None or analyzer.settings != wanted:
+        # New settings take effect at once; the session's statistics start again with them.
+        analyzer = LiveAnalyzer(classifier, wanted)
+        st.session_state["live_analyzer"] = analyzer
+    recorder: LiveRecorder = st.session_state.setdefault("live_recorder", LiveRecorder())
+    recorder.log = settings.detection_log  # None: switched off, from the next frame on
+    if recorder.source is not None:
+        recorder.source = recorder.source._replace(preset=settings.engagement_preset)
+    st.caption(
+        "Press START and allow the camera. Frames are analysed on the server as they arrive "
+        "and are not stored."
+    )
+    context = webrtc_streamer(
+        key="webcam",
+        mode=WebRtcMode.SENDRECV,
+        video_frame_callback=frame_callback(analyzer, recorder),
+        media_stream_constraints=CAMERA_CONSTRAINTS,
+        rtc_configuration={"iceServers": ice_server_cache().get()},
+        async_processing=True,
+    )
+    playing = context.state.playing
+    if playing and not st.session_state.get("webcam_playing"):
+        analyzer.reset()  # a new START is a new session
+        st.session_state["webcam_session"] = st.session_state.get("webcam_session", 0) + 1
+        name = f"webcam {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S} {secrets.token_hex(3)}"
+        recorder.restart(event_source("webcam", name, classifier, settings))
+    elif not playing and st.session_state.get("webcam_playing") and settings.detection_log is not None:
+        settings.detection_log.flush()  # STOP: the session is in the History tab at once
+    st.session_state["webcam_playing"] = playing
+    if context.state.signalling and not playing:
+        st.info(
+            "Connecting to the camera... If this takes more than a few seconds, the network may "
+            "block WebRTC: see the README on setting up a TURN server."
+        )
+    session = st.session_state.get("webcam_session", 0)
+    st.fragment(live_panel, run_every=LIVE_REFRESH_S if playing else None)(
+        analyzer, playing, session, settings.detection_log
+    )
+
+
+def live_panel(analyzer: LiveAnalyzer, playing: bool, session: int, log: DetectionLog | None) -> None:
+    """The session's statistics, redrawn every second while the camera plays, and any trouble
+    the detection log has meanwhile."""
+    if log is not None and log.status().warning:
+        st.warning(log.status().warning)
+    snapshot = analyzer.snapshot()
+    if not playing and snapshot.frames == 0:
+        st.caption(
+            "If the browser shows a camera error, allow the camera for this site (the icon in the "
+            "address bar) and press START again."
+        )
+        return
+    with st.container(key="live-stats"):
+        st.subheader("Live" if playing else "Session summary")
+        if snapshot.frames and not snapshot.face_frames:
+            st.info("No face in view yet: face the camera in good light.")
+        columns = st.columns(4)
+        if playing:
+            columns[0].metric("Emotion now", snapshot.faces[0].emotion if snapshot.faces else "-")
+        else:
+            columns[0].metric("Duration", f"{snapshot.elapsed_s:.0f} s")
+        columns[1].metric("Frames analysed", f"{snapshot.frames:,}")
+        columns[2].metric("FPS", f"{snapshot.fps:.1f}")
+        columns[3].metric("Latency", f"{snapshot.latency_ms:.0f} ms")
+        columns = st.columns(4)
+        columns[0].metric("Engagement 30 s", percent(snapshot.rolling_engagement.get(30)))
+        columns[1].metric("Engagement 1 min", percent(snapshot.rolling_engagement.get(60)))
+        columns[2].metric("Engagement session", percent(snapshot.mean_engagement))
+        columns[3].metric("Most shown", snapshot.dominant_emotion or "-")
+        if snapshot.face_frames:
+            st.markdown("Emotions this session")
+            distribution_chart(snapshot.distribution)
+        if snapshot.timeline:
+            st.markdown("Engagement, last minute")
+            timeline = pd.DataFrame(snapshot.timeline, columns=["time_s", "engagement", "emotion"])
+            engagement_chart(timeline)
+        if snapshot.dominant_emotion:
+            suggestion_block(
+                f"webcam-{session}",
+                snapshot.dominant_emotion,
+                f"For this session's most shown emotion ({snapshot.dominant_emotion}):",
+            )
+    if not playing:
+        st.caption(f"{snapshot.face_frames:,} face observations; the log keeps {snapshot.log_rows:,} rows.")
+        st.download_button(
+            "Session log CSV",
+            analyzer.log_csv(),
+            file_name="webcam-session.csv",
+            mime="text/csv",
+            key="webcam-csv",
+            on_click="ignore",
+        )
+
+
+@st.cache_resource(show_spinner=False)
+def ice_server_cache() -> IceServerCache:
+    """The webcam's ICE servers, shared by every visitor and refreshed in the background."""
+    return IceServerCache(lambda: ice_servers(st.secrets))

@@ -1,0 +1,110 @@
+"""Pieces several tabs draw: the suggestions for an emotion and the model's card."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from emotion import EMOTIONS, EmotionClassifier
+from recommendations import EmotionSuggestions, Recommendation, Recommender, load_suggestions
+
+MODEL_CARD = Path(__file__).resolve().parent.parent / "model" / "MODEL_CARD.md"
+
+
+def about_the_model(classifier: EmotionClassifier) -> None:
+    metadata = getattr(classifier, "metadata", {}) or {}
+    metrics = metadata.get("metrics") or {}
+    with st.expander("About the model"):
+        st.markdown(
+            "A small convolutional network reads each face (48x48 grayscale, found with OpenCV's "
+            "Haar cascade) as one of seven expressions: " + ", ".join(EMOTIONS) + ". It learnt "
+            "from FER2013's faces, each read by ten people (Microsoft's FER+ votes)."
+        )
+        st.markdown(
+            "**What the numbers mean.** The probabilities are calibrated to how many people would "
+            "read the face that way: *happy 70 %* means about 7 people in 10 would call it happy. "
+            "Where no emotion leads the next by 10 points, the face is shown as uncertain "
+            "(*happy or neutral?*) instead of with one label."
+        )
+        runtime = metrics.get("runtime") if isinstance(metrics.get("runtime"), dict) else {}
+        scored = runtime or metrics  # the app's own runtime, where the file has its figures
+        figures = {
+            "Agreement with most people": scored.get("val_accuracy"),
+            "Mean recall per emotion": scored.get("val_mean_recall"),
+            "Distance from the vote shares": scored.get("ece_votes"),
+            "Validation faces": scored.get("val_labelled_images"),
+            "Training faces": metrics.get("train_images"),
+            "Parameters": metrics.get("parameters"),
+        }
+        shown = {
+            label: value
+            for label, value in figures.items()
+            if isinstance(value, int | float) and not isinstance(value, bool)
+        }
+        if shown:
+            columns = st.columns(min(3, len(shown)))
+            for index, (label, value) in enumerate(shown.items()):
+                text = f"{value:.1%}" if isinstance(value, float) else f"{value:,}"
+                columns[index % len(columns)].metric(label, text)
+        else:
+            st.caption("This model file carries no evaluation figures.")
+        per_class = scored.get("per_class")
+        if isinstance(per_class, dict) and per_class:
+            table = pd.DataFrame(per_class).T.reindex([e for e in EMOTIONS if e in per_class])
+            st.markdown(
+                "Per emotion, on the validation faces, against what most of their ten readers "
+                "said (the model card has the details):"
+            )
+            st.dataframe(
+                table,
+                width="stretch",
+                column_config={
+                    "precision": st.column_config.NumberColumn(format="percent"),
+                    "recall": st.column_config.NumberColumn(format="percent"),
+                },
+            )
+        st.markdown(
+            "**Limitations.** FER2013 is mostly posed or staged web photos; the model reads facial "
+            "*expressions*, not feelings, and is less accurate for faces, lighting and cultures "
+            "that are rare in its training data. The detector misses faces in profile, tilted, "
+            "small or partly hidden. Do not use it to make decisions about people."
+        )
+        st.caption(f"Model file: {Path(getattr(classifier, 'source', '')).name}")
+        if MODEL_CARD.is_file() and st.toggle("Show the model card (model/MODEL_CARD.md)", key="model_card"):
+            st.markdown(MODEL_CARD.read_text(encoding="utf-8"))
+
+
+def current_suggestion(key: str, emotion: str, another: bool = False) -> Recommendation:
+    """The suggestion shown under `key`; a new one when the emotion changed or `another` is asked."""
+    shown: dict = st.session_state.setdefault("suggestions", {})
+    if another or key not in shown or shown[key].emotion != emotion:
+        # One chooser per visitor, so "Another suggestion" never repeats the one just shown.
+        recommender = st.session_state.setdefault("recommender", Recommender(load_suggestion_file()))
+        shown[key] = recommender.recommend(emotion)
+    return shown[key]
+
+
+def suggestion_block(key: str, emotion: str, heading: str) -> None:
+    suggestion = current_suggestion(key, emotion)
+    with st.container(key=f"suggestions-{key}"):
+        st.markdown(f"**{heading}**")
+        st.markdown(f"Quote: *{suggestion.quote.text}* ({suggestion.quote.author})")
+        st.markdown(f"Activity: {suggestion.activity}")
+        st.markdown(f"Music: [{suggestion.music.title}]({suggestion.music.url}), {suggestion.music.artist}")
+        st.button(
+            "Another suggestion",
+            key=f"another-{key}",
+            on_click=current_suggestion,
+            args=(key, emotion, True),
+        )
+
+
+@st.cache_resource(show_spinner=False)
+def load_suggestion_file() -> dict[str, EmotionSuggestions]:
+    return load_suggestions()
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
