@@ -44,11 +44,9 @@ from emotion.events import (
     events_table,
     with_date,
 )
-from emotion.image import IMAGE_EXTENSIONS
+from emotion.media import MEDIA_EXTENSIONS, MISSING, find_media, media_kind
 
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".webm", ".mkv", ".m4v")
 ENGINES = ("local", "spark")
-MISSING = "no such file or folder"
 PACKAGE = Path(__file__).resolve().parent
 
 Progress = Callable[[str], None]  # one line per file analysed
@@ -77,11 +75,6 @@ class BatchSummary(NamedTuple):
     files: int
     events: int
     errors: int
-
-
-def media_kind(name: str) -> str:
-    """'photo' for a photo's extension, else 'video' (which says so if the file is none)."""
-    return "photo" if name.lower().endswith(IMAGE_EXTENSIONS) else "video"
 
 
 def source_name(path: str) -> str:
@@ -187,14 +180,8 @@ def run_batch(
 
 def local_files(inputs: Sequence[str]) -> Iterator[tuple[str, str | None]]:
     """(absolute path, None) per file to analyse, or (path, MISSING): folders are searched for media."""
-    for name in inputs:
-        path = Path(name)
-        if path.is_dir():
-            for file in sorted(path.rglob("*")):
-                if file.is_file() and file.name.lower().endswith(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS):
-                    yield source_name(str(file)), None
-        else:
-            yield source_name(name), None if path.is_file() else MISSING
+    for path, problem in find_media(inputs):
+        yield source_name(str(path)), problem
 
 
 def _analyse_local(path: str, model: str, preset: str, detect_every: int) -> FileResult:
@@ -262,7 +249,7 @@ _SPARK_TYPES = {
     pa.timestamp("us", tz="UTC"): "timestamp",
 }
 RESULT_SCHEMA = BATCH_SCHEMA.append(pa.field("error", pa.string()))  # what each Spark task returns
-MEDIA_PATTERN = r"\.(" + "|".join(extension[1:] for extension in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS) + r")$"
+MEDIA_PATTERN = r"\.(" + "|".join(extension[1:] for extension in MEDIA_EXTENSIONS) + r")$"
 
 
 def spark_schema(schema: pa.Schema) -> str:

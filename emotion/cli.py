@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from emotion.engagement import DEFAULT_PRESET, PRESETS
-from emotion.image import IMAGE_EXTENSIONS
 from emotion.labels import FACE_SIZE
 from emotion.live import LiveSettings
+from emotion.media import PHOTO_EXTENSIONS, find_media
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         "predict",
         help="emotions of the faces in photos",
         description="Find the faces in photos and classify their emotions. Folders are searched "
-        f"recursively for {', '.join(IMAGE_EXTENSIONS)} files.",
+        f"recursively for {', '.join(PHOTO_EXTENSIONS)} files.",
     )
     predict.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="photo or folder")
     predict.add_argument("--json", action="store_true", help="one JSON object per file and line")
@@ -143,7 +143,7 @@ def predict_command(paths: Sequence[Path], model: Path | None, as_json: bool = F
     from emotion.pipeline import analyze_photo, photo_json
     from emotion.results import photo_record
 
-    files = list(_image_files(paths))
+    files = list(find_media(paths, PHOTO_EXTENSIONS))
     if not files:
         _error("no photos found in " + ", ".join(str(path) for path in paths))
         return EXIT_FAILED
@@ -301,21 +301,6 @@ def _port(text: str) -> int:
 
 def _error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr, flush=True)
-
-
-def _image_files(paths: Sequence[Path]) -> Iterator[tuple[Path, str | None]]:
-    """(file, None) for each photo to analyse; (path, reason) for a path that cannot be."""
-    for path in paths:
-        if path.is_dir():
-            yield from (
-                (file, None)
-                for file in sorted(path.rglob("*"))
-                if file.is_file() and file.suffix.lower() in IMAGE_EXTENSIONS
-            )
-        elif path.is_file():
-            yield path, None  # named explicitly: tried whatever its extension
-        else:
-            yield path, "no such file or folder"
 
 
 def _load_classifier(model: Path | None):

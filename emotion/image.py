@@ -21,16 +21,6 @@ MAX_PIXELS = 50_000_000  # 50 megapixels: above any phone camera, ~150 MB as RGB
 # What Pillow may decode ("JPEG" includes the MPO JPEGs many cameras write).
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 SUPPORTED = "JPEG, PNG, WebP, GIF, BMP, TIFF"  # the same, as a person reads it
-IMAGE_EXTENSIONS = (
-    ".jpg",
-    ".jpeg",
-    ".png",
-    ".webp",
-    ".gif",
-    ".bmp",
-    ".tif",
-    ".tiff",
-)  # the same, as files end
 
 # A truncated file must be refused, not decoded as a half-grey picture.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
