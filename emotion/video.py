@@ -59,7 +59,13 @@ OUTPUT_CODEC = "libx264"
 OUTPUT_OPTIONS = {"crf": "23", "preset": "veryfast"}  # near-transparent, fast to encode
 DEFAULT_FPS = Fraction(30)  # when a container gives no frame rate at all
 ENCODE_QUEUE_FRAMES = 8  # annotated frames waiting for the encoder thread, at most
-IMAGE_FORMATS = ("image2",)  # plus every "*_pipe" demuxer: still images (an animated GIF is a video)
+# The only demuxers FFmpeg may use (its format_whitelist): the containers of the videos the app
+# takes ("mov" is also MP4 and M4V, "matroska" also WebM), and the still photos it takes, so that
+# a photo is told apart from a damaged video. Any other demuxer is refused before it reads a byte
+# past the probe: some open further files or URLs that the upload names (concat, HLS, image2).
+VIDEO_FORMATS = ("mov", "avi", "matroska")
+STILL_IMAGE_FORMATS = ("jpeg_pipe", "png_pipe", "webp_pipe", "gif_pipe", "bmp_pipe", "tiff_pipe")
+SUPPORTED = "MP4, MOV, M4V, AVI, WebM, MKV"  # the video containers, as a person reads them
 
 ProgressCallback = Callable[[int, int], None]  # (frames done, frames in total)
 
@@ -283,14 +289,17 @@ def _open(source: str | Path | bytes):
             raise InvalidVideo(f"No such file: {path}")
         if path.stat().st_size == 0:
             raise InvalidVideo(f"{path.name} is empty")
-        file = str(path)
+        file = f"file:{path}"  # this file, whatever its name looks like (a "concat:" URL, say)
         name = path.name
+    options = {
+        "format_whitelist": ",".join(VIDEO_FORMATS + STILL_IMAGE_FORMATS),
+        "protocol_whitelist": "file",
+    }
     try:
-        container = av.open(file, "r")
+        container = av.open(file, "r", options=options)
     except (av.error.FFmpegError, UnicodeDecodeError) as error:
-        raise InvalidVideo(f"{name} is not a video file we can read") from error
-    format_name = container.format.name
-    if format_name.endswith("_pipe") or format_name in IMAGE_FORMATS:
+        raise InvalidVideo(f"{name} is not a video file we can read ({SUPPORTED})") from error
+    if container.format.name in STILL_IMAGE_FORMATS:
         container.close()
         raise InvalidVideo(f"{name} is a still image, not a video: analyse it as a photo")
     if not container.streams.video:

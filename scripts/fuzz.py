@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import io
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -54,14 +55,28 @@ def image_target() -> Callable[[bytes], None]:
 
 
 def video_target() -> Callable[[bytes], None]:
+    """probe_video, run in a folder that holds a readable video (`secret.avi`) for hostile inputs
+    to name: whatever it accepts must be a container the app takes, as FFmpeg's own unrestricted
+    probe detects it, so no demuxer outside the allow-list ever reads the upload (or that file)."""
     import atheris
+    import av
 
     with atheris.instrument_imports(include=["emotion"]):
-        from emotion.video import InvalidVideo, probe_video
+        from emotion.video import VIDEO_FORMATS, InvalidVideo, probe_video
+
+    folder = Path(tempfile.mkdtemp(prefix="fuzz-video-folder-"))
+    (folder / "secret.avi").write_bytes(three_frame_clip("avi", "mjpeg"))
+    os.chdir(folder)
 
     def run(data: bytes) -> None:
-        with contextlib.suppress(InvalidVideo):
+        try:
             probe_video(data)
+        except InvalidVideo:
+            return
+        with av.open(io.BytesIO(data)) as container:  # accepted: what FFmpeg alone takes it for
+            detected = container.format.name.split(",")
+        if not set(detected) & set(VIDEO_FORMATS):
+            raise AssertionError(f"probe_video accepted a {container.format.name} file")
 
     return run
 
@@ -100,32 +115,54 @@ def image_seeds() -> Iterator[bytes]:
     yield buffer.getvalue()
 
 
+VIDEO_CODECS = (
+    ("mp4", "libx264"),
+    ("mov", "libx264"),
+    ("mp4", "mpeg4"),
+    ("avi", "mpeg4"),
+    ("avi", "mjpeg"),
+    ("matroska", "libx264"),
+    ("webm", "libvpx"),
+)
+# Files that make FFmpeg read other files or URLs, naming the target's `secret.avi`: each must be
+# refused (the concat demuxer and protocol, an HLS playlist, an image sequence, a tee, a subfile).
+HOSTILE_VIDEOS = (
+    b"ffconcat version 1.0\nfile secret.avi\n",
+    b"ffconcat version 1.0\nfile concat:secret.avi|secret.avi\n",
+    b"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\nsecret.avi\n#EXT-X-ENDLIST\n",
+    b"#EXTM3U\n#EXTINF:10,\nfile:secret.avi\n",
+    b"file 'secret.avi'\n",
+    b"secret%03d.avi",
+    b"subfile,,start,0,end,0,,:secret.avi",
+)
+
+
 def video_seeds() -> Iterator[bytes]:
-    """Three-frame clips in the containers and codecs people upload."""
+    """Three-frame clips in the containers and codecs people upload, then the hostile files."""
+    for container_format, codec in VIDEO_CODECS:
+        clip = three_frame_clip(container_format, codec)
+        if clip is not None:
+            yield clip
+    yield from HOSTILE_VIDEOS
+
+
+def three_frame_clip(container_format: str, codec: str) -> bytes | None:
+    """A 24x16 clip of three grey frames; None where this build of FFmpeg lacks the encoder."""
     import av
 
-    frames = [np.full((16, 24, 3), 40 * index, dtype=np.uint8) for index in range(3)]
-    for container_format, codec in (
-        ("mp4", "libx264"),
-        ("mov", "libx264"),
-        ("mp4", "mpeg4"),
-        ("avi", "mpeg4"),
-        ("avi", "mjpeg"),
-        ("matroska", "libx264"),
-        ("webm", "libvpx"),
-    ):
-        buffer = io.BytesIO()
-        try:
-            with av.open(buffer, "w", format=container_format) as output:
-                stream = output.add_stream(codec, rate=10)
-                stream.width, stream.height = 24, 16
-                stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
-                for frame in frames:
-                    output.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-                output.mux(stream.encode())
-        except (av.error.FFmpegError, ValueError):
-            continue  # this build of FFmpeg lacks the encoder
-        yield buffer.getvalue()
+    buffer = io.BytesIO()
+    try:
+        with av.open(buffer, "w", format=container_format) as output:
+            stream = output.add_stream(codec, rate=10)
+            stream.width, stream.height = 24, 16
+            stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+            for index in range(3):
+                frame = np.full((16, 24, 3), 40 * index, dtype=np.uint8)
+                output.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            output.mux(stream.encode())
+    except (av.error.FFmpegError, ValueError):
+        return None
+    return buffer.getvalue()
 
 
 def fuzz(target: str, seconds: int, input_timeout: int, artifacts: Path, corpus: Path | None) -> None:

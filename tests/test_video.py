@@ -2,7 +2,6 @@ import csv
 import io
 import itertools
 import tempfile
-import wave
 from dataclasses import replace
 from fractions import Fraction
 
@@ -17,6 +16,7 @@ from emotion.labels import EMOTIONS
 from emotion.live import LiveSettings
 from emotion.results import CSV_COLUMNS
 from emotion.video import InvalidVideo, output_size, probe_video, process_video
+from tests import samples
 
 
 def make_video(frames_rgb, fps: int = 10, rotation: int = 0) -> bytes:
@@ -36,13 +36,17 @@ def make_video(frames_rgb, fps: int = 10, rotation: int = 0) -> bytes:
     return buffer.getvalue()
 
 
-def silent_wav() -> bytes:
+def silent_audio(container_format: str) -> bytes:
+    """A tenth of a second of silence, alone in a file of that container format."""
     buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as audio:
-        audio.setnchannels(1)
-        audio.setsampwidth(2)
-        audio.setframerate(8000)
-        audio.writeframes(bytes(8000))
+    with av.open(buffer, "w", format=container_format) as output:
+        stream = output.add_stream("pcm_s16le" if container_format == "wav" else "aac", rate=8000)
+        silence = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.int16), format="s16", layout="mono")
+        silence.sample_rate = 8000
+        for packet in stream.encode(silence):
+            output.mux(packet)
+        for packet in stream.encode():
+            output.mux(packet)
     return buffer.getvalue()
 
 
@@ -190,13 +194,47 @@ def test_a_truncated_video_is_refused(classifier, face_clip):
         (b"", "The file is empty"),
         (b"just some text, certainly not a video\n" * 50, "not a video file"),
         (cv2.imencode(".png", np.zeros((32, 32, 3), dtype=np.uint8))[1].tobytes(), "still image"),
-        (silent_wav(), "has no video stream"),
+        (silent_audio("mp4"), "has no video stream"),
+        (silent_audio("wav"), "not a video file we can read"),  # not a container the app takes
     ],
-    ids=["empty", "text", "png", "audio"],
+    ids=["empty", "text", "png", "audio", "wav"],
 )
 def test_files_that_are_not_videos_are_refused(classifier, data, message):
     with pytest.raises(InvalidVideo, match=message):
         process_video(data, classifier)
+
+
+def concat_script(target: str) -> bytes:
+    """An FFmpeg concat script naming a file: its demuxer would read that file from the server."""
+    return f"ffconcat version 1.0\nfile {target}\n".encode()
+
+
+def test_a_file_that_names_other_files_is_refused_without_saying_whether_they_exist(
+    classifier, tmp_path, monkeypatch
+):
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    private = samples.write_face_clip(secret / "private.avi")
+    monkeypatch.chdir(tmp_path)  # where a relative name in the upload would be looked up
+    messages = set()
+    for target in ("secret/private.avi", str(private), "secret/missing.avi"):
+        script = concat_script(target)
+        (tmp_path / "upload.mp4").write_bytes(script)
+        for source in (script, tmp_path / "upload.mp4"):
+            with pytest.raises(InvalidVideo, match="not a video file we can read") as refused:
+                process_video(source, classifier)
+            messages.add(str(refused.value).replace("upload.mp4", "The file"))
+            with pytest.raises(InvalidVideo):
+                probe_video(source)
+    assert len(messages) == 1  # the same answer whether the named file exists or not
+
+
+def test_a_path_is_opened_as_a_file_whatever_its_name_looks_like(classifier, tmp_path, monkeypatch):
+    samples.write_face_clip(tmp_path / "clip.avi")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "concat:clip.avi").write_bytes(b"not a video")  # FFmpeg's concat protocol, as a name
+    with pytest.raises(InvalidVideo, match="not a video file we can read"):
+        probe_video("concat:clip.avi")
 
 
 def test_a_video_in_a_codec_ffmpeg_does_not_know_is_refused(classifier):
