@@ -18,9 +18,9 @@ from emotion.history import (
     LiveRecorder,
 )
 from emotion.live import LiveAnalyzer
-from emotion.settings import IceServerCache, ice_servers
 from ui.charts import distribution_chart, engagement_chart
 from ui.context import PageSettings, event_source, live_settings
+from ui.ice import ice_server_cache
 from ui.widgets import percent, suggestion_block
 
 LIVE_REFRESH_S = 1.0  # how often the live statistics refresh while the camera plays
@@ -138,9 +138,3 @@ def live_panel(analyzer: LiveAnalyzer, playing: bool, session: int, log: Detecti
             key="webcam-csv",
             on_click="ignore",
         )
-
-
-@st.cache_resource(show_spinner=False)
-def ice_server_cache() -> IceServerCache:
-    """The webcam's ICE servers, shared by every visitor and refreshed in the background."""
-    return IceServerCache(lambda: ice_servers(st.secrets))
