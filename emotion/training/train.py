@@ -31,12 +31,15 @@ import time
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from emotion.labels import EMOTIONS, FACE_SIZE
 from emotion.training.evaluate import as_model_input
+
+if TYPE_CHECKING:
+    from emotion.training.checkpoints import RunFolder
 
 logger = logging.getLogger(__name__)
 
@@ -318,81 +321,77 @@ def train(
     started = time.perf_counter()
     import keras
 
-    from emotion.model_file import convert_to_tflite, save_atomically, save_model
     from emotion.training import augment, losses  # noqa: F401  (register the layer and loss checkpoints hold)
-    from emotion.training.evaluate import balanced_score, cross_entropy, evaluate_classifier
+    from emotion.training.checkpoints import RunFolder
 
     train_faces, val_faces = load_split(data_dir, "train"), load_split(data_dir, "val")
     if limit:
         train_faces, val_faces = head(train_faces, limit), head(val_faces, limit)
-
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    last_path, best_path = checkpoint_dir / "last.keras", checkpoint_dir / "best.keras"
-    state_path, log_path = checkpoint_dir / "state.json", checkpoint_dir / "log.csv"
-    state = {"epoch": 0, "best_score": -1.0}
-    if resume and state_path.is_file():
-        state = json.loads(state_path.read_text())
-        recipe = recipe_from_dict(state["recipe"])
-        logger.info("Resuming the recipe saved in %s after epoch %d", checkpoint_dir, state["epoch"])
-    elif resume:
-        logger.warning("Nothing to resume in %s: starting afresh", checkpoint_dir)
+    run = RunFolder.open(checkpoint_dir, asdict(recipe), resume)
+    recipe = recipe_from_dict(run.recipe)
     prior = label_targets(train_faces, recipe).mean(axis=0)  # (7,) the training targets' class shares
-
     precision = choose_precision(precision)
     keras.mixed_precision.set_global_policy(precision)
-    keras.utils.set_random_seed(recipe.seed)
-    val_inputs = as_model_input(val_faces.images)
 
-    class Checkpoint(keras.callbacks.Callback):
-        """Scores val as the card does (accuracy and mean recall on the labelled faces); keeps the best."""
-
-        def on_epoch_end(self, epoch, logs=None):
-            probabilities = self.model.predict(val_inputs, batch_size=512, verbose=0)
-            accuracy, mean_recall = balanced_score(probabilities, val_faces.labels)
-            val_loss = cross_entropy(probabilities, val_faces.targets)
-            logs.update(val_loss=val_loss, val_label_accuracy=accuracy, val_mean_recall=mean_recall)
-            state["epoch"] = epoch + 1
-            save_atomically(self.model, last_path)
-            if accuracy + mean_recall > state["best_score"]:
-                state.update(best_score=accuracy + mean_recall, best_epoch=epoch + 1)
-                save_atomically(self.model, best_path)
-            state_path.write_text(json.dumps(state, indent=2))
-
-    if state["epoch"] == 0 or (train_more and state["epoch"] < recipe.epochs):
+    if run.epoch == 0 or (train_more and run.epoch < recipe.epochs):
         targets = training_targets(train_faces, recipe)
-        if state["epoch"]:
-            model = keras.saving.load_model(last_path)
-        else:
-            if time_budget is not None:
-                left = time_budget - (time.perf_counter() - started)
-                recipe = dataclasses.replace(recipe, epochs=epochs_within(left, recipe, train_faces, targets))
-                keras.utils.set_random_seed(recipe.seed)
-            state["recipe"] = asdict(recipe)
-            model = compile_model(recipe, math.ceil(len(train_faces.images) / recipe.batch_size), prior)
-            if recipe.init_from:
-                model.set_weights(keras.saving.load_model(recipe.init_from, compile=False).get_weights())
-                logger.info("Starting from the weights of %s", recipe.init_from)
-            log_path.unlink(missing_ok=True)
-        logger.info(
-            "Training %d epochs with %s precision on %d faces", recipe.epochs, precision, len(targets)
-        )
-        model.fit(
-            as_model_input(train_faces.images),  # the model augments it
-            targets,
-            batch_size=recipe.batch_size,
-            shuffle=True,
-            epochs=recipe.epochs,
-            initial_epoch=state["epoch"],
-            callbacks=[Checkpoint(), keras.callbacks.CSVLogger(str(log_path), append=True)],
-            verbose=2,
-        )
+        if run.epoch == 0 and time_budget is not None:
+            left = time_budget - (time.perf_counter() - started)
+            recipe = dataclasses.replace(recipe, epochs=epochs_within(left, recipe, train_faces, targets))
+            run.recipe = asdict(recipe)
+        fit(run, recipe, train_faces, targets, val_faces, prior, precision)
+    return write_model(run, recipe, len(train_faces.images), val_faces, prior, out_path)
 
-    final, metrics = finish(best_path, recipe, val_faces, prior)
-    metrics.update(
-        epochs_trained=state["epoch"],
-        best_epoch=state["best_epoch"],
-        train_images=len(train_faces.images),
+
+def fit(
+    run: RunFolder,
+    recipe: Recipe,
+    faces: Split,
+    targets: np.ndarray,
+    val_faces: Split,
+    prior: np.ndarray,
+    precision: str,
+) -> None:
+    """Train the run from its last epoch to recipe.epochs, scoring val and saving the run after
+    every epoch."""
+    import keras
+
+    from emotion.training.checkpoints import ScoreOnVal
+
+    keras.utils.set_random_seed(recipe.seed)
+    if run.epoch:
+        model = keras.saving.load_model(run.last_path)
+    else:
+        model = compile_model(recipe, math.ceil(len(faces.images) / recipe.batch_size), prior)
+        if recipe.init_from:
+            model.set_weights(keras.saving.load_model(recipe.init_from, compile=False).get_weights())
+            logger.info("Starting from the weights of %s", recipe.init_from)
+        run.log_path.unlink(missing_ok=True)
+    logger.info("Training %d epochs with %s precision on %d faces", recipe.epochs, precision, len(targets))
+    model.fit(
+        as_model_input(faces.images),  # the model augments it
+        targets,
+        batch_size=recipe.batch_size,
+        shuffle=True,
+        epochs=recipe.epochs,
+        initial_epoch=run.epoch,
+        callbacks=[ScoreOnVal(run, val_faces), keras.callbacks.CSVLogger(str(run.log_path), append=True)],
+        verbose=2,
     )
+
+
+def write_model(
+    run: RunFolder, recipe: Recipe, train_images: int, val_faces: Split, prior: np.ndarray, out_path: Path
+) -> dict:
+    """Write the shipped model from the run's best epoch (finish), with its runtime, metrics and
+    learning curves beside it; return its metrics."""
+    import keras
+
+    from emotion.model_file import convert_to_tflite, save_model
+    from emotion.training.evaluate import evaluate_classifier
+
+    final, metrics = finish(run.best_path, recipe, val_faces, prior)
+    metrics.update(epochs_trained=run.epoch, best_epoch=run.best_epoch, train_images=train_images)
     runtime = None
     if keras.backend.backend() == "tensorflow":  # the converter takes TensorFlow models only
         from emotion.classifier import EmotionClassifier
@@ -400,7 +399,7 @@ def train(
         runtime = convert_to_tflite(final)
         metrics["runtime"] = evaluate_classifier(EmotionClassifier(runtime, {}, out_path), val_faces)
     save_model(final, out_path, recipe=asdict(recipe), metrics=metrics, runtime=runtime)
-    shutil.copyfile(log_path, out_path.with_name("training_log.csv"))  # the learning curves, for the card
+    shutil.copyfile(run.log_path, out_path.with_name("training_log.csv"))  # the learning curves, for the card
     metrics["file_size_bytes"] = out_path.stat().st_size
     return metrics
 
