@@ -73,6 +73,14 @@ def texts(page: AppTest) -> str:
     return "\n".join(element.value for element in page.markdown)
 
 
+def open_tab(page: AppTest, label: str) -> AppTest:
+    """Switch tabs, as a click on a tab does: the page runs again with that tab open."""
+    page.session_state["tab"] = label
+    page.run()
+    assert not page.exception, page.exception
+    return page
+
+
 def upload_photos(page: AppTest, *files: tuple[str, bytes, str]) -> AppTest:
     page.file_uploader(key="photos").set_value(list(files))
     page.run()
@@ -166,6 +174,7 @@ def test_webcam_frames_feed_live_statistics_and_a_summary(app, streamer, face_cl
     assert options["media_stream_constraints"]["audio"] is False
     assert options["rtc_configuration"]["iceServers"]
 
+    open_tab(app, "Webcam")
     streamer.playing = True
     app.run()  # START: a new session
     frames = clip_frames(face_clip, 12)
@@ -185,6 +194,7 @@ def test_webcam_frames_feed_live_statistics_and_a_summary(app, streamer, face_cl
 
 
 def test_video_upload_shows_annotated_video_and_timeline(app, classifier, face_clip):
+    open_tab(app, "Video")
     app.file_uploader(key="video").set_value(("face_clip.avi", face_clip.read_bytes(), "video/x-msvideo"))
     app.run()
     assert not app.exception, app.exception
@@ -199,6 +209,7 @@ def test_video_upload_shows_annotated_video_and_timeline(app, classifier, face_c
 
 
 def test_broken_video_says_so(app):
+    open_tab(app, "Video")
     app.file_uploader(key="video").set_value(("broken.mp4", b"not a video at all", "video/mp4"))
     app.run()
     assert not app.exception, app.exception
@@ -339,6 +350,7 @@ def test_a_video_error_that_is_not_the_files_fault_is_a_message_and_not_repeated
         raise MemoryError
 
     monkeypatch.setattr(ui.video, "process_video", failing)
+    open_tab(app, "Video")
     app.file_uploader(key="video").set_value(("clip.mp4", b"any bytes", "video/mp4"))
     app.run()
     assert not app.exception, app.exception
@@ -416,6 +428,7 @@ def test_nothing_is_kept_until_the_log_is_switched_on(history_path, streamer, as
         "every visitor" in caption.value.lower() for caption in page.sidebar.caption
     )  # the privacy text
     upload_photos(page, ("astronaut.png", astronaut_png, "image/png"))
+    open_tab(page, "History")
     assert [info.startswith("No detections are kept yet.") for info in history_info(page)] == [True]
     assert not history_path.exists()
 
@@ -445,9 +458,10 @@ def test_photo_webcam_and_video_detections_are_kept_shown_and_deleted(
     page.run()  # STOP
 
     page.toggle(key="history_log").set_value(True).run()
+    open_tab(page, "Video")
     page.file_uploader(key="video").set_value(("talk.avi", face_clip.read_bytes(), "video/x-msvideo")).run()
     assert log.flush()
-    page.run()
+    open_tab(page, "History")
     assert not page.exception, page.exception
     sources = per_source(page)
     webcam = next(name for name in sources if name.startswith("webcam "))
@@ -474,7 +488,7 @@ def test_photo_webcam_and_video_detections_are_kept_shown_and_deleted(
 
 def test_history_password_guards_the_tab(history_path, streamer, monkeypatch):
     monkeypatch.setenv("HISTORY_PASSWORD", "s3cret words")
-    page = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+    page = open_tab(AppTest.from_file(APP, default_timeout=TIMEOUT_S).run(), "History")
     assert any("protected" in info.value for info in page.info)
     assert not history_info(page)
     page.text_input(key="history_password").set_value("guess").run()
@@ -501,7 +515,7 @@ def test_history_can_show_a_batch_table(history_path, streamer, monkeypatch, tmp
         partitioning_flavor="hive",
     )
     monkeypatch.setenv("HISTORY_TABLE", str(tmp_path / "batch"))
-    page = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+    page = open_tab(AppTest.from_file(APP, default_timeout=TIMEOUT_S).run(), "History")
     assert history_info(page)  # the log is shown first, and is empty
     page.radio(key="history_store").set_value("Batch table").run()
     assert not page.exception, page.exception
@@ -518,6 +532,7 @@ def test_a_log_file_held_by_another_program_is_a_warning_and_the_webcam_carries_
     with held_by_another_process(history_path):
         page = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
         page.toggle(key="history_log").set_value(True).run()
+        open_tab(page, "Webcam")
         streamer.playing = True
         page.run()  # START
         frames = clip_frames(face_clip, 10)
@@ -528,3 +543,39 @@ def test_a_log_file_held_by_another_program_is_a_warning_and_the_webcam_carries_
     assert not page.exception, page.exception
     assert any("in use by another program" in warning.value for warning in page.warning)
     assert metric_values(page)["Frames analysed"] == str(len(frames))
+
+
+@pytest.fixture
+def history_reads(monkeypatch) -> list[str]:
+    """Records every query the page runs on the detection log or a batch table."""
+    from emotion.history import DetectionLog, ParquetHistory
+
+    reads = []
+    for store in (DetectionLog, ParquetHistory):
+        original = store.read
+
+        def counting(self, query, original=original, name=store.__name__):
+            reads.append(name)
+            return original(self, query)
+
+        monkeypatch.setattr(store, "read", counting)
+    return reads
+
+
+def test_a_photo_tab_click_runs_no_history_query(history_path, streamer, history_reads, astronaut_png):
+    page = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+    page.toggle(key="history_log").set_value(True).run()
+    upload_photos(page, ("astronaut.png", astronaut_png, "image/png"))
+    open_tab(page, "History")
+    assert metric_values(page)["Detections"] == "1"
+    assert history_reads  # the open History tab queries the log
+
+    open_tab(page, "Photo")
+    history_reads.clear()
+    page.button(key=next(button.key for button in page.button if button.key.startswith("another-"))).click()
+    page.run()
+    photos = ("astronaut.png", astronaut_png, "image/png"), ("grey.png", grey_png(180), "image/png")
+    upload_photos(page, *photos)
+    assert not page.exception, page.exception
+    assert "Quote:" in texts(page)
+    assert history_reads == []

@@ -158,8 +158,28 @@ def test_webcam_streams_annotated_video_and_live_statistics(app_url, playwright,
         # Between two refreshes of the panel, so that nothing is drawn faded as stale.
         page.locator("[data-testid='stStatusWidget']").wait_for(state="hidden")
         page.screenshot(path=str(screenshot_path(tmp_path, "screenshot-webcam.png")))
+
+        # Another tab open for a while: the stream plays on, and the same session goes on counting.
+        shown_before = frames_analysed(stats)
+        page.get_by_role("tab", name="Photo").click()
+        stats.wait_for(state="detached")  # a hidden tab draws no statistics
+        page.wait_for_timeout(2000)
+        page.get_by_role("tab", name="Webcam").click()
+        deadline = time.monotonic() + LIVE_TIMEOUT_MS / 1000
+        while frames_analysed(stats) <= shown_before and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert frames_analysed(stats) > shown_before
+        assert streamer.locator("video").first.evaluate("video => !video.paused && video.videoWidth > 0")
         streamer.get_by_role("button", name=re.compile("stop", re.IGNORECASE)).click()
         page.get_by_text("Session summary").wait_for()
+
+
+def frames_analysed(stats) -> int:
+    """The live panel's "Frames analysed"; 0 while it is not (or not yet) drawn."""
+    # The panel is redrawn every second: an element may vanish between two reads.
+    with contextlib.suppress(PlaywrightError, ValueError):
+        return int(live_metric(stats, "Frames analysed").inner_text(timeout=1000).replace(",", ""))
+    return 0
 
 
 def test_video_upload_shows_annotated_video_and_timeline(app_url, playwright, face_clip):

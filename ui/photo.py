@@ -26,7 +26,8 @@ MANY_FACES = 8  # above this many faces in one photo, say that small faces are l
 PHOTO_RESULTS_KEPT = 2 * PHOTO_BATCH_MAX  # remembered per visitor: a rerun recomputes none of a batch
 
 
-def show(classifier: EmotionClassifier, settings: PageSettings) -> None:
+def show(classifier: EmotionClassifier, settings: PageSettings, visible: bool) -> None:
+    """The uploaders, and while the tab is open, each photo's results."""
     # An upload's rerun can start while the run before it still analyses the same photo: the
     # lock makes the second wait for the first's result instead of analysing (and logging) it again.
     st.session_state.setdefault("photo_results", OrderedDict())
@@ -52,6 +53,8 @@ def show(classifier: EmotionClassifier, settings: PageSettings) -> None:
             photos.append(snapshot)
     if not photos:
         st.info("Upload a photo with a face, or take one with the camera.")
+        return
+    if not visible:
         return
     for index, photo in enumerate(photos):
         with st.container(border=True, key=f"photo-{index}"):

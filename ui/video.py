@@ -34,7 +34,8 @@ class VideoAnalysis(NamedTuple):
     started: float  # when the analysis began, seconds since the epoch
 
 
-def show(classifier: EmotionClassifier, settings: PageSettings) -> None:
+def show(classifier: EmotionClassifier, settings: PageSettings, visible: bool) -> None:
+    """The uploader, and while the tab is open, the video's analysis and results."""
     upload = st.file_uploader(
         "Upload a video",
         type=VIDEO_TYPES,
@@ -47,6 +48,8 @@ def show(classifier: EmotionClassifier, settings: PageSettings) -> None:
             f"are annotated (up to {MAX_ANALYSED_FPS} a second) and you get the emotions over time. "
             "Processing takes less time than playing it."
         )
+        return
+    if not visible:
         return
     wanted = live_settings(settings)
     analysis: VideoAnalysis | None = st.session_state.get("video_analysis")

@@ -43,7 +43,9 @@ def frame_callback(
     return video_frame_callback
 
 
-def show(classifier: EmotionClassifier, settings: PageSettings) -> None:
+def show(classifier: EmotionClassifier, settings: PageSettings, visible: bool) -> None:
+    """The streamer, always, so that a stream plays on while another tab is open; and while
+    this tab is open, the session's statistics."""
     wanted = live_settings(settings)
     analyzer = st.session_state.get("live_analyzer")
     if analyzer is None or analyzer.settings != wanted:
@@ -80,6 +82,8 @@ def show(classifier: EmotionClassifier, settings: PageSettings) -> None:
             "Connecting to the camera... If this takes more than a few seconds, the network may "
             "block WebRTC: see the README on setting up a TURN server."
         )
+    if not visible:
+        return
     session = st.session_state.get("webcam_session", 0)
     st.fragment(live_panel, run_every=LIVE_REFRESH_S if playing else None)(
         analyzer, playing, session, settings.detection_log
