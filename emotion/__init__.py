@@ -37,12 +37,12 @@ _EXPORTS = {
     "detect_faces": ("emotion.faces", "detect_faces"),
     "engagement_score": ("emotion.engagement", "engagement_score"),
     "load_classifier": ("emotion.classifier", "load_classifier"),
-    "load_configured_classifier": ("emotion.remote", "load_configured_classifier"),
     "load_image": ("emotion.image", "load_image"),
     "photo_json": ("emotion.pipeline", "photo_json"),
     "photo_record": ("emotion.results", "photo_record"),
     "process_photo": ("emotion.pipeline", "process_photo"),
     "process_video": ("emotion.video", "process_video"),
+    "resolve_model": ("emotion.remote", "resolve_model"),
 }
 
 __all__ = sorted(_EXPORTS)

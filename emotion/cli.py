@@ -147,9 +147,10 @@ def predict_command(paths: Sequence[Path], model: Path | None, as_json: bool = F
     if not files:
         _error("no photos found in " + ", ".join(str(path) for path in paths))
         return EXIT_FAILED
-    classifier = _load_classifier(model)
-    if classifier is None:
+    loaded = _resolve_model(model)
+    if loaded is None:
         return EXIT_USAGE
+    classifier = loaded.classifier
     table = _Table(max(len(str(file)) for file, _ in files)) if not as_json else None
     failed = False
     for file, problem in files:
@@ -186,13 +187,13 @@ def video_command(
     except InvalidVideo as error:
         _error(str(error))
         return EXIT_FAILED
-    classifier = _load_classifier(model)
-    if classifier is None:
+    loaded = _resolve_model(model)
+    if loaded is None:
         return EXIT_USAGE
     progress = _ProgressBar()
     try:
         settings = LiveSettings(detect_every=detect_every)  # the live detector, as the page's Video tab
-        result = process_video(source, classifier, settings=settings, progress=progress)
+        result = process_video(source, loaded.classifier, settings=settings, progress=progress)
     except InvalidVideo as error:
         progress.finish()
         _error(str(error))
@@ -228,21 +229,18 @@ def video_command(
 
 def batch_command(args: argparse.Namespace) -> int:
     from emotion.batch import BatchError, run_batch
-    from emotion.classifier import ModelError
-    from emotion.remote import default_model_path
 
     if args.master is not None and args.engine != "spark":
         _error("--master needs --engine spark")
         return EXIT_USAGE
-    model = args.model if args.model is not None else default_model_path()
-    if not model.is_file():
-        _error(f"no model file at {model}")
+    loaded = _resolve_model(args.model)  # checked here, loaded again by each worker from its file
+    if loaded is None:
         return EXIT_USAGE
     try:
         summary = run_batch(
             args.inputs,
             str(args.out),
-            model=model,
+            model=loaded.path,
             preset=args.preset,
             detect_every=args.detect_every,
             engine=args.engine,
@@ -250,7 +248,7 @@ def batch_command(args: argparse.Namespace) -> int:
             master=args.master,
             progress=lambda line: print(line, file=sys.stderr, flush=True),
         )
-    except (BatchError, ModelError) as error:
+    except BatchError as error:
         _error(str(error))
         return EXIT_USAGE
     print(f"{summary.files} files, {summary.events} detection events, {summary.errors} errors")
@@ -262,14 +260,11 @@ def serve_command(host: str, port: int) -> int:
     import uvicorn
 
     from emotion.api import create_app
-    from emotion.classifier import ModelError
 
-    try:
-        app = create_app()
-    except ModelError as error:
-        _error(str(error))
+    loaded = _resolve_model(None)
+    if loaded is None:
         return EXIT_USAGE
-    uvicorn.run(app, host=host, port=port)
+    uvicorn.run(create_app(model=loaded), host=host, port=port)
     return EXIT_OK
 
 
@@ -278,7 +273,8 @@ def _add_model_option(parser: argparse.ArgumentParser) -> None:
         "--model",
         type=Path,
         metavar="PATH",
-        help="Keras model file (default: MODEL_URL's model if set, else the bundled one)",
+        help="Keras model file (default: MODEL_URL's model if set in .streamlit/secrets.toml or the "
+        "environment, else the bundled one)",
     )
 
 
@@ -303,22 +299,28 @@ def _error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr, flush=True)
 
 
-def _load_classifier(model: Path | None):
-    """The classifier, or None after printing why it cannot be loaded."""
-    from emotion.classifier import ModelError, load_classifier
-    from emotion.remote import default_model_path
+def _resolve_model(model_file: Path | None):
+    """The model (emotion.remote.LoadedModel) the command uses, with settings from
+    .streamlit/secrets.toml and the environment as for the page; which one it is goes to stderr.
+    None after printing why it cannot be loaded."""
+    from emotion.classifier import ModelError
+    from emotion.remote import resolve_model
+    from emotion.settings import read_secrets_file
 
-    path = model if model is not None else default_model_path()  # may log a download warning
+    secrets = read_secrets_file()  # may log why the file is ignored
     try:
         with _native_output_silenced():
-            classifier = load_classifier(path)
-            classifier.predict_proba(
+            loaded = resolve_model(secrets, model_file)
+            loaded.classifier.predict_proba(
                 np.zeros((1, FACE_SIZE, FACE_SIZE), dtype=np.uint8)
             )  # its first-run notes
-        return classifier
     except ModelError as error:
         _error(str(error))
         return None
+    if loaded.warning is not None:
+        print(f"warning: {loaded.warning}", file=sys.stderr)
+    print(f"model: {loaded.description}", file=sys.stderr, flush=True)
+    return loaded
 
 
 @contextlib.contextmanager

@@ -9,10 +9,13 @@ is needed). Whatever goes wrong (network, 404, Drive quota, wrong checksum, too 
 slow, a file that is not a model) the app falls back to the bundled model, removes the bad
 file and says why, without the URL's credentials (see emotion.settings.redact_url).
 
-The app calls `load_configured_classifier` once (under st.cache_resource): the load that
-validates a downloaded model is the one it gets back. `default_model_path` is for callers that
-load the model themselves (the command line). Nothing else in the engine downloads: without a
-model named, `emotion.load_classifier` and `analyze_image` use the bundled one.
+Every entry point (the page, the HTTP API, the command line's predict, video, batch and serve)
+gets its model from `resolve_model`, with the settings of `.streamlit/secrets.toml` (the page:
+st.secrets) and the environment: a model file named by the caller (`--model`), else MODEL_URL's,
+else the bundled one. The load that validates a downloaded model is the one it gets back, and
+`LoadedModel.description` says which model it is (origin, file, SHA-256) for the entry point to
+report. Nothing else in the engine downloads: without a model named, `emotion.load_classifier`
+and `analyze_image` use the bundled one.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 from urllib.parse import urlparse
 
 from emotion.classifier import BUNDLED_MODEL, EmotionClassifier, ModelError, load_classifier
@@ -86,10 +89,22 @@ class ModelSource:
         return cls(url=str(url).strip(), sha256=normalize_sha256(str(sha256)))
 
 
+ModelOrigin = Literal["bundled", "MODEL_URL", "file"]  # "file": named by the caller (--model)
+
+
 class LoadedModel(NamedTuple):
     classifier: EmotionClassifier
-    path: Path
-    warning: str | None
+    origin: ModelOrigin
+    warning: str | None  # why MODEL_URL's model is not used, in words for the page
+
+    @property
+    def path(self) -> Path:
+        return self.classifier.source
+
+    @property
+    def description(self) -> str:
+        """Which model this is, for a log line: origin, file name and SHA-256."""
+        return f"{self.origin} {self.path.name}, sha256 {self.classifier.sha256}"
 
 
 def normalize_sha256(sha256: str) -> str:
@@ -98,41 +113,34 @@ def normalize_sha256(sha256: str) -> str:
     return sha256.removeprefix("sha256:")
 
 
-def load_configured_classifier(
-    secrets: Mapping[str, Any] | None = None, cache_dir: str | Path | None = None
+def resolve_model(
+    secrets: Mapping[str, Any] | None = None,
+    model_file: str | Path | None = None,
+    cache_dir: str | Path | None = None,
 ) -> LoadedModel:
-    """(classifier, path, warning): MODEL_URL's model when configured and usable, else the bundled one.
+    """The model an entry point uses, loaded once: `model_file` when given, else MODEL_URL's when
+    configured (in `secrets` or the environment) and usable, else the bundled one.
 
-    Unset settings give the bundled model and no warning. Any failure with MODEL_URL is logged
-    and gives the bundled model with a warning the page can show. The model is loaded once.
+    A model file that cannot be loaded raises ModelError. Any failure with MODEL_URL is logged
+    and gives the bundled model with a warning the page can show.
     """
+    if model_file is not None:
+        loaded = LoadedModel(load_classifier(model_file), "file", None)
+    else:
+        loaded = _configured_model(secrets, cache_dir)
+    logger.info("Model: %s", loaded.description)
+    return loaded
+
+
+def _configured_model(secrets: Mapping[str, Any] | None, cache_dir: str | Path | None) -> LoadedModel:
     try:
         source = ModelSource.from_settings(secrets)
         if source is not None:
-            path, classifier = _fetch(source, cache_dir, secrets, load=True)
-            return LoadedModel(classifier, path, None)
+            return LoadedModel(_fetch(source, cache_dir, secrets), "MODEL_URL", None)
         warning = None
     except ModelDownloadError as error:
         warning = _fallback_warning(error)
-    return LoadedModel(load_classifier(BUNDLED_MODEL), BUNDLED_MODEL, warning)
-
-
-def default_model_path() -> Path:
-    """The configured model's file, for a caller that loads it itself (the command line):
-    MODEL_URL's (environment only) if it downloads, else the bundled one.
-
-    The downloaded file is checked (checksum, readable archive) but not loaded here, because
-    the caller loads it next.
-    """
-    try:
-        source = ModelSource.from_settings()
-        if source is None:
-            return BUNDLED_MODEL
-        path, _ = _fetch(source, None, None, load=False)
-        return path
-    except ModelDownloadError as error:
-        _fallback_warning(error)
-        return BUNDLED_MODEL
+    return LoadedModel(load_classifier(BUNDLED_MODEL), "bundled", warning)
 
 
 def _fallback_warning(error: ModelDownloadError) -> str:
@@ -141,25 +149,19 @@ def _fallback_warning(error: ModelDownloadError) -> str:
 
 
 def _fetch(
-    source: ModelSource,
-    cache_dir: str | Path | None,
-    secrets: Mapping[str, Any] | None,
-    *,
-    load: bool,
-) -> tuple[Path, EmotionClassifier | None]:
-    """Download and verify `source`; with `load`, also load the classifier and return it."""
+    source: ModelSource, cache_dir: str | Path | None, secrets: Mapping[str, Any] | None
+) -> EmotionClassifier:
+    """Download, verify and load `source`."""
     path = _cache_dir(cache_dir, secrets) / f"{source.sha256}.keras"  # Keras only loads *.keras files
     _download(source, path)
     _check_archive(path)
-    if not load:
-        return path, None
     try:
         classifier = load_classifier(path)
     except ModelError as error:
         _remove(path)
         raise ModelDownloadError(f"the downloaded file is not a usable emotion model: {error}") from error
     logger.info("Using the model downloaded from %s (sha256 %s)", redact_url(source.url), source.sha256)
-    return path, classifier
+    return classifier
 
 
 def _cache_dir(cache_dir: str | Path | None, secrets: Mapping[str, Any] | None) -> Path:

@@ -126,11 +126,11 @@ def main() -> None:
     args = parser.parse_args()
 
     from emotion.pipeline import photo_json
-    from emotion.remote import load_configured_classifier
+    from emotion.remote import resolve_model
     from emotion.settings import read_secrets_file
 
     photos = jpeg_photos()
-    model = load_configured_classifier(read_secrets_file())  # the model the API loads
+    model = resolve_model(read_secrets_file())  # the model the API loads
     port = free_port()
     server = start_server(port)
     load_before = os.getloadavg()[0]

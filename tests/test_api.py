@@ -60,7 +60,7 @@ def temp_root(tmp_path, monkeypatch):
 
 
 # Built when the module is collected: schemathesis generates its tests from the app's schema.
-MODEL = LoadedModel(load_classifier(BUNDLED_MODEL), BUNDLED_MODEL, None)
+MODEL = LoadedModel(load_classifier(BUNDLED_MODEL), "bundled", None)
 schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(ApiSettings(), MODEL))
 
 

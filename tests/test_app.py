@@ -239,7 +239,7 @@ def test_model_warning_is_shown(monkeypatch, streamer, classifier):
 
     warning = "Could not load the model from MODEL_URL (test); using the bundled model."
     monkeypatch.setattr(
-        ui.context, "load_configured_classifier", lambda secrets: LoadedModel(classifier, Path("x"), warning)
+        ui.context, "resolve_model", lambda secrets: LoadedModel(classifier, "bundled", warning)
     )
     st.cache_resource.clear()  # the page loads its model once per process
     try:

@@ -7,6 +7,9 @@ import importlib
 import io
 import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 import zipfile
 from http import HTTPStatus
@@ -14,12 +17,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import NamedTuple
 
 import numpy as np
+import pyarrow.parquet
 import pytest
+from PIL import Image
 
 from emotion import ModelDownloadError, remote
 from emotion.classifier import BUNDLED_MODEL
 from emotion.model_file import METADATA_MEMBER, RUNTIME_MEMBER
-from emotion.remote import ModelSource, default_model_path, load_configured_classifier
+from emotion.remote import ModelSource, resolve_model
+from tests.samples import REPO
 
 MODEL_SETTINGS = ("MODEL_URL", "MODEL_SHA256", "MODEL_CACHE_DIR")
 
@@ -133,14 +139,14 @@ def secrets_for(url: str, checksum: str | None) -> dict[str, str]:
 
 def configured(secrets, cache_dir) -> tuple:
     """(path, warning) of the model the app would load with these secrets."""
-    loaded = load_configured_classifier(secrets, cache_dir)
+    loaded = resolve_model(secrets, cache_dir=cache_dir)
     assert loaded.classifier.source == loaded.path
     return loaded.path, loaded.warning
 
 
 def test_unset_settings_give_the_bundled_model_silently(tmp_path, caplog):
     assert configured({}, cache_dir=tmp_path) == (BUNDLED_MODEL, None)
-    assert default_model_path() == BUNDLED_MODEL
+    assert resolve_model().origin == "bundled"
     assert not caplog.records
     assert list(tmp_path.iterdir()) == []
 
@@ -157,19 +163,19 @@ def test_a_model_with_the_right_checksum_is_downloaded_and_loads(server, model_b
     assert server.requests == ["/emotion_cnn.keras"]
 
 
-def test_load_configured_classifier_returns_the_downloaded_model(server, model_bytes, tmp_path):
+def test_resolve_model_returns_the_downloaded_model(server, model_bytes, tmp_path):
     secrets = secrets_for(server.url("/emotion_cnn.keras"), sha256(model_bytes))
     secrets["MODEL_CACHE_DIR"] = str(tmp_path / "from-secrets")
-    loaded = load_configured_classifier(secrets)
-    assert loaded.warning is None
+    loaded = resolve_model(secrets)
+    assert loaded.warning is None and loaded.origin == "MODEL_URL"
     assert loaded.path == tmp_path / "from-secrets" / f"{sha256(model_bytes)}.keras"
     assert loaded.classifier.source == loaded.path
     assert loaded.classifier.predict_proba(np.zeros((1, 48, 48), np.uint8)).shape == (1, 7)
 
 
-def test_load_configured_classifier_falls_back_to_the_bundled_model(server, tmp_path):
-    loaded = load_configured_classifier(secrets_for(server.url("/missing.keras"), "c" * 64), tmp_path)
-    assert loaded.path == BUNDLED_MODEL
+def test_resolve_model_falls_back_to_the_bundled_model(server, tmp_path):
+    loaded = resolve_model(secrets_for(server.url("/missing.keras"), "c" * 64), cache_dir=tmp_path)
+    assert loaded.path == BUNDLED_MODEL and loaded.origin == "bundled"
     assert loaded.classifier.source == BUNDLED_MODEL
     assert "HTTP 404" in loaded.warning
 
@@ -242,20 +248,20 @@ def test_a_stale_file_under_the_checksum_name_is_replaced(server, model_bytes, t
     monkeypatch.setenv("MODEL_URL", server.url("/emotion_cnn.keras"))
     monkeypatch.setenv("MODEL_SHA256", sha256(model_bytes))
     monkeypatch.setenv("MODEL_CACHE_DIR", str(tmp_path))
-    path = default_model_path()
+    path = resolve_model().path
     assert path == stale
     assert path.read_bytes() == model_bytes
 
 
-def test_default_model_path_reads_the_environment(server, model_bytes, tmp_path, monkeypatch):
+def test_resolve_model_reads_the_environment(server, model_bytes, tmp_path, monkeypatch):
     monkeypatch.setenv("MODEL_URL", server.url("/emotion_cnn.keras"))
     monkeypatch.setenv("MODEL_SHA256", sha256(model_bytes))
     monkeypatch.setenv("MODEL_CACHE_DIR", str(tmp_path / "models"))
-    assert default_model_path() == tmp_path / "models" / f"{sha256(model_bytes)}.keras"
+    assert resolve_model().path == tmp_path / "models" / f"{sha256(model_bytes)}.keras"
 
     monkeypatch.setenv("MODEL_URL", server.url("/missing.keras"))
     monkeypatch.setenv("MODEL_SHA256", "b" * 64)
-    assert default_model_path() == BUNDLED_MODEL
+    assert resolve_model().path == BUNDLED_MODEL
 
 
 @pytest.mark.parametrize(
@@ -299,7 +305,7 @@ def test_only_a_caller_that_asks_gets_the_configured_model(server, model_bytes, 
     assert pipeline.analyze_image(np.full((120, 160, 3), 128, np.uint8)) == []
     assert pipeline.default_classifier().source == BUNDLED_MODEL
     assert server.requests == []
-    assert default_model_path() == tmp_path / f"{sha256(model_bytes)}.keras"  # asked for
+    assert resolve_model().path == tmp_path / f"{sha256(model_bytes)}.keras"  # asked for
     assert server.requests == ["/emotion_cnn.keras"]
 
 
@@ -353,10 +359,10 @@ def test_no_part_of_a_secret_url_is_shown_or_logged(reachable, model_bytes, tmp_
         url = f"{address}?X-Amz-Signature=s1gnature-in-query&X-Amz-Credential=us3r"
         if reachable:
             with caplog.at_level(logging.INFO):
-                loaded = load_configured_classifier(secrets_for(url, sha256(model_bytes)), tmp_path)
+                loaded = resolve_model(secrets_for(url, sha256(model_bytes)), cache_dir=tmp_path)
     if not reachable:  # the server has stopped: nothing listens there any more
         with caplog.at_level(logging.INFO):
-            loaded = load_configured_classifier(secrets_for(url, sha256(model_bytes)), tmp_path)
+            loaded = resolve_model(secrets_for(url, sha256(model_bytes)), cache_dir=tmp_path)
     assert loaded.path == BUNDLED_MODEL
     assert ("HTTP 404" if reachable else "could not connect") in loaded.warning
     assert "http://127.0.0.1" in loaded.warning
@@ -408,3 +414,46 @@ def test_no_writable_home_folder_is_needed(server, model_bytes, tmp_path, monkey
     assert warning is None
     assert path == temporary / "emotion-lens-models" / f"{sha256(model_bytes)}.keras"
     assert [item.name for item in path.parent.iterdir()] == [path.name]
+
+
+def test_the_commands_use_the_model_of_the_secrets_file_and_say_which(
+    server, model_bytes, tmp_path, astronaut_rgb, face_clip
+):
+    """predict, video and batch read MODEL_URL, MODEL_SHA256 and MODEL_CACHE_DIR from
+    .streamlit/secrets.toml in the working folder, as the page and serve do."""
+    other = tmp_path / "other.keras"  # the bundled model with another checksum
+    other.write_bytes(model_bytes)
+    with zipfile.ZipFile(other, "a") as archive:
+        archive.comment = b"another copy"
+    checksum = sha256(other.read_bytes())
+    server.files["/other.keras"] = other.read_bytes()
+    cache = tmp_path / "cache"
+    (tmp_path / ".streamlit").mkdir()
+    (tmp_path / ".streamlit" / "secrets.toml").write_text(
+        f'MODEL_URL = "{server.url("/other.keras")}"\n'
+        f'MODEL_SHA256 = "{checksum}"\n'
+        f'MODEL_CACHE_DIR = "{cache}"\n'
+    )
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(astronaut_rgb).save(photo)
+
+    def run(*args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "emotion", *args],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+        assert f"model: MODEL_URL {checksum}.keras, sha256 {checksum}" in result.stderr
+        return result.stdout
+
+    assert json.loads(run("predict", str(photo), "--json"))["faces"]
+    run("video", str(face_clip), "--csv", str(tmp_path / "faces.csv"))
+    run("batch", str(photo), "--out", str(tmp_path / "batch"), "--processes", "1")
+    events = pyarrow.parquet.read_table(tmp_path / "batch" / "events")
+    assert set(events.column("model_sha256").to_pylist()) == {checksum}
+    assert (cache / f"{checksum}.keras").is_file()
+    assert server.requests == ["/other.keras"]  # downloaded once, then taken from the cache

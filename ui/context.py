@@ -7,7 +7,7 @@ import dataclasses
 
 import streamlit as st
 
-from emotion import EmotionClassifier, load_configured_classifier
+from emotion import EmotionClassifier, resolve_model
 from emotion.engagement import DEFAULT_PRESET, PRESETS
 from emotion.events import EventSource
 from emotion.faces import LIVE_DETECTOR, PHOTO_DETECTOR, SENSITIVITIES, DetectorSettings, detector_settings
@@ -34,7 +34,7 @@ class PageSettings:
 @st.cache_resource(show_spinner="Loading the emotion model...")
 def load_model() -> LoadedModel:
     """The classifier (shared by every visitor and the webcam threads) and any settings warning."""
-    return load_configured_classifier(st.secrets)
+    return resolve_model(st.secrets)
 
 
 def sidebar() -> PageSettings:

@@ -20,7 +20,7 @@ from emotion.api.routers import photos, service, videos
 from emotion.api.settings import ApiSettings
 from emotion.jobs import VideoJobs
 from emotion.pipeline import PHOTO_SLOTS
-from emotion.remote import LoadedModel, load_configured_classifier
+from emotion.remote import LoadedModel, resolve_model
 from emotion.settings import read_secrets_file
 
 logger = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def create_app(settings: ApiSettings | None = None, model: LoadedModel | None = 
     and at most PHOTO_SLOTS photos are analysed at once."""
     secrets = read_secrets_file() if settings is None or model is None else None
     settings = settings or ApiSettings.from_settings(secrets)
-    model = model or load_configured_classifier(secrets)
+    model = model or resolve_model(secrets)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from emotion.jobs import Status
 from emotion.labels import EMOTIONS
+from emotion.remote import ModelOrigin
 
 
 class ErrorBody(BaseModel):
@@ -54,7 +55,9 @@ class VideoJob(BaseModel):
 class ModelInfo(BaseModel):
     file: str = Field(description="The model file's name")
     sha256: str = Field(description="The SHA-256 of the model file")
-    source: Literal["bundled", "MODEL_URL"]
+    source: ModelOrigin = Field(
+        description="Where the model came from: the bundled file, MODEL_URL, or a file named by the operator"
+    )
     classes: list[str]
     input_shape: list[int] | None
     preprocessing: str | None

@@ -6,7 +6,6 @@ from fastapi import APIRouter
 
 from emotion.api.dependencies import JobsDep, ServiceDep
 from emotion.api.schemas import Health, ModelInfo, error_responses
-from emotion.classifier import BUNDLED_MODEL
 from emotion.labels import EMOTIONS
 
 health_router = APIRouter()
@@ -24,7 +23,7 @@ def model_info(service: ServiceDep) -> dict:
     return {
         "file": service.model.path.name,
         "sha256": service.model.classifier.sha256,
-        "source": "bundled" if service.model.path == BUNDLED_MODEL else "MODEL_URL",
+        "source": service.model.origin,
         "classes": list(metadata.get("classes", EMOTIONS)),
         "input_shape": metadata.get("input_shape"),
         "preprocessing": metadata.get("preprocessing"),
