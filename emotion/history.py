@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import atexit
 import datetime as dt
-import hmac
 import io
 import logging
 import queue
@@ -28,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import NamedTuple, TypeVar
 
 import duckdb
 import pandas as pd
@@ -38,12 +37,9 @@ import pyarrow.parquet
 
 from emotion.events import EVENT_SCHEMA, EventSource, FrameFaces, events_table
 from emotion.labels import EMOTIONS
-from emotion.results import Face
-from emotion.settings import get_setting
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_HISTORY_PATH = Path("~/.local/share/emotion-lens/detections.duckdb")  # overridden by HISTORY_PATH
 QUEUE_MAX_ITEMS = 4096  # frames (or whole videos) waiting for the writer: 2 minutes of a 30 fps webcam
 BATCH_INTERVAL_S = 1.0  # the writer appends what has queued at most this often
 BATCH_MAX_EVENTS = 20_000  # or sooner, once this many events wait
@@ -59,27 +55,6 @@ Query = Callable[[duckdb.DuckDBPyConnection], T]
 
 class HistoryError(RuntimeError):
     """The history cannot be read or changed; the message says why, for people."""
-
-
-class HistorySettings(NamedTuple):
-    path: Path  # the detection log's DuckDB file
-    table: str | None  # a batch command's --out folder, opened read-only in the History tab
-    password: str | None  # guards the History tab and its delete button; never shown or logged
-
-
-def history_settings(secrets: Mapping[str, Any] | None = None) -> HistorySettings:
-    """HISTORY_PATH, HISTORY_TABLE and HISTORY_PASSWORD from secrets or the environment."""
-    path = Path(str(get_setting("HISTORY_PATH", secrets, DEFAULT_HISTORY_PATH))).expanduser()
-    table = get_setting("HISTORY_TABLE", secrets)
-    password = get_setting("HISTORY_PASSWORD", secrets)
-    return HistorySettings(
-        path, None if table is None else str(table), None if password is None else str(password)
-    )
-
-
-def password_matches(entered: str, expected: str) -> bool:
-    """Compared in constant time, so the time taken tells nothing about the password."""
-    return hmac.compare_digest(entered.encode("utf-8"), expected.encode("utf-8"))
 
 
 class LogStatus(NamedTuple):
@@ -439,34 +414,3 @@ def csv_bytes(table: pa.Table) -> bytes:
 
 def _utc(moment: dt.datetime | None) -> dt.datetime | None:
     return None if moment is None else moment.astimezone(dt.UTC)
-
-
-class LiveRecorder:
-    """Hands one live source's frames to a detection log while its `log` is set.
-
-    The page sets `log` (None: the switch is off) and `source` on every run; the webcam thread
-    calls `record` for every frame, which reads both once, so switching the log off stops the
-    writing from the next frame on.
-    """
-
-    def __init__(self) -> None:
-        self.log: DetectionLog | None = None
-        self.source: EventSource | None = None
-        self._frame_index = 0
-        self._started = time.monotonic()
-
-    def restart(self, source: EventSource) -> None:
-        """A new session of the source: frames count from 0 again."""
-        self.source = source
-        self._frame_index = 0
-        self._started = time.monotonic()
-
-    def record(self, faces: Sequence[Face], width: int, height: int) -> None:
-        """One frame's tracked faces (each with its id) in a width x height frame."""
-        index = self._frame_index
-        self._frame_index += 1
-        log, source = self.log, self.source
-        if log is None or source is None or not faces:
-            return
-        frame = FrameFaces(index, time.monotonic() - self._started, time.time(), width, height, faces)
-        log.submit(source, [frame])

@@ -3,24 +3,30 @@
 
 `LiveAnalyzer.process(bgr)` handles one webcam (or video) frame at a time. streamlit-webrtc
 calls `process` from its own thread while the page calls `snapshot()`: the session statistics
-sit behind a lock and `snapshot` returns copies.
+sit behind a lock and `snapshot` returns copies. `LiveRecorder` hands the tracked faces of each
+frame to the detection log (emotion.history) while the page has the log switched on.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from emotion.draw import annotate_frame
 from emotion.engagement import DEFAULT_PRESET, get_preset
+from emotion.events import EventSource, FrameFaces
 from emotion.results import Face
 from emotion.session import LOG_INTERVAL_S, LOG_MAX_ROWS, SessionSnapshot, SessionStats
 from emotion.tracking import Classifier, Detector, FaceTracker, TrackingSettings
+
+if TYPE_CHECKING:  # the log's DuckDB and Arrow are loaded only where a log is kept
+    from emotion.history import DetectionLog
 
 
 @dataclass(frozen=True)
@@ -102,3 +108,34 @@ def _check_frame(bgr: np.ndarray) -> np.ndarray:
     if min(bgr.shape[:2]) < 1:
         raise ValueError("A frame must not be empty")
     return bgr
+
+
+class LiveRecorder:
+    """Hands one live source's frames to a detection log while its `log` is set.
+
+    The page sets `log` (None: the switch is off) and `source` on every run; the webcam thread
+    calls `record` for every frame, which reads both once, so switching the log off stops the
+    writing from the next frame on.
+    """
+
+    def __init__(self) -> None:
+        self.log: DetectionLog | None = None
+        self.source: EventSource | None = None
+        self._frame_index = 0
+        self._started = time.monotonic()
+
+    def restart(self, source: EventSource) -> None:
+        """A new session of the source: frames count from 0 again."""
+        self.source = source
+        self._frame_index = 0
+        self._started = time.monotonic()
+
+    def record(self, faces: Sequence[Face], width: int, height: int) -> None:
+        """One frame's tracked faces (each with its id) in a width x height frame."""
+        index = self._frame_index
+        self._frame_index += 1
+        log, source = self.log, self.source
+        if log is None or source is None or not faces:
+            return
+        frame = FrameFaces(index, time.monotonic() - self._started, time.time(), width, height, faces)
+        log.submit(source, [frame])

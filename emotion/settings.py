@@ -11,7 +11,7 @@ Settings:
   ICE_SERVERS, CLOUDFLARE_TURN_KEY_ID, CLOUDFLARE_TURN_KEY_API_TOKEN, TWILIO_ACCOUNT_SID,
   TWILIO_AUTH_TOKEN         the webcam's STUN and TURN servers (see the page's ui.ice)
   HISTORY_PATH, HISTORY_TABLE, HISTORY_PASSWORD
-                            the detection log and the History tab (see emotion.history)
+                            the detection log and the History tab (`history_settings`)
   API_KEYS, API_RESULT_TTL_S, API_VIDEO_QUEUE
                             the HTTP API's keys and video jobs (see emotion.api.settings)
 
@@ -24,12 +24,13 @@ the page's upload limit from its `.streamlit/config.toml`.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ REDACTED = "***"
 SECRETS_FILE = Path(".streamlit") / "secrets.toml"  # where `streamlit run` looks, in the working folder
 STREAMLIT_CONFIG = Path(__file__).resolve().parent.parent / ".streamlit" / "config.toml"  # the page's
 STREAMLIT_UPLOAD_LIMIT_MB = 200  # Streamlit's own default for server.maxUploadSize
+DEFAULT_HISTORY_PATH = Path("~/.local/share/emotion-lens/detections.duckdb")  # overridden by HISTORY_PATH
 
 
 class SettingsError(ValueError):
@@ -96,6 +98,27 @@ def upload_limit_mb(config: Path = STREAMLIT_CONFIG) -> int:
 
 def _is_empty(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
+
+
+class HistorySettings(NamedTuple):
+    path: Path  # the detection log's DuckDB file
+    table: str | None  # a batch command's --out folder, opened read-only in the History tab
+    password: str | None  # guards the History tab and its delete button; never shown or logged
+
+
+def history_settings(secrets: Mapping[str, Any] | None = None) -> HistorySettings:
+    """HISTORY_PATH, HISTORY_TABLE and HISTORY_PASSWORD from secrets or the environment."""
+    path = Path(str(get_setting("HISTORY_PATH", secrets, DEFAULT_HISTORY_PATH))).expanduser()
+    table = get_setting("HISTORY_TABLE", secrets)
+    password = get_setting("HISTORY_PASSWORD", secrets)
+    return HistorySettings(
+        path, None if table is None else str(table), None if password is None else str(password)
+    )
+
+
+def password_matches(entered: str, expected: str) -> bool:
+    """Compared in constant time, so the time taken tells nothing about the password."""
+    return hmac.compare_digest(entered.encode("utf-8"), expected.encode("utf-8"))
 
 
 def redact(text: str, *secrets: str) -> str:

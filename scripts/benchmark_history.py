@@ -136,8 +136,8 @@ def frame_cost_figures(passes: int) -> None:
     turn, frame by frame, so that both see the same load on a busy machine."""
     from emotion.classifier import load_classifier
     from emotion.events import EventSource
-    from emotion.history import DetectionLog, LiveRecorder
-    from emotion.live import LiveAnalyzer
+    from emotion.history import DetectionLog
+    from emotion.live import LiveAnalyzer, LiveRecorder
 
     classifier = load_classifier()
     with tempfile.TemporaryDirectory() as temporary:

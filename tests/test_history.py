@@ -24,15 +24,12 @@ from emotion.faces import Box
 from emotion.history import (
     POSITION_BINS,
     DetectionLog,
-    LiveRecorder,
     ParquetHistory,
     Selection,
     csv_bytes,
     export_table,
-    history_settings,
     overview,
     parquet_bytes,
-    password_matches,
     summarise,
 )
 from emotion.results import Face
@@ -214,27 +211,6 @@ def test_a_file_of_another_shape_is_refused(tmp_path):
         log.close()
 
 
-def tracked(face_id: int) -> Face:
-    return Face(Box(10, 10, 50, 50), HAPPY, "happy", face_id)
-
-
-def test_live_recorder_writes_only_while_its_log_is_set(log):
-    recorder = LiveRecorder()
-    recorder.restart(WEBCAM)
-    recorder.record([tracked(1)], 320, 240)  # the switch is off: nothing is kept
-    recorder.log = log
-    recorder.record([tracked(1), tracked(2)], 320, 240)
-    recorder.record([], 320, 240)
-    recorder.record([tracked(2)], 320, 240)
-    recorder.log = None  # switched off: the next frame is not kept
-    recorder.record([tracked(2)], 320, 240)
-    assert log.flush()
-    rows = log.read(export_table).to_pylist()
-    assert [(row["frame"], row["face_id"]) for row in rows] == [(1, 1), (1, 2), (3, 2)]
-    assert {row["source"] for row in rows} == {"webcam A"}
-    assert rows[0]["w_rel"] == pytest.approx(50 / 320)
-
-
 @pytest.fixture
 def filled(log):
     log.submit(WEBCAM, frames(50, box=Box(0, 0, 32, 24)))  # top-left corner, 5 s
@@ -304,21 +280,3 @@ def test_a_batch_table_is_read_like_the_log(tmp_path):
     exported = history.read(export_table)
     assert exported.schema == EVENT_SCHEMA
     assert sorted(exported.column("source_kind").to_pylist()) == ["video"] * 4 + ["webcam"] * 8
-
-
-def test_password_comparison():
-    assert password_matches("correct horse", "correct horse")
-    assert not password_matches("correct hors", "correct horse")
-    assert not password_matches("", "correct horse")
-    assert password_matches("gr\u00fcn", "gr\u00fcn")
-
-
-def test_settings_come_from_secrets_or_the_environment(monkeypatch, tmp_path):
-    monkeypatch.delenv("HISTORY_PATH", raising=False)
-    monkeypatch.delenv("HISTORY_TABLE", raising=False)
-    monkeypatch.setenv("HISTORY_PASSWORD", "from the environment")
-    settings = history_settings({"HISTORY_PATH": str(tmp_path / "h.duckdb")})
-    assert settings.path == tmp_path / "h.duckdb"
-    assert settings.table is None
-    assert settings.password == "from the environment"
-    assert history_settings({}).path.name == "detections.duckdb"

@@ -8,11 +8,16 @@ import numpy as np
 import pytest
 
 from emotion.engagement import engagement_score
+from emotion.events import EventSource
 from emotion.faces import Box, DetectorSettings
+from emotion.history import DetectionLog, export_table
 from emotion.labels import EMOTIONS
-from emotion.live import LiveAnalyzer, LiveSettings
-from emotion.results import CSV_COLUMNS
+from emotion.live import LiveAnalyzer, LiveRecorder, LiveSettings
+from emotion.results import CSV_COLUMNS, Face
 from tests.test_tracking import FRAME_SHAPE, BrightnessClassifier, ScriptedDetector, frame_with_squares
+
+WEBCAM = EventSource("webcam", "webcam A", "app", "general", "ab" * 32)
+HAPPY = np.array([0.05, 0.0, 0.05, 0.6, 0.1, 0.1, 0.1], dtype=np.float32)
 
 
 def analyzer_for(boxes_per_frame, **settings) -> LiveAnalyzer:
@@ -122,3 +127,31 @@ def test_bad_settings_and_frames_are_refused():
     analyzer = analyzer_for([])
     with pytest.raises(ValueError, match="BGR uint8"):
         analyzer.process(np.zeros((48, 48), dtype=np.uint8))
+
+
+def tracked(face_id: int) -> Face:
+    return Face(Box(10, 10, 50, 50), HAPPY, "happy", face_id)
+
+
+@pytest.fixture
+def log(tmp_path):
+    detection_log = DetectionLog(tmp_path / "history" / "detections.duckdb", interval_s=0.05)
+    yield detection_log
+    detection_log.close()
+
+
+def test_live_recorder_writes_only_while_its_log_is_set(log):
+    recorder = LiveRecorder()
+    recorder.restart(WEBCAM)
+    recorder.record([tracked(1)], 320, 240)  # the switch is off: nothing is kept
+    recorder.log = log
+    recorder.record([tracked(1), tracked(2)], 320, 240)
+    recorder.record([], 320, 240)
+    recorder.record([tracked(2)], 320, 240)
+    recorder.log = None  # switched off: the next frame is not kept
+    recorder.record([tracked(2)], 320, 240)
+    assert log.flush()
+    rows = log.read(export_table).to_pylist()
+    assert [(row["frame"], row["face_id"]) for row in rows] == [(1, 1), (1, 2), (3, 2)]
+    assert {row["source"] for row in rows} == {"webcam A"}
+    assert rows[0]["w_rel"] == pytest.approx(50 / 320)

@@ -8,7 +8,14 @@ from collections.abc import Iterator, Mapping
 import pytest
 
 from emotion import settings
-from emotion.settings import get_setting, read_secrets_file, redact_url, upload_limit_mb
+from emotion.settings import (
+    get_setting,
+    history_settings,
+    password_matches,
+    read_secrets_file,
+    redact_url,
+    upload_limit_mb,
+)
 
 
 class MissingSecretsFile(Mapping):
@@ -91,3 +98,21 @@ def test_empty_values_count_as_unset(monkeypatch):
 )
 def test_urls_are_shown_without_credentials(url, shown):
     assert redact_url(url) == shown
+
+
+def test_password_comparison():
+    assert password_matches("correct horse", "correct horse")
+    assert not password_matches("correct hors", "correct horse")
+    assert not password_matches("", "correct horse")
+    assert password_matches("gr\u00fcn", "gr\u00fcn")
+
+
+def test_history_settings_come_from_secrets_or_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv("HISTORY_PATH", raising=False)
+    monkeypatch.delenv("HISTORY_TABLE", raising=False)
+    monkeypatch.setenv("HISTORY_PASSWORD", "from the environment")
+    settings = history_settings({"HISTORY_PATH": str(tmp_path / "h.duckdb")})
+    assert settings.path == tmp_path / "h.duckdb"
+    assert settings.table is None
+    assert settings.password == "from the environment"
+    assert history_settings({}).path.name == "detections.duckdb"

@@ -11,12 +11,10 @@ from emotion import EmotionClassifier, resolve_model
 from emotion.engagement import DEFAULT_PRESET, PRESETS
 from emotion.events import EventSource
 from emotion.faces import LIVE_DETECTOR, PHOTO_DETECTOR, SENSITIVITIES, DetectorSettings, detector_settings
-from emotion.history import (
-    DetectionLog,
-    history_settings,
-)
+from emotion.history import DetectionLog
 from emotion.live import LiveSettings
 from emotion.remote import LoadedModel
+from emotion.settings import history_settings
 
 
 @dataclasses.dataclass(frozen=True)

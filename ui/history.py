@@ -15,12 +15,11 @@ from emotion.history import (
     Selection,
     csv_bytes,
     export_table,
-    history_settings,
     overview,
     parquet_bytes,
-    password_matches,
     summarise,
 )
+from emotion.settings import history_settings, password_matches
 from ui.charts import distribution_chart, history_timeline, position_chart
 from ui.context import open_detection_log
 from ui.widgets import percent

@@ -13,11 +13,8 @@ import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 from emotion import EmotionClassifier
-from emotion.history import (
-    DetectionLog,
-    LiveRecorder,
-)
-from emotion.live import LiveAnalyzer
+from emotion.history import DetectionLog
+from emotion.live import LiveAnalyzer, LiveRecorder
 from ui.charts import distribution_chart, engagement_chart
 from ui.context import PageSettings, event_source, live_settings
 from ui.ice import ice_server_cache
