@@ -40,11 +40,13 @@ from emotion.events import (
     ERROR_SCHEMA,
     PARTITION_COLUMNS,
     EventSource,
-    FrameFaces,
     events_table,
+    photo_frames,
+    video_frames,
     with_date,
 )
 from emotion.media import MEDIA_EXTENSIONS, MISSING, find_media, media_kind
+from emotion.results import FaceRow
 
 ENGINES = ("local", "spark")
 PACKAGE = Path(__file__).resolve().parent
@@ -104,33 +106,26 @@ def analyse_file(
     from emotion.image import InvalidImage, load_image
     from emotion.live import LiveSettings
     from emotion.pipeline import analyze_image
-    from emotion.results import numbered
     from emotion.video import InvalidVideo, track_video
 
     classifier = _classifier(model)
     kind = media_kind(source)
-    frames: list[FrameFaces] = []
-
-    def utc(time_s: float) -> float:
-        return (modified_ms * 1000 + round(time_s * 1e6)) / 1e6  # integer microseconds, exactly
-
+    modified_s = modified_ms / 1000
     try:
         if kind == "photo":
             rgb = load_image(data)
-            faces = analyze_image(rgb, classifier)
             height, width = rgb.shape[:2]
-            frames.append(FrameFaces(None, None, utc(0.0), width, height, numbered(faces)))
+            frames = photo_frames(analyze_image(rgb, classifier), width, height, modified_s)
             analysed = 1
         else:
             settings = LiveSettings(detect_every=detect_every, engagement_preset=preset)  # as `video`
-            analysed = 0
+            rows: list[FaceRow] = []
+            analysed = width = height = 0
             for frame in track_video(data, classifier, settings=settings, limit_length=False):
                 analysed += 1
-                if frame.faces:
-                    time_s = frame.time_s
-                    frames.append(
-                        FrameFaces(frame.index, time_s, utc(time_s), frame.width, frame.height, frame.faces)
-                    )
+                width, height = frame.width, frame.height
+                rows.extend(FaceRow(frame.index, frame.time_s, face) for face in frame.faces)
+            frames = video_frames(rows, width, height, modified_s)
     except (InvalidImage, InvalidVideo, OSError) as error:
         return FileResult(source, kind, 0, None, str(error) or type(error).__name__)
     events = events_table(EventSource(kind, source, "batch", preset, classifier.sha256).check(), frames)

@@ -6,7 +6,8 @@ time, face id, box, emotion, confidence and the 7 probabilities) placed in its s
 moment: which webcam session, video or photo it came from, when in UTC, how large the frame
 was, the engagement under which preset, and the model that read it. EVENT_SCHEMA is the one
 definition of the columns; the README documents them under "Detection events", and
-SCHEMA_VERSION changes whenever a column does.
+SCHEMA_VERSION changes whenever a column does. `photo_frames` and `video_frames` turn a photo's
+or a video's face results into the frames of events, for the page and the batch command alike.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pyarrow.compute as pc
 
 from emotion.engagement import get_preset
 from emotion.labels import EMOTIONS
-from emotion.results import CSV_COLUMNS, Face
+from emotion.results import CSV_COLUMNS, Face, FaceRow, numbered
 
 SCHEMA_VERSION = 1
 SOURCE_KINDS = ("webcam", "video", "photo")
@@ -86,6 +87,29 @@ class FrameFaces(NamedTuple):
     width: int  # of the analysed frame, in pixels
     height: int
     faces: Sequence[Face]  # each with its face_id as .id (see emotion.results.numbered)
+
+
+def photo_frames(faces: Sequence[Face], width: int, height: int, utc_time: float) -> list[FrameFaces]:
+    """A photo's faces as its one frame of events, numbered as its JSON and CSV number them.
+    width, height: the upright photo's, in the boxes' pixels."""
+    return [FrameFaces(None, None, utc_time, width, height, numbered(faces))]
+
+
+def video_frames(rows: Iterable[FaceRow], width: int, height: int, started_utc: float) -> list[FrameFaces]:
+    """A video's faces frame by frame, from its rows (one per frame and face, in frame order).
+
+    width, height: the analysed frames', in the boxes' pixels. A frame's utc_time is
+    `started_utc` plus the frame's time in the video, added in whole microseconds so that the
+    same video and start give the same times on every machine.
+    """
+    started_us = round(started_utc * 1e6)
+    frames: dict[int, FrameFaces] = {}
+    for row in rows:
+        if row.frame not in frames:
+            utc_time = (started_us + round(row.time_s * 1e6)) / 1e6
+            frames[row.frame] = FrameFaces(row.frame, row.time_s, utc_time, width, height, [])
+        frames[row.frame].faces.append(row.face)
+    return list(frames.values())
 
 
 def events_table(source: EventSource, frames: Iterable[FrameFaces]) -> pa.Table:

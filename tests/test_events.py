@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from emotion.batch import analyse_file
 from emotion.engagement import engagement_score
 from emotion.events import (
     BATCH_SCHEMA,
@@ -16,11 +17,15 @@ from emotion.events import (
     EventSource,
     FrameFaces,
     events_table,
+    photo_frames,
+    video_frames,
     with_date,
 )
 from emotion.faces import Box
 from emotion.labels import EMOTIONS
-from emotion.results import CSV_COLUMNS, Face
+from emotion.live import LiveSettings
+from emotion.results import CSV_COLUMNS, Face, FaceRow
+from emotion.video import process_video
 from tests.conftest import REPO
 
 SOURCE = EventSource("video", "lecture.mp4", "app", "classroom", "ab" * 32)
@@ -106,3 +111,36 @@ def test_readme_documents_every_column_and_the_version():
         if name not in EMOTIONS:
             assert re.search(rf"`{name}`", section), name
     assert isinstance(EVENT_SCHEMA.field("utc_time").type, pa.TimestampType)
+
+
+def test_a_photo_is_one_frame_of_numbered_faces():
+    faces = [Face(Box(0, 0, 200, 200), HAPPY, "happy"), Face(Box(300, 0, 100, 100), SAD, "sad")]
+    (frame,) = photo_frames(faces, 640, 480, 1_700_000_000.5)
+    assert (frame.frame, frame.time_s, frame.utc_time, frame.width, frame.height) == (
+        None,
+        None,
+        1_700_000_000.5,
+        640,
+        480,
+    )
+    assert [face.id for face in frame.faces] == [1, 2]
+
+
+def test_a_video_is_grouped_by_frame_at_its_start_plus_the_frame_time_in_whole_microseconds():
+    happy, sad = Face(Box(0, 0, 50, 50), HAPPY, "happy", 4), Face(Box(60, 0, 50, 50), SAD, "sad", 7)
+    rows = [FaceRow(0, 0.0, happy), FaceRow(0, 0.0, sad), FaceRow(5, 1 / 6, happy)]
+    started = 1_700_000_000_123_456 / 1e6
+    frames = video_frames(rows, 320, 240, started)
+    assert [(frame.frame, [face.id for face in frame.faces]) for frame in frames] == [(0, [4, 7]), (5, [4])]
+    times_us = events_table(SOURCE, frames).column("utc_time").cast(pa.int64()).to_pylist()
+    assert times_us == [1_700_000_000_123_456] * 2 + [1_700_000_000_123_456 + 166_667]
+
+
+def test_the_page_and_the_batch_command_make_the_same_events_of_a_video(face_clip, classifier):
+    settings = LiveSettings(detect_every=3, engagement_preset="general")
+    result = process_video(face_clip, classifier, settings=settings)  # as the Video tab analyses it
+    source = EventSource("video", str(face_clip), "batch", "general", classifier.sha256)
+    page = events_table(source, video_frames(result.rows, result.width, result.height, 1_700_000_000.25))
+    batch = analyse_file(face_clip, str(face_clip), 1_700_000_000_250, str(classifier.source), "general", 3)
+    assert page.num_rows > 0
+    assert batch.events.drop_columns(["date"]).equals(page)

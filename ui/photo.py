@@ -13,10 +13,10 @@ from pathlib import Path
 import streamlit as st
 
 from emotion import EmotionClassifier
-from emotion.events import FrameFaces
+from emotion.events import photo_frames
 from emotion.image import InvalidImage
 from emotion.pipeline import PHOTO_BATCH_MAX, PHOTO_SLOTS, PhotoResult, annotated_png, process_photo
-from emotion.results import Face, numbered, photo_csv, photo_record
+from emotion.results import Face, photo_csv, photo_record
 from ui.charts import share_chart
 from ui.context import PageSettings, event_source, upload_limit_mb
 from ui.widgets import suggestion_block
@@ -79,8 +79,8 @@ def analyse_photo(
             while len(results) > PHOTO_RESULTS_KEPT:
                 results.popitem(last=False)
             if settings.detection_log is not None and result.faces:
-                frame = FrameFaces(None, None, time.time(), *result.size, numbered(result.faces))
-                settings.detection_log.submit(event_source("photo", name, classifier, settings), [frame])
+                frames = photo_frames(result.faces, *result.size, time.time())
+                settings.detection_log.submit(event_source("photo", name, classifier, settings), frames)
                 settings.detection_log.flush()  # so that the History tab, drawn next, shows it
     results.move_to_end(key)
     return results[key]

@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from emotion import EmotionClassifier
-from emotion.events import FrameFaces
+from emotion.events import video_frames
 from emotion.live import LiveSettings
 from emotion.video import MAX_ANALYSED_FPS, MAX_DURATION_S, InvalidVideo, VideoResult, process_video
 from ui.charts import distribution_chart, emotion_timeline, engagement_chart, thin
@@ -62,7 +62,10 @@ def show(classifier: EmotionClassifier, settings: PageSettings, visible: bool) -
             analysed = analysis = analyse_video(upload.file_id, upload.getvalue(), classifier, wanted)
     if analysed is not None and analysed.result is not None and settings.detection_log is not None:
         source = event_source("video", upload.name, classifier, settings)
-        settings.detection_log.submit(source, video_frames(analysed.result, analysed.started))
+        result = analysed.result
+        settings.detection_log.submit(
+            source, video_frames(result.rows, result.width, result.height, analysed.started)
+        )
         settings.detection_log.flush()
     if analysis.error:
         st.error(analysis.error)
@@ -101,18 +104,6 @@ def analyse_video(
     analysis = VideoAnalysis(file_id, settings, result, error, started_utc)
     st.session_state["video_analysis"] = analysis
     return analysis
-
-
-def video_frames(result: VideoResult, started_utc: float) -> list[FrameFaces]:
-    """The video's faces frame by frame, for the detection log; their time is the analysis's
-    start plus the frame's."""
-    frames: dict[int, FrameFaces] = {}
-    for row in result.rows:
-        if row.frame not in frames:
-            utc_time = started_utc + row.time_s
-            frames[row.frame] = FrameFaces(row.frame, row.time_s, utc_time, result.width, result.height, [])
-        frames[row.frame].faces.append(row.face)
-    return list(frames.values())
 
 
 def show_video_result(file_id: str, stem: str, result: VideoResult) -> None:
