@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -25,12 +24,12 @@ from emotion.engagement import DEFAULT_PRESET, PRESETS
 from emotion.labels import FACE_SIZE
 from emotion.live import LiveSettings
 from emotion.media import PHOTO_EXTENSIONS, find_media
+from emotion.progress import ProgressPacer
 
 logger = logging.getLogger(__name__)
 
 API_HOST = "127.0.0.1"  # this machine only; 0.0.0.0 serves every network interface
 API_PORT = 8000  # the page's Streamlit server uses 8501
-PROGRESS_INTERVAL_S = 0.25  # redraw the progress bar at most 4 times a second
 PROGRESS_BAR_WIDTH = 30  # characters
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -371,21 +370,18 @@ class _ProgressBar:
 
     def __init__(self, stream=None):
         self.stream = stream or sys.stderr
-        self.started = time.monotonic()
-        self.last_drawn = 0.0
+        self.pace = ProgressPacer()
         self.drawn = False
 
     def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if done < total and now - self.last_drawn < PROGRESS_INTERVAL_S:
+        progress = self.pace(done, total)
+        if progress is None:
             return
-        self.last_drawn = now
-        fraction = done / total if total else 0.0
-        filled = round(PROGRESS_BAR_WIDTH * fraction)
-        elapsed = now - self.started
-        left = elapsed * (total - done) / done if done else 0.0
+        filled = round(PROGRESS_BAR_WIDTH * progress.fraction)
         bar = "#" * filled + "." * (PROGRESS_BAR_WIDTH - filled)
-        self.stream.write(f"\r[{bar}] {100 * fraction:3.0f}%  {done}/{total} frames  {left:.0f} s left ")
+        self.stream.write(
+            f"\r[{bar}] {100 * progress.fraction:3.0f}%  {done}/{total} frames  {progress.left_s:.0f} s left "
+        )
         self.stream.flush()
         self.drawn = True
 

@@ -85,7 +85,7 @@ def analyze_photo(
     return analyze_image(load_image(source), classifier, settings)
 
 
-class PhotoResult(NamedTuple):
+class ProcessedPhoto(NamedTuple):
     faces: list[Face]  # largest first, boxes in the photo's pixels
     preview: bytes  # the upright photo with every face drawn on it, at most PREVIEW_MAX_SIDE, as JPEG
     size: tuple[int, int]  # (width, height) of the upright photo, in the boxes' pixels
@@ -95,7 +95,7 @@ def process_photo(
     source: bytes | str | Path | BinaryIO,
     classifier: EmotionClassifier | None = None,
     settings: DetectorSettings = PHOTO_DETECTOR,
-) -> PhotoResult:
+) -> ProcessedPhoto:
     """A photo file's faces and a preview of the annotated picture; raises InvalidImage.
 
     The preview is small enough to keep for a while (a 12-megapixel photo's is about 0.3 MB);
@@ -109,7 +109,7 @@ def process_photo(
         size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
         rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
     shown = [face._replace(box=Box(*(max(1, round(value * scale)) for value in face.box))) for face in faces]
-    return PhotoResult(faces, encode_jpeg(annotate(rgb, shown)), (width, height))
+    return ProcessedPhoto(faces, encode_jpeg(annotate(rgb, shown)), (width, height))
 
 
 def annotated_png(source: bytes | str | Path | BinaryIO, faces: Sequence[Face]) -> bytes:

@@ -105,7 +105,7 @@ def event_source(kind: str, name: str, classifier: EmotionClassifier, settings: 
     return EventSource(kind, name, "app", settings.engagement_preset, classifier.sha256)
 
 
-def upload_limit_mb() -> int:
+def max_upload_size_mb() -> int:
     """The largest upload, per file: server.maxUploadSize, which the server enforces."""
     return int(st.get_option("server.maxUploadSize"))
 

@@ -15,13 +15,13 @@ import streamlit as st
 from emotion import EmotionClassifier
 from emotion.events import photo_frames
 from emotion.image import InvalidImage
-from emotion.pipeline import PHOTO_BATCH_MAX, PHOTO_SLOTS, PhotoResult, annotated_png, process_photo
+from emotion.media import PHOTO_EXTENSIONS
+from emotion.pipeline import PHOTO_BATCH_MAX, PHOTO_SLOTS, ProcessedPhoto, annotated_png, process_photo
 from emotion.results import Face, photo_csv, photo_record
 from ui.charts import share_chart
-from ui.context import PageSettings, event_source, upload_limit_mb
+from ui.context import PageSettings, event_source, max_upload_size_mb
 from ui.widgets import suggestion_block
 
-PHOTO_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
 MANY_FACES = 8  # above this many faces in one photo, say that small faces are less reliable
 PHOTO_RESULTS_KEPT = 2 * PHOTO_BATCH_MAX  # remembered per visitor: a rerun recomputes none of a batch
 
@@ -34,11 +34,11 @@ def show(classifier: EmotionClassifier, settings: PageSettings, visible: bool) -
     st.session_state.setdefault("photo_lock", threading.Lock())
     uploads = st.file_uploader(
         "Upload photos",
-        type=PHOTO_TYPES,
+        type=PHOTO_EXTENSIONS,
         accept_multiple_files=True,
         key="photos",
         help=f"JPEG, PNG, WebP and other common formats; up to {PHOTO_BATCH_MAX} at once, "
-        f"{upload_limit_mb()} MB each.",
+        f"{max_upload_size_mb()} MB each.",
     )
     photos = list(uploads or [])
     if len(photos) > PHOTO_BATCH_MAX:
@@ -61,9 +61,9 @@ def show(classifier: EmotionClassifier, settings: PageSettings, visible: bool) -
             show_photo(photo.name, photo.file_id, photo.getvalue(), classifier, settings)
 
 
-def analyse_photo(
+def processed_photo(
     name: str, data: bytes, classifier: EmotionClassifier, settings: PageSettings
-) -> PhotoResult:
+) -> ProcessedPhoto:
     """The faces in a photo and its annotated preview; raises InvalidImage.
 
     Remembered per visitor by the photo's content, so the same photo uploaded again is not
@@ -97,7 +97,7 @@ def show_photo(
 ) -> None:
     st.text(name)  # a file name is shown as it is, never read as Markdown
     try:
-        faces, preview, _ = analyse_photo(name, data, classifier, settings)
+        faces, preview, _ = processed_photo(name, data, classifier, settings)
     except InvalidImage as error:
         st.error(str(error))
         return

@@ -14,16 +14,14 @@ import streamlit as st
 from emotion import EmotionClassifier
 from emotion.events import video_frames
 from emotion.live import LiveSettings
+from emotion.media import VIDEO_EXTENSIONS
+from emotion.progress import ProgressPacer
 from emotion.video import MAX_ANALYSED_FPS, MAX_DURATION_S, InvalidVideo, VideoResult, process_video
 from ui.charts import distribution_chart, emotion_timeline, engagement_chart, thin
-from ui.context import PageSettings, event_source, live_settings, upload_limit_mb
+from ui.context import PageSettings, event_source, live_settings, max_upload_size_mb
 from ui.widgets import percent, suggestion_block
 
 logger = logging.getLogger(__name__)
-
-
-VIDEO_TYPES = ["mp4", "mov", "avi", "webm", "mkv", "m4v"]
-PROGRESS_INTERVAL_S = 0.25  # between progress-bar updates: one per frame would flood the browser
 
 
 class VideoAnalysis(NamedTuple):
@@ -38,13 +36,13 @@ def show(classifier: EmotionClassifier, settings: PageSettings, visible: bool) -
     """The uploader, and while the tab is open, the video's analysis and results."""
     upload = st.file_uploader(
         "Upload a video",
-        type=VIDEO_TYPES,
+        type=VIDEO_EXTENSIONS,
         key="video",
-        help=f"MP4, MOV, AVI or WebM, up to {MAX_DURATION_S:.0f} s and {upload_limit_mb()} MB.",
+        help=f"MP4, MOV, AVI or WebM, up to {MAX_DURATION_S:.0f} s and {max_upload_size_mb()} MB.",
     )
     if upload is None:
         st.info(
-            f"Upload a video of up to {MAX_DURATION_S:.0f} s and {upload_limit_mb()} MB: its frames "
+            f"Upload a video of up to {MAX_DURATION_S:.0f} s and {max_upload_size_mb()} MB: its frames "
             f"are annotated (up to {MAX_ANALYSED_FPS} a second) and you get the emotions over time. "
             "Processing takes less time than playing it."
         )
@@ -79,16 +77,14 @@ def analyse_video(
     st.session_state.pop("video_analysis", None)  # free the previous video first
     started_utc = time.time()
     bar = st.progress(0.0, text="Analysing the video...")
-    started = time.monotonic()
-    last_update = [0.0]
+    pace = ProgressPacer()
 
     def on_progress(done: int, total: int) -> None:
-        now = time.monotonic()
-        if now - last_update[0] < PROGRESS_INTERVAL_S and done < total:
-            return
-        last_update[0] = now
-        left_s = (now - started) / done * (total - done)
-        bar.progress(min(1.0, done / total), text=f"Frame {done:,} of {total:,}, about {left_s:.0f} s left")
+        progress = pace(done, total)
+        if progress is not None:
+            bar.progress(
+                progress.fraction, text=f"Frame {done:,} of {total:,}, about {progress.left_s:.0f} s left"
+            )
 
     try:
         result, error = process_video(data, classifier, settings=settings, progress=on_progress), None
