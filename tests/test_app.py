@@ -251,6 +251,21 @@ def test_model_warning_is_shown(monkeypatch, streamer, classifier):
         st.cache_resource.clear()
 
 
+def test_each_session_state_key_has_one_owner():
+    """Only SessionValue touches st.session_state, and no two modules declare the same key."""
+    import ast
+
+    keys, touches = [], []
+    for path in [REPO / "app.py", *sorted((REPO / "ui").glob("*.py"))]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr == "session_state" and path.name != "context.py":
+                touches.append(f"{path.name}:{node.lineno}")
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "SessionValue":
+                keys.append(node.args[0].value)
+    assert touches == []
+    assert len(keys) == len(set(keys)) > 0
+
+
 def test_the_page_helpers_work_without_running_the_page():
     import pandas as pd
 

@@ -1,9 +1,12 @@
 """What every tab shares: the sidebar's settings, the model and the detection log (cached for
-every visitor), and the settings the webcam and the Video tab analyse with."""
+every visitor), the settings the webcam and the Video tab analyse with, and `SessionValue`, through
+which each module keeps its own values per visitor."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 import streamlit as st
 
@@ -15,6 +18,29 @@ from emotion.history import DetectionLog
 from emotion.live import LiveSettings
 from emotion.remote import LoadedModel
 from emotion.settings import history_settings
+
+T = TypeVar("T")
+
+
+class SessionValue(Generic[T]):
+    """A value kept per visitor under one st.session_state key.
+
+    The module that owns the value declares it once, as a module constant with its type and how
+    it starts; every read and write goes through it, so no two modules share (or misspell) a key.
+    """
+
+    def __init__(self, key: str, initial: Callable[[], T]):
+        self.key = key
+        self._initial = initial
+
+    def get(self) -> T:
+        """The visitor's value; `initial()` the first time it is asked for."""
+        if self.key not in st.session_state:
+            st.session_state[self.key] = self._initial()
+        return st.session_state[self.key]
+
+    def set(self, value: T) -> None:
+        st.session_state[self.key] = value
 
 
 @dataclasses.dataclass(frozen=True)

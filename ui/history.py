@@ -21,15 +21,18 @@ from emotion.history import (
 )
 from emotion.settings import history_settings, password_matches
 from ui.charts import distribution_chart, history_timeline, position_chart
-from ui.context import open_detection_log
+from ui.context import SessionValue, open_detection_log
 from ui.widgets import percent
 
 HISTORY_SLIDER_STEPS = 500  # the History tab's time slider moves in steps of its range / this, at least 1 s
 
+HISTORY_UNLOCKED = SessionValue("history_unlocked", bool)  # the visitor gave the password
+CONFIRM_DELETE = SessionValue("history_confirm_delete", bool)  # "Delete the history..." was pressed
+
 
 def show() -> None:
     config = history_settings(st.secrets)
-    if config.password and not st.session_state.get("history_unlocked"):
+    if config.password and not HISTORY_UNLOCKED.get():
         entered = st.text_input("Password for the history", type="password", key="history_password")
         if not entered:
             st.info("The history is protected: enter the password set by HISTORY_PASSWORD.")
@@ -37,7 +40,7 @@ def show() -> None:
         if not password_matches(entered, config.password):
             st.error("That is not the password.")
             return
-        st.session_state["history_unlocked"] = True
+        HISTORY_UNLOCKED.set(True)
     store: DetectionLog | ParquetHistory = open_detection_log(str(config.path))
     if config.table is not None:
         shown = st.radio(
@@ -125,11 +128,12 @@ def history_selection(whole) -> Selection:
 
 
 def delete_history(log: DetectionLog, events: int) -> None:
-    if not st.session_state.get("history_confirm_delete"):
+    if not CONFIRM_DELETE.get():
         st.button(
             "Delete the history...",
             key="history-delete",
-            on_click=lambda: st.session_state.update(history_confirm_delete=True),
+            on_click=CONFIRM_DELETE.set,
+            args=(True,),
         )
         return
     st.warning(
@@ -137,7 +141,7 @@ def delete_history(log: DetectionLog, events: int) -> None:
     )
     buttons = st.container(horizontal=True)
     if buttons.button("Delete everything", type="primary", key="history-delete-confirm"):
-        st.session_state["history_confirm_delete"] = False
+        CONFIRM_DELETE.set(False)
         try:
             log.delete_all()
         except HistoryError as error:
@@ -145,5 +149,5 @@ def delete_history(log: DetectionLog, events: int) -> None:
             return
         st.rerun()
     if buttons.button("Cancel", key="history-delete-cancel"):
-        st.session_state["history_confirm_delete"] = False
+        CONFIRM_DELETE.set(False)
         st.rerun()

@@ -14,24 +14,29 @@ import streamlit as st
 
 from emotion import EmotionClassifier
 from emotion.events import photo_frames
+from emotion.faces import DetectorSettings
 from emotion.image import InvalidImage
 from emotion.media import PHOTO_EXTENSIONS
 from emotion.pipeline import PHOTO_BATCH_MAX, PHOTO_SLOTS, ProcessedPhoto, annotated_png, process_photo
 from emotion.results import Face, photo_csv, photo_record
 from ui.charts import share_chart
-from ui.context import PageSettings, event_source, max_upload_size_mb
+from ui.context import PageSettings, SessionValue, event_source, max_upload_size_mb
 from ui.widgets import suggestion_block
 
 MANY_FACES = 8  # above this many faces in one photo, say that small faces are less reliable
 PHOTO_RESULTS_KEPT = 2 * PHOTO_BATCH_MAX  # remembered per visitor: a rerun recomputes none of a batch
 
+# Each photo analysed, by its content's SHA-256 and the detector's settings; the most recent last.
+PHOTO_RESULTS: SessionValue[OrderedDict[tuple[str, DetectorSettings], ProcessedPhoto]] = SessionValue(
+    "photo_results", OrderedDict
+)
+# An upload's rerun can start while the run before it still analyses the same photo: the lock
+# makes the second wait for the first's result instead of analysing (and logging) it again.
+PHOTO_LOCK = SessionValue("photo_lock", threading.Lock)
+
 
 def show(classifier: EmotionClassifier, settings: PageSettings, visible: bool) -> None:
     """The uploaders, and while the tab is open, each photo's results."""
-    # An upload's rerun can start while the run before it still analyses the same photo: the
-    # lock makes the second wait for the first's result instead of analysing (and logging) it again.
-    st.session_state.setdefault("photo_results", OrderedDict())
-    st.session_state.setdefault("photo_lock", threading.Lock())
     uploads = st.file_uploader(
         "Upload photos",
         type=PHOTO_EXTENSIONS,
@@ -70,9 +75,9 @@ def processed_photo(
     analysed again either. With the detection log on, a photo's faces are logged when it is
     analysed.
     """
-    results: OrderedDict = st.session_state["photo_results"]
+    results = PHOTO_RESULTS.get()
     key = (hashlib.sha256(data).hexdigest(), settings.detector)
-    with st.session_state["photo_lock"]:
+    with PHOTO_LOCK.get():
         if key not in results:
             with photo_slots():
                 result = results[key] = process_photo(data, classifier, settings.detector)
@@ -81,7 +86,7 @@ def processed_photo(
             if settings.detection_log is not None and result.faces:
                 frames = photo_frames(result.faces, *result.size, time.time())
                 settings.detection_log.submit(event_source("photo", name, classifier, settings), frames)
-                settings.detection_log.flush()  # so that the History tab, drawn next, shows it
+                settings.detection_log.flush()  # so that the History tab, opened next, shows it
     results.move_to_end(key)
     return results[key]
 

@@ -18,7 +18,7 @@ from emotion.media import VIDEO_EXTENSIONS
 from emotion.progress import ProgressPacer
 from emotion.video import MAX_ANALYSED_FPS, MAX_DURATION_S, InvalidVideo, VideoResult, process_video
 from ui.charts import distribution_chart, emotion_timeline, engagement_chart, thin
-from ui.context import PageSettings, event_source, live_settings, max_upload_size_mb
+from ui.context import PageSettings, SessionValue, event_source, live_settings, max_upload_size_mb
 from ui.widgets import percent, suggestion_block
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,10 @@ class VideoAnalysis(NamedTuple):
     result: VideoResult | None
     error: str | None
     started: float  # when the analysis began, seconds since the epoch
+
+
+# The last video analysed, kept so that a rerun shows it without analysing it again.
+VIDEO_ANALYSIS: SessionValue[VideoAnalysis | None] = SessionValue("video_analysis", lambda: None)
 
 
 def show(classifier: EmotionClassifier, settings: PageSettings, visible: bool) -> None:
@@ -50,7 +54,7 @@ def show(classifier: EmotionClassifier, settings: PageSettings, visible: bool) -
     if not visible:
         return
     wanted = live_settings(settings)
-    analysis: VideoAnalysis | None = st.session_state.get("video_analysis")
+    analysis = VIDEO_ANALYSIS.get()
     analysed = None
     if analysis is None or analysis.file_id != upload.file_id:
         analysed = analysis = analyse_video(upload.file_id, upload.getvalue(), classifier, wanted)
@@ -74,7 +78,7 @@ def show(classifier: EmotionClassifier, settings: PageSettings, visible: bool) -
 def analyse_video(
     file_id: str, data: bytes, classifier: EmotionClassifier, settings: LiveSettings
 ) -> VideoAnalysis:
-    st.session_state.pop("video_analysis", None)  # free the previous video first
+    VIDEO_ANALYSIS.set(None)  # free the previous video first
     started_utc = time.time()
     bar = st.progress(0.0, text="Analysing the video...")
     pace = ProgressPacer()
@@ -98,7 +102,7 @@ def analyse_video(
         )
     bar.empty()
     analysis = VideoAnalysis(file_id, settings, result, error, started_utc)
-    st.session_state["video_analysis"] = analysis
+    VIDEO_ANALYSIS.set(analysis)
     return analysis
 
 

@@ -16,11 +16,17 @@ from emotion import EmotionClassifier
 from emotion.history import DetectionLog
 from emotion.live import LiveAnalyzer, LiveRecorder
 from ui.charts import distribution_chart, engagement_chart
-from ui.context import PageSettings, event_source, live_settings
+from ui.context import PageSettings, SessionValue, event_source, live_settings
 from ui.ice import ice_server_cache
 from ui.widgets import percent, suggestion_block
 
 LIVE_REFRESH_S = 1.0  # how often the live statistics refresh while the camera plays
+# The analyzer with the sidebar's settings, the detection log's hand-off, whether the camera
+# played at the last run (to tell a START and a STOP) and how many STARTs there have been.
+LIVE_ANALYZER: SessionValue[LiveAnalyzer | None] = SessionValue("live_analyzer", lambda: None)
+LIVE_RECORDER = SessionValue("live_recorder", LiveRecorder)
+WEBCAM_PLAYING = SessionValue("webcam_playing", bool)
+WEBCAM_SESSION = SessionValue("webcam_session", int)
 CAMERA_CONSTRAINTS = {
     "video": {"width": 640, "height": 480, "frameRate": {"ideal": 30}},
     "audio": False,
@@ -44,12 +50,12 @@ def show(classifier: EmotionClassifier, settings: PageSettings, visible: bool) -
     """The streamer, always, so that a stream plays on while another tab is open; and while
     this tab is open, the session's statistics."""
     wanted = live_settings(settings)
-    analyzer = st.session_state.get("live_analyzer")
+    analyzer = LIVE_ANALYZER.get()
     if analyzer is None or analyzer.settings != wanted:
         # New settings take effect at once; the session's statistics start again with them.
         analyzer = LiveAnalyzer(classifier, wanted)
-        st.session_state["live_analyzer"] = analyzer
-    recorder: LiveRecorder = st.session_state.setdefault("live_recorder", LiveRecorder())
+        LIVE_ANALYZER.set(analyzer)
+    recorder = LIVE_RECORDER.get()
     recorder.log = settings.detection_log  # None: switched off, from the next frame on
     if recorder.source is not None:
         recorder.source = recorder.source._replace(preset=settings.engagement_preset)
@@ -66,14 +72,14 @@ def show(classifier: EmotionClassifier, settings: PageSettings, visible: bool) -
         async_processing=True,
     )
     playing = context.state.playing
-    if playing and not st.session_state.get("webcam_playing"):
+    if playing and not WEBCAM_PLAYING.get():
         analyzer.reset()  # a new START is a new session
-        st.session_state["webcam_session"] = st.session_state.get("webcam_session", 0) + 1
+        WEBCAM_SESSION.set(WEBCAM_SESSION.get() + 1)
         name = f"webcam {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S} {secrets.token_hex(3)}"
         recorder.restart(event_source("webcam", name, classifier, settings))
-    elif not playing and st.session_state.get("webcam_playing") and settings.detection_log is not None:
+    elif not playing and WEBCAM_PLAYING.get() and settings.detection_log is not None:
         settings.detection_log.flush()  # STOP: the session is in the History tab at once
-    st.session_state["webcam_playing"] = playing
+    WEBCAM_PLAYING.set(playing)
     if context.state.signalling and not playing:
         st.info(
             "Connecting to the camera... If this takes more than a few seconds, the network may "
@@ -81,7 +87,7 @@ def show(classifier: EmotionClassifier, settings: PageSettings, visible: bool) -
         )
     if not visible:
         return
-    session = st.session_state.get("webcam_session", 0)
+    session = WEBCAM_SESSION.get()
     st.fragment(live_panel, run_every=LIVE_REFRESH_S if playing else None)(
         analyzer, playing, session, settings.detection_log
     )

@@ -9,8 +9,14 @@ import streamlit as st
 
 from emotion import EMOTIONS, EmotionClassifier
 from recommendations import EmotionSuggestions, Recommendation, Recommender, load_suggestions
+from ui.context import SessionValue
 
 MODEL_CARD = Path(__file__).resolve().parent.parent / "model" / "MODEL_CARD.md"
+
+# The suggestion shown under each key, and the visitor's chooser, which never repeats the
+# suggestion just shown when "Another suggestion" is asked for.
+SUGGESTIONS: SessionValue[dict[str, Recommendation]] = SessionValue("suggestions", dict)
+RECOMMENDER = SessionValue("recommender", lambda: Recommender(load_suggestion_file()))
 
 
 def about_the_model(classifier: EmotionClassifier) -> None:
@@ -78,11 +84,9 @@ def about_the_model(classifier: EmotionClassifier) -> None:
 
 def current_suggestion(key: str, emotion: str, another: bool = False) -> Recommendation:
     """The suggestion shown under `key`; a new one when the emotion changed or `another` is asked."""
-    shown: dict = st.session_state.setdefault("suggestions", {})
+    shown = SUGGESTIONS.get()
     if another or key not in shown or shown[key].emotion != emotion:
-        # One chooser per visitor, so "Another suggestion" never repeats the one just shown.
-        recommender = st.session_state.setdefault("recommender", Recommender(load_suggestion_file()))
-        shown[key] = recommender.recommend(emotion)
+        shown[key] = RECOMMENDER.get().recommend(emotion)
     return shown[key]
 
 
