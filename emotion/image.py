@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -17,7 +18,11 @@ from PIL import ExifTags, Image, ImageFile
 
 logger = logging.getLogger(__name__)
 
-MAX_PIXELS = 50_000_000  # 50 megapixels: above any phone camera, ~150 MB as RGB, checked before decoding
+MAX_PIXELS = 50_000_000  # 50 megapixels: above any phone camera; checked before decoding
+# load_image's peak memory per pixel, whatever the colour mode or bit depth (the decoded image,
+# the RGB one and the array returned; 16-bit, 32-bit and float images are converted a band of rows
+# at a time): MAX_PIXELS bound it to 650 MB a photo. tests/test_image.py measures it per mode.
+PEAK_BYTES_PER_PIXEL = 13
 # What Pillow may decode ("JPEG" includes the MPO JPEGs many cameras write).
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 SUPPORTED = "JPEG, PNG, WebP, GIF, BMP, TIFF"  # the same, as a person reads it
@@ -36,6 +41,8 @@ _UPRIGHT = {
     8: Image.Transpose.ROTATE_90,
 }
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+_WIDE_MODES = ("I", "F")  # 32-bit integers, 32-bit floats
+_BAND_PIXELS = 1 << 18  # pixels of a wide image converted at a time: 2 MB as float64
 _TRANSPARENT_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 
 
@@ -86,9 +93,13 @@ def load_image(data: bytes | str | Path | BinaryIO, max_pixels: int = MAX_PIXELS
             ) from error
     orientation = _exif_orientation(image)
     rgb = _to_rgb(image)
+    if rgb is not image:
+        image.close()  # frees the decoded pixels before the copy below
     if orientation in _UPRIGHT:
         rgb = rgb.transpose(_UPRIGHT[orientation])
-    return np.array(rgb, dtype=np.uint8)  # a writeable, C-contiguous copy, (H, W, 3)
+    pixels = np.asarray(rgb)  # read-only, over a copy of the pixels (H, W, 3)
+    rgb.close()  # frees Pillow's own before the copy below
+    return pixels.copy()  # writeable, C-contiguous
 
 
 def encode_png(rgb: np.ndarray) -> bytes:
@@ -176,13 +187,13 @@ def _exif_orientation(image: Image.Image) -> int:
 
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Any decoded Pillow image -> mode RGB, 8 bits per channel."""
-    if image.mode in _SIXTEEN_BIT_MODES or image.mode in ("I", "F"):
-        gray = _to_eight_bit(np.asarray(image), sixteen_bit=image.mode in _SIXTEEN_BIT_MODES)
-        return Image.fromarray(gray).convert("RGB")
+    if image.mode in _SIXTEEN_BIT_MODES or image.mode in _WIDE_MODES:
+        return Image.fromarray(_to_eight_bit(image)).convert("RGB")
     if image.mode in _TRANSPARENT_MODES or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+        rgb = Image.new("RGB", rgba.size, (255, 255, 255))
+        rgb.paste(rgba, mask=rgba)  # blended by its alpha onto white
+        return rgb
     if image.mode == "RGB":
         return image
     try:
@@ -191,19 +202,42 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         raise InvalidImage(f"This image's colour mode ({image.mode}) is not supported.") from error
 
 
-def _to_eight_bit(values: np.ndarray, sixteen_bit: bool) -> np.ndarray:
-    """Single-channel 16-bit, 32-bit or float pixel values -> uint8 (H, W)."""
-    if sixteen_bit:
-        return ((values.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)  # 65535 -> 255
-    is_float = values.dtype.kind == "f"
-    values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
-    if is_float and low >= 0.0 and high <= 1.0:
-        scaled = values * 255.0  # floats in [0, 1]
+def _to_eight_bit(image: Image.Image) -> np.ndarray:
+    """A single-channel 16-bit, 32-bit integer or float image -> uint8 (H, W).
+
+    Converted a band of rows at a time, so that the work in wider types (float64) takes a few
+    megabytes whatever the image's size, not several copies of it.
+    """
+    width, height = image.size
+    rows = max(1, _BAND_PIXELS // width)
+    spans = [(top, min(height, top + rows)) for top in range(0, height, rows)]
+    gray = np.empty((height, width), dtype=np.uint8)
+    if image.mode in _SIXTEEN_BIT_MODES:
+        for top, bottom in spans:
+            values = _band(image, top, bottom).astype(np.uint32)
+            gray[top:bottom] = (values * 255 + 32767) // 65535  # 65535 -> 255
+        return gray
+    extremes = [(float(values.min()), float(values.max())) for values in _finite_bands(image, spans)]
+    low, high = min(low for low, _ in extremes), max(high for _, high in extremes)
+    if image.mode == "F" and low >= 0.0 and high <= 1.0:
+        origin, scale = 0.0, 255.0  # floats in [0, 1]
     elif low >= 0.0 and high <= 255.0:
-        scaled = values  # 8-bit values in a wider type
+        origin, scale = 0.0, 1.0  # 8-bit values in a wider type
     elif low >= 0.0 and high <= 65535.0:
-        scaled = values / 257.0  # 16-bit values in a 32-bit image
+        origin, scale = 0.0, 1.0 / 257.0  # 16-bit values in a 32-bit image
     else:
-        scaled = (values - low) * (255.0 / max(high - low, 1e-12))  # anything else: its own range
-    return np.clip(scaled, 0.0, 255.0).round().astype(np.uint8)
+        origin, scale = low, 255.0 / max(high - low, 1e-12)  # anything else: its own range
+    for (top, bottom), values in zip(spans, _finite_bands(image, spans), strict=True):
+        gray[top:bottom] = np.clip((values - origin) * scale, 0.0, 255.0).round()
+    return gray
+
+
+def _band(image: Image.Image, top: int, bottom: int) -> np.ndarray:
+    return np.asarray(image.crop((0, top, image.width, bottom)))
+
+
+def _finite_bands(image: Image.Image, spans: list[tuple[int, int]]) -> Iterator[np.ndarray]:
+    """Each band's values as float64, with NaN and infinities read as 0."""
+    for top, bottom in spans:
+        values = _band(image, top, bottom).astype(np.float64)
+        yield np.nan_to_num(values, copy=False, nan=0.0, posinf=0.0, neginf=0.0)

@@ -32,8 +32,8 @@ logger = logging.getLogger(__name__)
 PREVIEW_MAX_SIDE = 1280  # pixels: the longer side of the annotated photo a page shows
 PHOTO_BATCH_MAX = 12  # photos analysed per upload (the page) or request (the HTTP API)
 # Photos analysed at once per server, all its users together; the others wait their turn. A
-# decoded photo takes up to 150 MB (emotion.image.MAX_PIXELS), and two keep both cores of a small
-# server busy.
+# photo takes up to 650 MB while it is decoded (emotion.image.MAX_PIXELS x PEAK_BYTES_PER_PIXEL),
+# and two keep both cores of a small server busy.
 PHOTO_SLOTS = 2
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import builtins
 import io
 import struct
+import subprocess
+import sys
 import tempfile
 import warnings
 import zipfile
@@ -15,7 +17,9 @@ import pytest
 from PIL import Image, ImageFile
 
 from emotion import InvalidImage, detect_faces, load_image
-from emotion.image import MAX_PIXELS
+from emotion import image as image_module
+from emotion.image import MAX_PIXELS, PEAK_BYTES_PER_PIXEL
+from tests.samples import REPO
 
 NOT_AN_IMAGE = r"not an image we can read \(JPEG, PNG, WebP, GIF, BMP, TIFF\)"
 EXIF_ORIENTATION = 0x0112
@@ -124,6 +128,21 @@ def test_float_tiff_in_zero_to_one():
     image = Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32), mode="F")
 
     np.testing.assert_array_equal(load_image(encode(image, "TIFF"))[0, :, 1], [0, 128, 255])
+
+
+def test_wide_images_are_scaled_by_their_whole_range_across_bands(monkeypatch):
+    monkeypatch.setattr(image_module, "_BAND_PIXELS", 300)  # bands of 100 rows: 7 of them
+    values = np.linspace(-10.0, 1000.0, 700 * 3).reshape(700, 3)
+    values[0, 0], values[-1, -1] = np.nan, np.inf  # read as 0
+    integers = np.nan_to_num(values, nan=0.0, posinf=0.0).astype(np.int32)
+    for image in (Image.fromarray(values.astype(np.float32)), Image.fromarray(integers)):
+        finite = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0)
+        low, high = finite.min(), finite.max()
+        expected = np.round((finite - low) * (255.0 / (high - low)))
+
+        gray = load_image(encode(image, "TIFF"))[:, :, 0]
+
+        np.testing.assert_array_equal(gray, expected)
 
 
 def test_palette_gif():
@@ -375,3 +394,66 @@ def test_nothing_is_written_to_disk(tmp_path, monkeypatch, astronaut_rgb, portra
     assert writes == []
     assert list(working.iterdir()) == []
     assert list(temporary.iterdir()) == []
+
+
+# Memory -----------------------------------------------------------------------------------------
+
+PEAK_MEMORY = """
+import sys
+from pathlib import Path
+from emotion.image import load_image
+
+def status(field):  # kB
+    lines = Path("/proc/self/status").read_text().splitlines()
+    return int(next(line.split()[1] for line in lines if line.startswith(field + ":")))
+
+small, large = (Path(name).read_bytes() for name in sys.argv[1:3])
+load_image(small)  # the format's plugin and the interpreter's first allocations
+Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) starts again from here
+before = status("VmRSS")
+rgb = load_image(large)
+print((status("VmHWM") - before) * 1024 / (rgb.shape[0] * rgb.shape[1]))
+"""
+
+
+def image_in_mode(mode: str, width: int, height: int) -> Image.Image:
+    rng = np.random.default_rng(0)
+    if mode == "F":
+        return Image.fromarray(rng.random((height, width), dtype=np.float32) * 1000 - 10)
+    if mode == "I":
+        return Image.fromarray(rng.integers(-(1 << 20), 1 << 20, (height, width), dtype=np.int32))
+    if mode == "I;16":
+        return Image.fromarray(rng.integers(0, 65536, (height, width), dtype=np.uint16))
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).convert(mode)
+
+
+@pytest.mark.parametrize(
+    ("mode", "format"),
+    [
+        ("RGB", "JPEG"),
+        ("L", "PNG"),
+        ("1", "PNG"),
+        ("P", "GIF"),
+        ("RGBA", "PNG"),
+        ("LA", "PNG"),
+        ("CMYK", "TIFF"),
+        ("I;16", "PNG"),
+        ("I", "TIFF"),
+        ("F", "TIFF"),
+    ],
+)
+def test_memory_per_pixel_is_bounded_whatever_the_mode(tmp_path, mode, format):
+    # A float TIFF used to take several float64 copies of itself: 37 bytes a pixel.
+    small, large = tmp_path / "small", tmp_path / "large"
+    image_in_mode(mode, 16, 16).save(small, format=format)
+    image_in_mode(mode, 2500, 2000).save(
+        large, format=format, **({"compress_level": 1} if format == "PNG" else {})
+    )
+    measured = subprocess.run(
+        [sys.executable, "-c", PEAK_MEMORY, str(small), str(large)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
+    assert float(measured.stdout) <= PEAK_BYTES_PER_PIXEL
