@@ -22,7 +22,7 @@ from emotion.history import (
 from emotion.settings import history_settings, password_matches
 from ui.charts import distribution_chart, history_timeline, position_chart
 from ui.context import SessionValue, open_detection_log
-from ui.widgets import percent
+from ui.widgets import Download, download_row, percent
 
 HISTORY_SLIDER_STEPS = 500  # the History tab's time slider moves in steps of its range / this, at least 1 s
 
@@ -83,20 +83,23 @@ def show() -> None:
                 width="stretch",
                 column_config={"engagement": st.column_config.NumberColumn(format="percent")},
             )
-            buttons = st.container(horizontal=True)
-            for label, encode, file_name, mime in (
-                ("Parquet", parquet_bytes, "detections.parquet", "application/vnd.apache.parquet"),
-                ("CSV", csv_bytes, "detections.csv", "text/csv"),
-            ):
-                buttons.download_button(
-                    f"Selection as {label}",
-                    # Made when clicked, not on every run: a selection can be large.
-                    functools.partial(export_selection, store, selection, encode),
-                    file_name=file_name,
-                    mime=mime,
-                    key=f"history-{label.lower()}",
-                    on_click="ignore",
-                )
+            # Made when clicked, not on every run: a selection can be large.
+            download_row(
+                Download(
+                    "Selection as Parquet",
+                    functools.partial(export_selection, store, selection, parquet_bytes),
+                    "detections.parquet",
+                    "application/vnd.apache.parquet",
+                    "history-parquet",
+                ),
+                Download(
+                    "Selection as CSV",
+                    functools.partial(export_selection, store, selection, csv_bytes),
+                    "detections.csv",
+                    "text/csv",
+                    "history-csv",
+                ),
+            )
     if isinstance(store, DetectionLog):
         delete_history(store, whole.events)
 

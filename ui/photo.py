@@ -21,7 +21,7 @@ from emotion.pipeline import PHOTO_BATCH_MAX, PHOTO_SLOTS, ProcessedPhoto, annot
 from emotion.results import Face, photo_csv, photo_record
 from ui.charts import share_chart
 from ui.context import PageSettings, SessionValue, event_source, max_upload_size_mb
-from ui.widgets import suggestion_block
+from ui.widgets import Download, download_row, suggestion_block
 
 MANY_FACES = 8  # above this many faces in one photo, say that small faces are less reliable
 PHOTO_RESULTS_KEPT = 2 * PHOTO_BATCH_MAX  # remembered per visitor: a rerun recomputes none of a batch
@@ -142,28 +142,20 @@ def show_face(number: int, face: Face, show_probabilities: bool) -> None:
 
 def show_downloads(name: str, file_id: str, data: bytes, faces: list[Face]) -> None:
     stem = Path(name).stem or "photo"
-    buttons = st.container(horizontal=True)
-    buttons.download_button(
-        "Annotated PNG",
-        lambda: annotated_png(data, faces),  # full size: made only when it is downloaded
-        file_name=f"{stem}-emotions.png",
-        mime="image/png",
-        key=f"png-{file_id}",
-        on_click="ignore",
-    )
-    buttons.download_button(
-        "Results JSON",
-        json.dumps(photo_record(name, faces), indent=2),
-        file_name=f"{stem}-emotions.json",
-        mime="application/json",
-        key=f"json-{file_id}",
-        on_click="ignore",
-    )
-    buttons.download_button(
-        "Results CSV",
-        photo_csv(faces),
-        file_name=f"{stem}-emotions.csv",
-        mime="text/csv",
-        key=f"csv-{file_id}",
-        on_click="ignore",
+    download_row(
+        Download(
+            "Annotated PNG",
+            lambda: annotated_png(data, faces),  # full size: made only when it is downloaded
+            f"{stem}-emotions.png",
+            "image/png",
+            f"png-{file_id}",
+        ),
+        Download(
+            "Results JSON",
+            json.dumps(photo_record(name, faces), indent=2),
+            f"{stem}-emotions.json",
+            "application/json",
+            f"json-{file_id}",
+        ),
+        Download("Results CSV", photo_csv(faces), f"{stem}-emotions.csv", "text/csv", f"csv-{file_id}"),
     )

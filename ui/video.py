@@ -19,7 +19,7 @@ from emotion.progress import ProgressPacer
 from emotion.video import MAX_ANALYSED_FPS, MAX_DURATION_S, InvalidVideo, VideoResult, process_video
 from ui.charts import distribution_chart, emotion_timeline, engagement_chart, thin
 from ui.context import PageSettings, SessionValue, event_source, live_settings, max_upload_size_mb
-from ui.widgets import percent, suggestion_block
+from ui.widgets import Download, download_row, percent, suggestion_block
 
 logger = logging.getLogger(__name__)
 
@@ -114,22 +114,9 @@ def show_video_result(file_id: str, stem: str, result: VideoResult) -> None:
     if result.downscaled:
         note += f", downscaled from {result.source_width}x{result.source_height}"
     st.caption(note)
-    buttons = st.container(horizontal=True)
-    buttons.download_button(
-        "Annotated MP4",
-        result.video,
-        file_name=f"{stem}-emotions.mp4",
-        mime="video/mp4",
-        key=f"mp4-{file_id}",
-        on_click="ignore",
-    )
-    buttons.download_button(
-        "Results CSV",
-        result.to_csv,  # made only when it is downloaded
-        file_name=f"{stem}-emotions.csv",
-        mime="text/csv",
-        key=f"video-csv-{file_id}",
-        on_click="ignore",
+    download_row(
+        Download("Annotated MP4", result.video, f"{stem}-emotions.mp4", "video/mp4", f"mp4-{file_id}"),
+        Download("Results CSV", result.to_csv, f"{stem}-emotions.csv", "text/csv", f"video-csv-{file_id}"),
     )
     if not result.rows:
         st.info("No face found in the video.")

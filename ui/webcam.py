@@ -18,7 +18,7 @@ from emotion.live import LiveAnalyzer, LiveRecorder
 from ui.charts import distribution_chart, engagement_chart
 from ui.context import PageSettings, SessionValue, event_source, live_settings
 from ui.ice import ice_server_cache
-from ui.widgets import percent, suggestion_block
+from ui.widgets import Download, download_row, percent, suggestion_block
 
 LIVE_REFRESH_S = 1.0  # how often the live statistics refresh while the camera plays
 # The analyzer with the sidebar's settings, the detection log's hand-off, whether the camera
@@ -137,11 +137,6 @@ def live_panel(analyzer: LiveAnalyzer, playing: bool, session: int, log: Detecti
             )
     if not playing:
         st.caption(f"{snapshot.face_frames:,} face observations; the log keeps {snapshot.log_rows:,} rows.")
-        st.download_button(
-            "Session log CSV",
-            analyzer.log_csv(),
-            file_name="webcam-session.csv",
-            mime="text/csv",
-            key="webcam-csv",
-            on_click="ignore",
+        download_row(
+            Download("Session log CSV", analyzer.log_csv(), "webcam-session.csv", "text/csv", "webcam-csv")
         )

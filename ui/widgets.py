@@ -1,8 +1,10 @@
-"""Pieces several tabs draw: the suggestions for an emotion and the model's card."""
+"""Pieces several tabs draw: the suggestions for an emotion, a row of downloads and the model's card."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 import streamlit as st
@@ -17,6 +19,28 @@ MODEL_CARD = Path(__file__).resolve().parent.parent / "model" / "MODEL_CARD.md"
 # suggestion just shown when "Another suggestion" is asked for.
 SUGGESTIONS: SessionValue[dict[str, Recommendation]] = SessionValue("suggestions", dict)
 RECOMMENDER = SessionValue("recommender", lambda: Recommender(load_suggestion_file()))
+
+
+class Download(NamedTuple):
+    label: str
+    data: bytes | str | Callable[[], bytes | str]  # a function: made only when it is clicked
+    file_name: str
+    mime: str
+    key: str
+
+
+def download_row(*downloads: Download) -> None:
+    """Download buttons side by side; a click downloads without running the page again."""
+    buttons = st.container(horizontal=True)
+    for download in downloads:
+        buttons.download_button(
+            download.label,
+            download.data,
+            file_name=download.file_name,
+            mime=download.mime,
+            key=download.key,
+            on_click="ignore",
+        )
 
 
 def about_the_model(classifier: EmotionClassifier) -> None:
