@@ -1,6 +1,7 @@
 """Fixtures shared by the test modules: real faces and a clip made from skimage's astronaut
-(tests/samples.py), the bundled model, and FER2013's val faces where they are present; and
-CallsAtOnce, which counts how many calls of a function run at the same time."""
+(tests/samples.py), the bundled model, and FER2013's val faces where they are present;
+CallsAtOnce, which counts how many calls of a function run at the same time; and a Clock that
+tests move by hand."""
 
 from __future__ import annotations
 
@@ -131,6 +132,17 @@ def spark():
     session = spark_session("local[2]")
     yield session
     session.stop()
+
+
+class Clock:
+    """A clock for code that takes one (`clock=time.monotonic`): it stands still until a test
+    moves `now`."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 class CallsAtOnce:

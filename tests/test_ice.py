@@ -11,6 +11,7 @@ import threading
 import pytest
 
 from emotion.settings import SettingsError
+from tests.conftest import Clock
 from tests.test_settings import MissingSecretsFile
 from ui import ice
 from ui.ice import ICE_RETRY_S, ICE_TTL_S, IceConfiguration, IceServerCache, ice_servers, parse_ice_servers
@@ -241,14 +242,6 @@ def test_nothing_configured_gives_public_stun_and_a_turn_warning(caplog):
     assert "need a TURN server" in caplog.text
     servers[0]["urls"].append("stun:changed")  # callers get a copy, not the module constant
     assert ice.PUBLIC_STUN_SERVERS == [{"urls": ["stun:stun.l.google.com:19302"]}]
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_ice_cache_reuses_a_look_up_until_it_expires_and_retries_a_failure_soon():

@@ -5,14 +5,7 @@ from __future__ import annotations
 import pytest
 
 from emotion.progress import PROGRESS_INTERVAL_S, Progress, ProgressPacer
-
-
-class Clock:
-    def __init__(self):
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.conftest import Clock
 
 
 def test_the_first_update_an_update_per_interval_and_the_last_are_drawn():
