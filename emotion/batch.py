@@ -293,10 +293,21 @@ def spark_session(master: str | None = None):
     builder = SparkSession.builder.appName("emotion-batch")
     if master is not None:
         builder = builder.master(master)
-    if (master or "").startswith("local"):
-        # This interpreter for the workers too, not whichever `python3` comes first on the PATH.
-        builder = builder.config("spark.pyspark.python", sys.executable)
+    if _starts_local_spark(master) and "PYSPARK_PYTHON" not in os.environ:
+        # PySpark starts its Python workers with PYSPARK_PYTHON, read when the context starts
+        # (the spark.pyspark.python setting only reaches it through spark-submit), else with
+        # whichever `python3` comes first on the PATH, which may lack this environment's
+        # packages. On this machine, the workers run this interpreter.
+        os.environ["PYSPARK_PYTHON"] = sys.executable
     return builder.getOrCreate()
+
+
+def _starts_local_spark(master: str | None) -> bool:
+    """Whether the session runs on this machine: a local[N] master, or none given outside
+    spark-submit (which sets PYSPARK_GATEWAY_PORT), where PySpark runs local[*]."""
+    if master is not None:
+        return master.startswith("local")
+    return "PYSPARK_GATEWAY_PORT" not in os.environ
 
 
 def _spark_inputs(spark, inputs: Sequence[str]) -> Iterator[tuple[str, bool | None]]:

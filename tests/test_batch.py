@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pyarrow.parquet
 import pytest
@@ -119,3 +121,26 @@ def test_cli_batch_reports_failures_in_its_exit_status(inputs, tmp_path, capsys)
     assert "error:" in capsys.readouterr().err
     assert main(["batch", str(inputs), "--out", str(tmp_path / "three"), "--master", "local[2]"]) == 2
     assert "--master needs --engine spark" in capsys.readouterr().err
+
+
+def test_spark_workers_run_on_this_interpreter_without_an_activated_environment(inputs, tmp_path, spark):
+    """As cron or systemd run it: this environment's python by path, its bin folder not on the
+    PATH, so `python3` there (if any) lacks this environment's packages."""
+    bin_folder = os.path.dirname(sys.executable)
+    path = os.pathsep.join(
+        folder for folder in os.environ["PATH"].split(os.pathsep) if folder and folder != bin_folder
+    )
+    environment = {
+        name: value for name, value in os.environ.items() if name not in ("PYSPARK_PYTHON", "VIRTUAL_ENV")
+    }
+    command = ["batch", str(inputs / "astronaut.png"), "--out", str(tmp_path / "out"), "--engine", "spark"]
+    result = subprocess.run(
+        [sys.executable, "-m", "emotion", *command, "--master", "local[1]"],
+        cwd=samples.REPO,
+        env={**environment, "PATH": path, "PYTHONPATH": str(samples.REPO)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "1 files, 1 detection events, 0 errors" in result.stdout
