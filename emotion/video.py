@@ -39,6 +39,7 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 import av
+import cv2
 import numpy as np
 
 from emotion.engagement import engagement_score
@@ -57,6 +58,10 @@ PROCESSING_MAX_SIDE = 1280  # longer side; larger videos are downscaled to it (7
 TRUNCATION_TOLERANCE_FRAMES = 2  # containers may count a frame or two more than they deliver
 OUTPUT_CODEC = "libx264"
 OUTPUT_OPTIONS = {"crf": "23", "preset": "veryfast"}  # near-transparent, fast to encode
+# How the annotated video's YUV is to be read, written into the H.264 stream for players: limited
+# range ("tv", Y from 16 to 235) and the BT.601 matrix, which is how OpenCV converts each frame, and
+# sRGB's primaries (BT.709's) and transfer curve, which the frames' RGB values are in.
+OUTPUT_COLOUR = {"color_range": 1, "colorspace": 6, "color_primaries": 1, "color_trc": 13}
 DEFAULT_FPS = Fraction(30)  # when a container gives no frame rate at all
 ENCODE_QUEUE_FRAMES = 8  # annotated frames waiting for the encoder thread, at most
 # The only demuxers FFmpeg may use (its format_whitelist): the containers of the videos the app
@@ -363,7 +368,11 @@ def _to_bgr(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
 
 def _encode(output, stream, bgr: np.ndarray | None) -> None:
     """Encode one BGR frame (None: flush the encoder) and write its packets."""
-    frame = None if bgr is None else av.VideoFrame.from_ndarray(bgr, format="bgr24")
+    frame = None
+    if bgr is not None:
+        yuv = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)  # (H * 3 / 2, W): limited range, BT.601
+        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        frame.color_range, frame.colorspace = OUTPUT_COLOUR["color_range"], OUTPUT_COLOUR["colorspace"]
     for packet in stream.encode(frame):
         output.mux(packet)
 
@@ -371,4 +380,6 @@ def _encode(output, stream, bgr: np.ndarray | None) -> None:
 def _add_output_stream(output, fps: Fraction, width: int, height: int):
     stream = output.add_stream(OUTPUT_CODEC, rate=fps, options=dict(OUTPUT_OPTIONS))
     stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    for name, value in OUTPUT_COLOUR.items():
+        setattr(stream.codec_context, name, value)
     return stream

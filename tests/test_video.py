@@ -169,6 +169,20 @@ def test_a_rotated_phone_video_is_analysed_upright(classifier, astronaut_rgb):
     assert result.frames_with_faces == 3
 
 
+@pytest.mark.parametrize("level", [40, 128, 200])
+def test_grey_keeps_its_level_in_a_video_that_says_how_its_colours_are_coded(classifier, level):
+    result = process_video(make_video([np.full((240, 320, 3), level, np.uint8)] * 3), classifier)
+    with av.open(io.BytesIO(result.video)) as container:
+        context = container.streams.video[0].codec_context
+        frame = next(container.decode(video=0))
+    colour = (context.color_range, context.colorspace, context.color_primaries, context.color_trc)
+    assert colour == (1, 6, 1, 13)  # limited range, BT.601 matrix, BT.709 primaries, sRGB curve
+    luma = frame.to_ndarray()[: frame.height]  # the Y plane: 16 to 235
+    assert np.median(luma) == round(16 + 219 * level / 255)
+    rgb = np.median(frame.to_ndarray(format="rgb24"), axis=(0, 1))
+    assert np.abs(rgb - level).max() <= 1  # FFmpeg's conversion back to RGB rounds down
+
+
 def test_output_size_is_even_and_within_the_limit():
     assert output_size(720, 480) == (720, 480)
     assert output_size(721, 481) == (720, 480)
