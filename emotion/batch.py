@@ -103,9 +103,9 @@ def analyse_file(
     modified_ms: the file's modification time, in milliseconds since the epoch (what Hadoop
     file systems give). The model file is loaded once per process.
     """
-    from emotion.image import InvalidImage, load_image
+    from emotion.image import InvalidImage
     from emotion.live import LiveSettings
-    from emotion.pipeline import analyze_image
+    from emotion.pipeline import photo_faces
     from emotion.video import InvalidVideo, track_video
 
     classifier = _classifier(model)
@@ -113,9 +113,8 @@ def analyse_file(
     modified_s = modified_ms / 1000
     try:
         if kind == "photo":
-            rgb = load_image(data)
-            height, width = rgb.shape[:2]
-            frames = photo_frames(analyze_image(rgb, classifier), width, height, modified_s)
+            photo = photo_faces(data, classifier)
+            frames = photo_frames(photo.faces, photo.width, photo.height, modified_s)
             analysed = 1
         else:
             settings = LiveSettings(detect_every=detect_every, engagement_preset=preset)  # as `video`

@@ -25,7 +25,7 @@ from emotion.results import CSV_COLUMNS, Face, FaceRow, numbered
 
 SCHEMA_VERSION = 1
 SOURCE_KINDS = ("webcam", "video", "photo")
-ORIGINS = ("app", "batch")  # the page (webcam, uploads) or `python -m emotion batch`
+ORIGINS = ("app", "batch", "api")  # the page, `python -m emotion batch`, the HTTP API (`serve`)
 PARTITION_COLUMNS = ("source_kind", "date")  # of a batch event table, in its folder names
 
 # The face result's CSV columns, typed. Probabilities are kept as the model gave them, not rounded.

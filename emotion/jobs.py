@@ -4,7 +4,8 @@
 queues it. A worker thread (one per core: a job keeps about one core busy) annotates it with
 `process_video`, leaves its ResultFile(s) beside it and deletes the upload. Results are
 kept `result_ttl_s` after the job finished or failed, then removed; `close` removes them all.
-Deleting a job removes its folder; a running job stops at its next frame.
+Deleting a job removes its folder; a running job stops at its next frame. `on_result`, when
+given, is told each finished job's result (the HTTP API logs its detections with it).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -24,7 +26,7 @@ from typing import BinaryIO, Literal
 
 from emotion.live import LiveSettings
 from emotion.tracking import Classifier
-from emotion.video import InvalidVideo, process_video
+from emotion.video import InvalidVideo, VideoResult, process_video
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,8 @@ PURGE_INTERVAL_S = 30.0  # an idle worker removes expired results this often
 UPLOAD_FILE = "upload"  # the video as uploaded, deleted once analysed
 
 Status = Literal["queued", "running", "done", "failed"]
+# (the upload's file name, the job's settings, its result, when its analysis began in UTC seconds)
+ResultHook = Callable[[str, LiveSettings, VideoResult, float], None]
 
 
 class ResultFile(StrEnum):
@@ -74,6 +78,7 @@ class Job:
 class _Job:
     id: str
     folder: Path
+    name: str  # the file name the video was uploaded with
     settings: LiveSettings  # how process_video searches, tracks and smooths faces
     frames_total: int
     frames_done: int = 0
@@ -86,9 +91,18 @@ class _Job:
 class VideoJobs:
     """The queue and its workers. Thread-safe; `start` the workers, `close` when done."""
 
-    def __init__(self, classifier: Classifier, *, capacity: int, result_ttl_s: float, workers: int = WORKERS):
+    def __init__(
+        self,
+        classifier: Classifier,
+        *,
+        capacity: int,
+        result_ttl_s: float,
+        workers: int = WORKERS,
+        on_result: ResultHook | None = None,
+    ):
         """capacity: jobs that may wait (beyond the running ones); result_ttl_s: how long results are kept."""
         self.classifier = classifier
+        self._on_result = on_result
         self.result_ttl_s = result_ttl_s
         self.folder = Path(tempfile.mkdtemp(prefix="emotion-video-jobs-"))
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=capacity)
@@ -129,13 +143,13 @@ class VideoJobs:
                 counts[job.status] += 1
         return counts
 
-    def submit(self, video: bytes, *, settings: LiveSettings, frames_total: int) -> Job:
-        """Queue a video file's bytes; raises QueueFull."""
+    def submit(self, video: bytes, *, settings: LiveSettings, frames_total: int, name: str = "") -> Job:
+        """Queue a video file's bytes (uploaded as `name`); raises QueueFull."""
         self.purge()
         if self.full():
             raise QueueFull("the queue is full")
         job_id = secrets.token_hex(16)  # 128 random bits: not guessable
-        job = _Job(job_id, self.folder / job_id, settings, frames_total)
+        job = _Job(job_id, self.folder / job_id, name, settings, frames_total)
         job.folder.mkdir()
         (job.folder / UPLOAD_FILE).write_bytes(video)
         with self._lock:
@@ -215,12 +229,15 @@ class VideoJobs:
                 job.frames_done, job.frames_total = done, total
 
         error = None
+        started_utc = time.time()
         try:
             result = process_video(
                 job.folder / UPLOAD_FILE, self.classifier, settings=job.settings, progress=progress
             )
             (job.folder / ResultFile.VIDEO).write_bytes(result.video)
             (job.folder / ResultFile.CSV).write_text(result.to_csv())
+            if self._on_result is not None:
+                self._on_result(job.name, job.settings, result, started_utc)
         except _Deleted:
             error = "deleted"
         except InvalidVideo as invalid:

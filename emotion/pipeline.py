@@ -76,13 +76,31 @@ def analyze_image(
     return classify_faces(gray, boxes, classifier if classifier is not None else default_classifier())
 
 
+class PhotoFaces(NamedTuple):
+    faces: list[Face]  # largest first, boxes in the photo's pixels
+    width: int  # of the upright photo
+    height: int
+
+
+def photo_faces(
+    source: bytes | str | Path | BinaryIO,
+    classifier: EmotionClassifier | None = None,
+    settings: DetectorSettings = PHOTO_DETECTOR,
+) -> PhotoFaces:
+    """Every face in a photo file (its bytes, path or open file) and the photo's size, which its
+    detection events need; raises InvalidImage."""
+    rgb = load_image(source)
+    height, width = rgb.shape[:2]
+    return PhotoFaces(analyze_image(rgb, classifier, settings), width, height)
+
+
 def analyze_photo(
     source: bytes | str | Path | BinaryIO,
     classifier: EmotionClassifier | None = None,
     settings: DetectorSettings = PHOTO_DETECTOR,
 ) -> list[Face]:
     """Every face in a photo file (its bytes, path or open file), largest first; raises InvalidImage."""
-    return analyze_image(load_image(source), classifier, settings)
+    return photo_faces(source, classifier, settings).faces
 
 
 class ProcessedPhoto(NamedTuple):

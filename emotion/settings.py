@@ -12,8 +12,8 @@ Settings:
   TWILIO_AUTH_TOKEN         the webcam's STUN and TURN servers (see the page's ui.ice)
   HISTORY_PATH, HISTORY_TABLE, HISTORY_PASSWORD
                             the detection log and the History tab (`history_settings`)
-  API_KEYS, API_RESULT_TTL_S, API_VIDEO_QUEUE
-                            the HTTP API's keys and video jobs (see emotion.api.settings)
+  API_KEYS, API_RESULT_TTL_S, API_VIDEO_QUEUE, API_LOG_DETECTIONS
+                            the HTTP API's keys, video jobs and detection log (see emotion.api.settings)
 
 No setting's secret part is ever logged or shown: see `redact` and `redact_url`.
 

@@ -18,9 +18,11 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import av
 import cv2
+import duckdb
 import numpy as np
 import pytest
 import schemathesis
@@ -203,8 +205,8 @@ def test_bad_parameters_are_422(client, astronaut_rgb):
 
 
 def test_photos_are_analysed_at_most_photo_slots_at_a_time(client, monkeypatch, astronaut_rgb):
-    calls = CallsAtOnce(photos.photo_json, PHOTO_SLOTS)
-    monkeypatch.setattr(photos, "photo_json", calls)
+    calls = CallsAtOnce(photos.photo_faces, PHOTO_SLOTS)
+    monkeypatch.setattr(photos, "photo_faces", calls)
     photo = ("a.png", encode_png(astronaut_rgb), "image/png")
     with ThreadPoolExecutor(PHOTO_SLOTS + 1) as clients:
         answers = list(clients.map(lambda _: post_photos(client, photo), range(PHOTO_SLOTS + 1)))
@@ -387,6 +389,43 @@ def test_health_openapi_and_interactive_docs(client):
     }
     docs = client.get("/docs")
     assert docs.status_code == 200 and "/openapi.json" in docs.text
+
+
+def test_the_detection_log_gets_the_faces_only_with_api_log_detections_on(
+    tmp_path, monkeypatch, caplog, astronaut_rgb, face_video
+):
+    path = tmp_path / "detections.duckdb"
+    assert ApiSettings.from_settings({"HISTORY_PATH": str(path)}).detection_log is None  # off by default
+    for value in ("false", "no", "0", False):
+        assert ApiSettings.from_settings({"API_LOG_DETECTIONS": value}).detection_log is None
+    assert ApiSettings.from_settings({"API_LOG_DETECTIONS": "maybe"}).detection_log is None
+    assert "API_LOG_DETECTIONS must be true or false" in caplog.text
+    monkeypatch.setenv("HISTORY_PATH", str(path))
+    settings = ApiSettings.from_settings({"API_LOG_DETECTIONS": True})
+    assert (
+        settings.detection_log == path and ApiSettings.from_settings({"API_LOG_DETECTIONS": "on"}) == settings
+    )
+
+    with TestClient(create_app(replace(settings, detection_log=None), MODEL)) as client:
+        assert post_photos(client, ("quiet.png", encode_png(astronaut_rgb), "image/png")).status_code == 200
+    assert not path.exists()
+    with TestClient(create_app(settings, MODEL)) as client:
+        photo = ("portrait.png", encode_png(astronaut_rgb), "image/png")
+        answer = post_photos(client, photo)
+        assert answer.status_code == 200
+        job = post_video(client, face_video).json()
+        assert wait_for_job(client, job["id"])["status"] == "done"
+        video_rows = list(csv.DictReader(io.StringIO(client.get(f"/v1/videos/{job['id']}/faces.csv").text)))
+    faces_in_photo = len(answer.json()["results"][0]["faces"])
+    assert faces_in_photo and video_rows
+    with duckdb.connect(str(path), read_only=True) as connection:
+        logged = connection.sql(
+            "SELECT origin, source_kind, source, count(*) FROM events GROUP BY ALL ORDER BY source_kind"
+        ).fetchall()
+    assert logged == [
+        ("api", "photo", "portrait.png", faces_in_photo),
+        ("api", "video", "clip.mp4", len(video_rows)),
+    ]
 
 
 def test_settings_come_from_secrets_or_the_environment(monkeypatch, caplog):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,7 +18,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from emotion.api.dependencies import Service, check_key, digest
 from emotion.api.routers import photos, service, videos
+from emotion.api.routers.videos import log_video
 from emotion.api.settings import ApiSettings
+from emotion.history import DetectionLog
 from emotion.jobs import VideoJobs
 from emotion.pipeline import PHOTO_SLOTS
 from emotion.remote import LoadedModel, resolve_model
@@ -29,26 +32,32 @@ logger = logging.getLogger(__name__)
 def create_app(settings: ApiSettings | None = None, model: LoadedModel | None = None) -> FastAPI:
     """The service, with its model loaded (None: as the page loads it). settings: None reads them
     as the page does. While the app runs (its lifespan) video jobs run, in a fresh folder each time,
-    and at most PHOTO_SLOTS photos are analysed at once."""
+    at most PHOTO_SLOTS photos are analysed at once, and with settings.detection_log the faces
+    found go to that detection log."""
     secrets = read_secrets_file() if settings is None or model is None else None
     settings = settings or ApiSettings.from_settings(secrets)
     model = model or resolve_model(secrets)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        log = DetectionLog(settings.detection_log) if settings.detection_log is not None else None
         jobs = VideoJobs(
             model.classifier,
             capacity=settings.video_queue,
             result_ttl_s=settings.result_ttl_s,
             workers=settings.video_workers,
+            on_result=None if log is None else functools.partial(log_video, log, model.classifier.sha256),
         )
         jobs.start()
         app.state.jobs = jobs
         app.state.photo_slots = anyio.CapacityLimiter(PHOTO_SLOTS)
+        app.state.detection_log = log
         try:
             yield
         finally:
             await run_in_threadpool(jobs.close)
+            if log is not None:
+                await run_in_threadpool(log.close)
 
     app = FastAPI(
         title="Emotion Lens API",

@@ -1,5 +1,5 @@
 """What the routes are given (FastAPI dependencies): the service's model and limits, the video
-jobs, the photo slots, and the API key check.
+jobs, the photo slots, the detection log, and the API key check.
 
 Dependencies are coroutines: FastAPI would run plain functions in its thread pool, a hop for nothing.
 """
@@ -14,6 +14,7 @@ import anyio
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from emotion.history import DetectionLog
 from emotion.jobs import VideoJobs
 from emotion.remote import LoadedModel
 
@@ -42,9 +43,14 @@ async def _photo_slots(request: Request) -> anyio.CapacityLimiter:
     return request.app.state.photo_slots
 
 
+async def _detection_log(request: Request) -> DetectionLog | None:
+    return request.app.state.detection_log
+
+
 ServiceDep = Annotated[Service, Depends(_service)]
 JobsDep = Annotated[VideoJobs, Depends(_jobs)]
 PhotoSlotsDep = Annotated[anyio.CapacityLimiter, Depends(_photo_slots)]
+DetectionLogDep = Annotated[DetectionLog | None, Depends(_detection_log)]  # None: API_LOG_DETECTIONS off
 
 _bearer = HTTPBearer(auto_error=False, description="One of the keys in the API_KEYS setting")
 

@@ -3,6 +3,8 @@
 API_KEYS           comma-separated keys; unset: no key needed
 API_RESULT_TTL_S   seconds a video job's results are kept after it finished
 API_VIDEO_QUEUE    video jobs that may wait for a worker; more get 429
+API_LOG_DETECTIONS true: the faces of the photos and videos analysed go to the detection log
+                   (HISTORY_PATH), as the page's do with its log switched on; default false
 """
 
 from __future__ import annotations
@@ -11,15 +13,17 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from emotion.jobs import WORKERS
-from emotion.settings import get_setting, upload_limit_mb
+from emotion.settings import get_setting, history_settings, upload_limit_mb
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_RESULT_TTL_S = 3600  # one hour to fetch a video's results
 DEFAULT_VIDEO_QUEUE = 8  # waiting videos, each at most the upload limit on disk
+TRUE_WORDS, FALSE_WORDS = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 
 @dataclass(frozen=True)
@@ -29,10 +33,12 @@ class ApiSettings:
     video_queue: int = DEFAULT_VIDEO_QUEUE
     video_workers: int = WORKERS  # 0: jobs are queued but none runs
     upload_limit_mb: int = field(default_factory=upload_limit_mb)  # per file, photo or video: the page's
+    detection_log: Path | None = None  # the detection log's file; None: nothing is logged
 
     @classmethod
     def from_settings(cls, secrets: Mapping[str, Any] | None = None) -> ApiSettings:
-        """API_KEYS, API_RESULT_TTL_S and API_VIDEO_QUEUE; a malformed number is logged, its default used."""
+        """API_KEYS, API_RESULT_TTL_S, API_VIDEO_QUEUE and API_LOG_DETECTIONS (with HISTORY_PATH); a
+        malformed number or switch is logged, its default used."""
         keys = get_setting("API_KEYS", secrets, "")
         if not isinstance(keys, str):  # a TOML list in the secrets file
             keys = ",".join(str(key) for key in keys)
@@ -40,7 +46,19 @@ class ApiSettings:
             api_keys=tuple(key.strip() for key in keys.split(",") if key.strip()),
             result_ttl_s=_number_setting("API_RESULT_TTL_S", secrets, DEFAULT_RESULT_TTL_S, minimum=0),
             video_queue=int(_number_setting("API_VIDEO_QUEUE", secrets, DEFAULT_VIDEO_QUEUE, minimum=1)),
+            detection_log=history_settings(secrets).path if _switch("API_LOG_DETECTIONS", secrets) else None,
         )
+
+
+def _switch(name: str, secrets: Mapping[str, Any] | None) -> bool:
+    """An on/off setting: a TOML boolean, or true/false, yes/no, on/off, 1/0; unset: off."""
+    value = get_setting(name, secrets, False)
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word not in TRUE_WORDS + FALSE_WORDS:
+        logger.warning("%s must be true or false, not %r; using false", name, value)
+    return word in TRUE_WORDS
 
 
 def _number_setting(name: str, secrets: Mapping[str, Any] | None, default: float, minimum: float) -> float:

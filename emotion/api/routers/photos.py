@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -9,11 +10,14 @@ import anyio
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from emotion.api.dependencies import PhotoSlotsDep, ServiceDep
+from emotion.api.dependencies import DetectionLogDep, PhotoSlotsDep, ServiceDep
 from emotion.api.schemas import PhotoResults, error_responses, multipart_body
-from emotion.api.uploads import header_safe, read_uploads
+from emotion.api.uploads import Upload, header_safe, read_uploads
+from emotion.engagement import DEFAULT_PRESET
+from emotion.events import EventSource, photo_frames
 from emotion.image import SUPPORTED, InvalidImage
-from emotion.pipeline import PHOTO_BATCH_MAX, analyze_photo, annotated_png, photo_json
+from emotion.pipeline import PHOTO_BATCH_MAX, PhotoFaces, annotated_png, photo_faces
+from emotion.results import photo_record
 
 router = APIRouter()
 
@@ -36,6 +40,7 @@ async def post_photos(
     request: Request,
     service: ServiceDep,
     slots: PhotoSlotsDep,
+    log: DetectionLogDep,
     annotated: Annotated[
         bool, Query(description="Answer the annotated photo as a PNG instead of JSON (one photo only)")
     ] = False,
@@ -44,21 +49,29 @@ async def post_photos(
     if annotated and len(uploads) != 1:
         raise HTTPException(422, f"annotated=true takes exactly one photo, not {len(uploads)}.")
     classifier = service.model.classifier
-    if annotated:
-        upload = uploads[0]
+
+    def analyse(upload: Upload) -> PhotoFaces:
         try:
-            png = await anyio.to_thread.run_sync(
-                lambda: annotated_png(upload.data, analyze_photo(upload.data, classifier)), limiter=slots
-            )
+            return photo_faces(upload.data, classifier)
         except InvalidImage as error:
             raise HTTPException(400, f"{upload.name}: {error}") from None
+
+    analysed = await anyio.to_thread.run_sync(lambda: [analyse(upload) for upload in uploads], limiter=slots)
+    for upload, photo in zip(uploads, analysed, strict=True):
+        if log is not None and photo.faces:
+            source = EventSource("photo", upload.name, "api", DEFAULT_PRESET, classifier.sha256)
+            log.submit(source, photo_frames(photo.faces, photo.width, photo.height, time.time()))
+    if annotated:
+        upload, photo = uploads[0], analysed[0]
+        png = await anyio.to_thread.run_sync(lambda: annotated_png(upload.data, photo.faces), limiter=slots)
         disposition = f'inline; filename="{header_safe(Path(upload.name).stem or "photo")}-emotions.png"'
         return Response(png, media_type="image/png", headers={"Content-Disposition": disposition})
     # Each photo's JSON is what `python -m emotion predict --json` prints for the file.
-    results = await anyio.to_thread.run_sync(
-        lambda: [photo_json(upload.name, upload.data, classifier) for upload in uploads], limiter=slots
+    return JSONResponse(
+        {
+            "results": [
+                photo_record(upload.name, photo.faces)
+                for upload, photo in zip(uploads, analysed, strict=True)
+            ]
+        }
     )
-    for upload, result in zip(uploads, results, strict=True):
-        if "error" in result:
-            raise HTTPException(400, f"{upload.name}: {result['error']}")
-    return JSONResponse({"results": results})

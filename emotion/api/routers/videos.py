@@ -14,9 +14,11 @@ from starlette.concurrency import run_in_threadpool
 from emotion.api.dependencies import JobsDep, ServiceDep
 from emotion.api.schemas import VideoJob, error_responses, multipart_body
 from emotion.api.uploads import read_uploads
+from emotion.events import EventSource, video_frames
+from emotion.history import DetectionLog
 from emotion.jobs import Job, JobNotDone, JobNotFound, QueueFull, ResultFile, VideoJobs
 from emotion.live import LiveSettings
-from emotion.video import InvalidVideo, probe_video
+from emotion.video import InvalidVideo, VideoResult, probe_video
 
 RETRY_AFTER_S = 60  # suggested to a client whose video found the queue full
 CHUNK_BYTES = 1024 * 1024  # result files are sent in pieces of this size
@@ -56,7 +58,10 @@ async def post_video(
         info = await run_in_threadpool(probe_video, uploads[0].data)
         job = await run_in_threadpool(
             lambda: jobs.submit(
-                uploads[0].data, settings=LiveSettings(detect_every=detect_every), frames_total=info.frames
+                uploads[0].data,
+                settings=LiveSettings(detect_every=detect_every),
+                frames_total=info.frames,
+                name=uploads[0].name,
             )
         )
     except InvalidVideo as error:
@@ -112,6 +117,19 @@ def delete_video(job_id: str, jobs: JobsDep) -> Response:
     except JobNotFound:
         raise _no_such_job(job_id) from None
     return Response(status_code=204)
+
+
+def log_video(
+    log: DetectionLog,
+    model_sha256: str,
+    name: str,
+    settings: LiveSettings,
+    result: VideoResult,
+    started_utc: float,
+) -> None:
+    """A finished job's faces to the detection log (VideoJobs' on_result, with API_LOG_DETECTIONS on)."""
+    source = EventSource("video", name, "api", settings.engagement_preset, model_sha256)
+    log.submit(source, video_frames(result.rows, result.width, result.height, started_utc))
 
 
 def _job(jobs: VideoJobs, job_id: str) -> Job:
