@@ -35,7 +35,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests import samples  # noqa: E402  (needs the repository on the path)
+from scripts import samples  # noqa: E402  (needs the repository on the path)
 
 APP_START_RUNS = 3  # the app is started this many times; the last one also streams the webcam
 
@@ -89,7 +89,7 @@ def clip_frames(clip: Path, size: tuple[int, int] = (640, 480)) -> list[np.ndarr
 
 def app_figures(clip: Path, stream_s: float) -> None:
     """Start to first result, the webcam's shown frame rate and peak memory of the real app."""
-    from tests.browser import (
+    from scripts.browser import (
         browser_missing_reason,
         chromium,
         fake_camera_args,
@@ -135,7 +135,7 @@ def app_figures(clip: Path, stream_s: float) -> None:
 @contextlib.contextmanager
 def app_with_first_result(page, photo: Path, log_path: Path):
     """Start the app, open it in `page` and analyse `photo`; yields (server, seconds it took)."""
-    from tests.browser import open_app, photo_results, serve_app, upload_photo
+    from scripts.browser import open_app, photo_results, serve_app, upload_photo
 
     started = time.perf_counter()
     with serve_app(log_path) as server:

@@ -36,7 +36,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.browser import SERVER_START_TIMEOUT_S, free_port, healthy  # noqa: E402
+from scripts.browser import SERVER_START_TIMEOUT_S, free_port, healthy  # noqa: E402
 
 
 def jpeg_photos() -> list[bytes]:

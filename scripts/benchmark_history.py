@@ -165,7 +165,7 @@ def frame_cost_figures(passes: int) -> None:
 
 
 def webcam_figures(stream_s: float) -> None:
-    from tests.browser import (
+    from scripts.browser import (
         browser_missing_reason,
         chromium,
         fake_camera_args,

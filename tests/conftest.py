@@ -14,8 +14,8 @@ import numpy as np
 import pylibsrtp  # noqa: F401  (see below)
 import pytest
 
-from tests import samples
-from tests.samples import REPO
+from scripts import samples
+from scripts.samples import REPO
 
 # pylibsrtp (aiortc's SRTP, imported by streamlit_webrtc) segfaults in srtp_init when it is first
 # imported after TensorFlow. app.py imports streamlit_webrtc before any model is loaded; the test

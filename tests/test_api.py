@@ -42,9 +42,9 @@ from emotion.model_file import read_metadata
 from emotion.pipeline import PHOTO_BATCH_MAX, PHOTO_SLOTS, analyze_photo, annotated_png
 from emotion.remote import LoadedModel
 from emotion.results import CSV_COLUMNS
-from tests.browser import SERVER_START_TIMEOUT_S, free_port, healthy
+from scripts.browser import SERVER_START_TIMEOUT_S, free_port, healthy
+from scripts.samples import REPO
 from tests.conftest import CallsAtOnce
-from tests.samples import REPO
 from tests.test_video import make_video
 
 JOB_TIMEOUT_S = 300  # a generous bound for a short clip on a busy machine; not a speed check

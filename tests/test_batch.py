@@ -15,7 +15,7 @@ from emotion.classifier import BUNDLED_MODEL
 from emotion.cli import main
 from emotion.events import BATCH_SCHEMA
 from emotion.history import ParquetHistory, export_table
-from tests import samples
+from scripts import samples
 
 MODIFIED_NS = 1_700_000_000_123_456_789  # 2023-11-14 22:13:20.123 UTC
 

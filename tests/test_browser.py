@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.browser import (
+from scripts.browser import (
     EMOTION_PATTERN,
     browser_missing_reason,
     chromium,

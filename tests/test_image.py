@@ -19,7 +19,7 @@ from PIL import Image, ImageFile
 from emotion import InvalidImage, detect_faces, load_image
 from emotion import image as image_module
 from emotion.image import MAX_PIXELS, PEAK_BYTES_PER_PIXEL
-from tests.samples import REPO
+from scripts.samples import REPO
 
 NOT_AN_IMAGE = r"not an image we can read \(JPEG, PNG, WebP, GIF, BMP, TIFF\)"
 EXIF_ORIENTATION = 0x0112

@@ -1,5 +1,6 @@
-"""The project's import graph, read from the source: the engine never imports Streamlit, and no
-module imports itself back through others when it is loaded."""
+"""The project's import graph, read from the source: the engine never imports Streamlit, no
+module imports itself back through others when it is loaded, and the scripts never import the
+tests."""
 
 from __future__ import annotations
 
@@ -79,3 +80,15 @@ def test_no_import_circles():
         if name not in state:
             visit(name, [name])
     assert circles == []
+
+
+def test_scripts_never_import_the_tests():
+    offenders = []
+    for path in sorted((REPO / "scripts").glob("*.py")):
+        name = module_name(path)
+        used = {
+            imported.split(".")[0] for imported in imported_names(ast.parse(path.read_text("utf-8")), name)
+        }
+        if "tests" in used:
+            offenders.append(name)
+    assert offenders == []

@@ -25,7 +25,7 @@ from emotion import ModelDownloadError, remote
 from emotion.classifier import BUNDLED_MODEL
 from emotion.model_file import METADATA_MEMBER, RUNTIME_MEMBER
 from emotion.remote import ModelSource, resolve_model
-from tests.samples import REPO
+from scripts.samples import REPO
 
 MODEL_SETTINGS = ("MODEL_URL", "MODEL_SHA256", "MODEL_CACHE_DIR")
 

@@ -21,7 +21,7 @@ from emotion.training.data import (
     main,
     majority_labels,
 )
-from tests import samples
+from scripts import samples
 from tests.conftest import REPO, emotion_data_file
 
 USAGE = ["Training"] * 4 + ["PublicTest"] * 3 + ["PrivateTest"] * 2

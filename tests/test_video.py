@@ -16,7 +16,7 @@ from emotion.labels import EMOTIONS
 from emotion.live import LiveSettings
 from emotion.results import CSV_COLUMNS
 from emotion.video import InvalidVideo, output_size, probe_video, process_video
-from tests import samples
+from scripts import samples
 
 
 def make_video(frames_rgb, fps: int = 10, rotation: int = 0) -> bytes:

@@ -1,8 +1,9 @@
-"""Test data made in code, and where the optional FER2013 data lives.
+"""Faces and a clip made in code, and where the optional FER2013 data lives: for the tests and
+the benchmarks alike.
 
 Faces come from skimage.data.astronaut() (Eileen Collins, a NASA photo in the public domain),
 which scikit-image ships: 48x48 crops of her face, and a moving clip made from the photo with
-PyAV. Used by tests/conftest.py and scripts/benchmark.py.
+PyAV. Used by tests/conftest.py and the benchmark scripts.
 """
 
 from __future__ import annotations

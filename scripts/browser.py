@@ -1,4 +1,5 @@
-"""Driving the app in headless Chromium: used by tests/test_browser.py and scripts/benchmark.py.
+"""Driving the app in headless Chromium: used by tests/test_browser.py and the benchmark and load
+scripts.
 
 Needs Debian's chromium (`apt-get install chromium`) and Playwright's Python package.
 """
