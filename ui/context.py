@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 import streamlit as st
+from streamlit.logger import get_logger
 
 from emotion import EmotionClassifier, resolve_model
 from emotion.engagement import DEFAULT_PRESET, PRESETS
@@ -20,6 +21,7 @@ from emotion.remote import LoadedModel
 from emotion.settings import history_settings
 
 T = TypeVar("T")
+logger = get_logger(__name__)  # Streamlit's: its handler writes to the server's stderr
 
 
 class SessionValue(Generic[T]):
@@ -57,8 +59,11 @@ class PageSettings:
 
 @st.cache_resource(show_spinner="Loading the emotion model...")
 def load_model() -> LoadedModel:
-    """The classifier (shared by every visitor and the webcam threads) and any settings warning."""
-    return resolve_model(st.secrets)
+    """The classifier (shared by every visitor and the webcam threads) and any settings warning;
+    which model it is goes to the server's log, as the command line prints it."""
+    loaded = resolve_model(st.secrets)
+    logger.info("Model: %s", loaded.description)
+    return loaded
 
 
 def sidebar() -> PageSettings:
