@@ -2,6 +2,7 @@
 
     python scripts/load.py --webcams 4 --photos 8 --seconds 60     # load
     python scripts/load.py --soak --minutes 10                      # one webcam, memory over time
+    python scripts/load.py --webcams 1 --photos 0 --seconds 30      # the server's CPU per webcam frame
     python scripts/load.py --webcams 4 --seconds 60 --profile       # and where the server spends its time
 
 Load: K headless-Chromium pages stream the benchmark's face clip (face_clip.avi under
@@ -10,15 +11,19 @@ Webcam tab, and once they all stream, M more pages each upload a photo at the sa
 Printed: each webcam session's frame rate (frames analysed during the measured window, and the
 FPS the page shows), each upload's time to its result, the errors seen (exceptions on the
 pages, uncaught errors in the browser, tracebacks in the server's log), the server's CPU use
-and its peak resident memory (VmHWM).
+and its peak resident memory (VmHWM), and the server's CPU time (from /proc, every thread) per
+frame analysed in the window: the cost of one webcam visitor, whatever else shares the machine.
 
 Soak: one webcam session for --minutes after --warm-up, printing the server's resident memory
 (VmRSS) and the session's frame rate every --interval seconds, then the growth since the first
 sample.
 
 --profile samples the server with py-spy (`pip install -r requirements-dev.txt`) during the
-measured window and prints the functions it was busiest in. Browsers and server share this
-machine's cores, as in the browser tests; needs Debian's chromium and Playwright.
+measured window and prints the functions it was busiest in, then that CPU time per frame split
+by stage (receive/decode, conversion, detection, classification, tracking and statistics,
+drawing, encode/send, the rest): each thread's CPU time from /proc, shared out by the stages
+py-spy saw it busy in. Browsers and server share this machine's cores, as in the browser
+tests; needs Debian's chromium and Playwright.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ STREAM_START_TIMEOUT_S = 120  # from START to the first analysed frame, on a bus
 PHOTO_TIMEOUT_S = 180  # from the upload to the result
 PHOTO_SIZE = (3000, 2250)  # pixels: a typical phone photo (about 7 megapixels)
 PROFILE_TOP = 15  # functions listed by --profile, per list
+FULL_RATE_FPS = 30  # a webcam's frame rate, for the visitors-per-core figure
+PROFILE_RATE = 100  # py-spy samples per second and thread
 
 
 @dataclass
@@ -60,8 +67,21 @@ def server_memory_mb(pid: int) -> tuple[float, float]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of process `pid` (all its threads) so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """User plus system CPU time of process `pid` (all its threads, ended ones too) so far."""
+    return _stat_cpu_seconds(Path(f"/proc/{pid}/stat"))
+
+
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """User plus system CPU time of each live thread of process `pid` so far, by thread id."""
+    times = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError):  # the thread ended meanwhile
+            times[int(task.name)] = _stat_cpu_seconds(task / "stat")
+    return times
+
+
+def _stat_cpu_seconds(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / 100  # utime, stime in clock ticks (100 per second)
 
 
@@ -140,27 +160,137 @@ def server_errors(log_path: Path) -> list[str]:
 
 @contextlib.contextmanager
 def profiled(pid: int, seconds: float, enabled: bool, folder: Path):
-    """py-spy samples `pid` while the block runs; prints where the time went afterwards."""
+    """py-spy samples `pid` while the block runs; yields where the collapsed stacks will be
+    (None when not enabled), complete once the block has run."""
     if not enabled:
-        yield
+        yield None
         return
     output = folder / "profile.txt"
     command = ["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds)), "--format", "raw"]
-    command += ["--rate", "50", "--nonblocking", "--output", str(output)]
+    command += ["--rate", str(PROFILE_RATE), "--threads", "--nonblocking", "--output", str(output)]
     recorder = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        yield
+        yield output
     finally:
         _, stderr = recorder.communicate(timeout=seconds + 60)
         if recorder.returncode != 0 or not output.exists():
             print(f"py-spy failed: {stderr.decode(errors='replace').strip()[-500:]}")
-        else:
-            print_profile(output)
 
 
 # Frames on every thread's stack (thread start-up, event loops, the server's command line):
 # left out of the inclusive list, where they would only push the informative ones down.
 PLUMBING_FILES = ("threading.py", "thread.py", "base_events.py", "events.py", "runners.py", "<frozen runpy>")
+
+# The stages of a webcam frame on the server, for --profile's split. A busy sample is charged to
+# the stage of the innermost frame on its stack that names one of the stage's functions or
+# files (py-spy writes a frame as "function (path:line)").
+FRAME_STAGES = (
+    (
+        "receive/decode",
+        (
+            "Decoder.decode (",
+            "decoder_worker (",
+            "aiortc/rtcrtpreceiver.py",
+            "aiortc/jitterbuffer.py",
+            "aiortc/rate.py",  # the receiver's bandwidth estimate
+            "RtpPacket.parse (",
+            "Session.unprotect",
+            "RTCDtlsTransport._recv_next",
+        ),
+    ),
+    (
+        "conversion",
+        (
+            "Vp8Encoder.encode (aiortc/codecs/vpx.py:185)",  # aiortc 1.16: frame.reformat(format="yuv420p")
+            "video_frame_callback (ui/webcam.py",  # frame.to_ndarray and VideoFrame.from_ndarray
+            "LiveAnalyzer.process (emotion/live.py",  # cv2.cvtColor to grey
+        ),
+    ),
+    # The finder modules, not the whole of emotion/faces: crop_faces there is the classifier's.
+    ("detection", ("detect_faces (", "emotion/faces/haar.py", "emotion/faces/blazeface.py", "_CascadePool.")),
+    ("classification", ("crop_faces (", "predict_proba (", "emotion/classifier.py")),
+    (
+        "tracking and statistics",
+        ("emotion/tracking.py", "emotion/session.py", "emotion/results.py", "LiveRecorder.record ("),
+    ),
+    ("drawing", ("emotion/draw.py",)),
+    (
+        "encode/send",
+        (
+            "Encoder.encode (",
+            "Encoder._packetize (",
+            "aiortc/rtcrtpsender.py",
+            "Session.protect",
+            "RTCDtlsTransport._send_rtp",
+            ".sendto (",
+            "_worker (concurrent/futures/thread.py",  # the event loop's executor, where aiortc encodes
+        ),
+    ),
+)
+# Innermost frames of a thread that waits (blocked in a lock, a queue, a selector or a sleep),
+# which py-spy may still sample as busy: such samples are left out of the split.
+WAITING_FRAMES = (
+    "EpollSelector.select (",
+    "Condition.wait (",
+    "Event.wait (",
+    "_worker (concurrent/futures/thread.py",  # work_queue.get()
+    "AsyncMediaProcessTrack._worker_thread (",  # its in_queue.get()
+    "polling_path_watcher.py",  # time.sleep between polls
+)
+REST = "the rest"
+NATIVE_THREADS = "threads without Python code"
+
+
+def frame_stage(frames: list[str]) -> str | None:
+    """The stage a sample's stack (outermost frame first) belongs to; None where it waits."""
+    if any(name in frames[-1] for name in WAITING_FRAMES):
+        return None
+    for frame in reversed(frames):
+        for stage, names in FRAME_STAGES:
+            if any(name in frame for name in names):
+                return stage
+    return REST
+
+
+def thread_stages(collapsed: Path) -> dict[int, collections.Counter[str]]:
+    """Busy samples by thread id and stage, from py-spy's raw output with --threads."""
+    by_thread: dict[int, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        thread = re.match(r"thread \((\d+)\)", stack)
+        if not count.isdigit() or thread is None or ";" not in stack:
+            continue
+        stage = frame_stage(stack.split(";")[1:])
+        if stage is not None:
+            by_thread[int(thread.group(1))][stage] += int(count)
+    return by_thread
+
+
+def print_frame_split(collapsed: Path, thread_cpu: dict[int, float], process_cpu: float, frames: int) -> None:
+    """Server CPU per analysed frame by stage: each thread's CPU time (from /proc) shared out by
+    its busy samples. Threads that ended during the window (the page's script runs) share the
+    CPU time the live threads do not account for; live threads py-spy never saw busy run no
+    Python (codec, OpenCV and TensorFlow Lite worker pools)."""
+    seconds: collections.Counter[str] = collections.Counter()
+    ended: collections.Counter[str] = collections.Counter()
+    for thread, stages in thread_stages(collapsed).items():
+        if thread not in thread_cpu:
+            ended.update(stages)
+            continue
+        busy = sum(stages.values())
+        for stage, count in stages.items():
+            seconds[stage] += thread_cpu[thread] * count / busy
+    seen = set(thread_stages(collapsed))
+    seconds[NATIVE_THREADS] += sum(cpu for thread, cpu in thread_cpu.items() if thread not in seen)
+    leftover = max(0.0, process_cpu - sum(thread_cpu.values()))
+    for stage, count in ended.items():
+        seconds[stage] += leftover * count / sum(ended.values())
+    if not ended:
+        seconds[REST] += leftover
+    print(f"server CPU per analysed frame, by stage ({frames} frames, {process_cpu:.1f} CPU s):")
+    for stage in [name for name, _ in FRAME_STAGES] + [NATIVE_THREADS, REST]:
+        share = seconds[stage] / max(process_cpu, 1e-9)
+        print(f"    {stage:<28} {1000 * seconds[stage] / frames:6.2f} ms  {100 * share:5.1f} %")
 
 
 def print_profile(collapsed: Path) -> None:
@@ -174,15 +304,15 @@ def print_profile(collapsed: Path) -> None:
     total = 0
     for line in collapsed.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        if not count.isdigit():
+        if not count.isdigit() or ";" not in stack:
             continue
         total += int(count)
-        frames = [re.sub(r" \((.*/)?([^/]+?)(:\d+)?\)$", r" (\2)", frame) for frame in stack.split(";")]
+        frames = [re.sub(r" \((.*/)?([^/]+?)(:\d+)?\)$", r" (\2)", frame) for frame in stack.split(";")[1:]]
         own[frames[-1]] += int(count)
         for frame in set(frames):
             if not frame.endswith(tuple(f"({name})" for name in PLUMBING_FILES)):
                 inclusive[frame] += int(count)
-    print(f"server profile: {total} samples of busy threads (50 per second and thread)")
+    print(f"server profile: {total} samples of busy threads ({PROFILE_RATE} per second and thread)")
     for title, counter in (("own time", own), ("inclusive time", inclusive)):
         print(f"  busiest functions, {title}:")
         for name, count in counter.most_common(PROFILE_TOP):
@@ -199,8 +329,9 @@ def load(args, browser_factory, folder: Path) -> None:
         start_streams(webcams)
         time.sleep(args.warm_up)  # past the first frames, which include the streams' set-up
         started, cpu_started = time.monotonic(), cpu_seconds(server.process.pid)
+        threads_started = thread_cpu_seconds(server.process.pid)
         counts_started = [frames_analysed(visitor) for visitor in webcams]
-        with profiled(server.process.pid, args.seconds, args.profile, folder):
+        with profiled(server.process.pid, args.seconds, args.profile, folder) as collapsed:
             uploaded_at = time.monotonic()
             for visitor in uploaders:
                 web.upload_photo(visitor.page, photo)
@@ -209,6 +340,10 @@ def load(args, browser_factory, folder: Path) -> None:
             elapsed = time.monotonic() - started
             counts = [frames_analysed(visitor) for visitor in webcams]
             cpu_used = cpu_seconds(server.process.pid) - cpu_started
+            thread_cpu = {
+                thread: cpu - threads_started.get(thread, 0.0)
+                for thread, cpu in thread_cpu_seconds(server.process.pid).items()
+            }
         _, peak_mb = server_memory_mb(server.process.pid)
         print(
             f"{args.webcams} webcam session(s) and {args.photos} photo upload(s) at once, "
@@ -233,6 +368,18 @@ def load(args, browser_factory, folder: Path) -> None:
         for line in logged[:20]:
             print(f"    {line}")
         print(f"server peak resident memory: {peak_mb:.0f} MB")
+        analysed = sum(counts) - sum(counts_started)
+        if analysed:
+            frame_ms = 1000 * cpu_used / analysed
+            print(
+                f"server CPU per analysed frame: {frame_ms:.1f} ms ({cpu_used:.1f} CPU s over {analysed} "
+                f"frames): {1000 / (frame_ms * FULL_RATE_FPS):.1f} webcam visitors at {FULL_RATE_FPS} fps "
+                "per server core"
+            )
+        if collapsed is not None and collapsed.exists():
+            print_profile(collapsed)
+            if analysed:
+                print_frame_split(collapsed, thread_cpu, cpu_used, analysed)
 
 
 def soak(args, browser_factory, folder: Path) -> None:
