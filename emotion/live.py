@@ -1,10 +1,12 @@
 """Live analysis of a frame stream: track and classify (emotion.tracking) -> record
 (emotion.session) -> draw (emotion.draw).
 
-`LiveAnalyzer.process(bgr)` handles one webcam (or video) frame at a time. streamlit-webrtc
-calls `process` from its own thread while the page calls `snapshot()`: the session statistics
-sit behind a lock and `snapshot` returns copies. `LiveRecorder` hands the tracked faces of each
-frame to the detection log (emotion.history) while the page has the log switched on.
+`LiveAnalyzer.process(bgr)` handles one webcam (or video) frame at a time, and
+`LiveAnalyzer.process_frame(frame)` one decoded video frame in its own format (yuv420p from
+WebRTC). streamlit-webrtc calls `process_frame` from its own thread while the page calls
+`snapshot()`: the session statistics sit behind a lock and `snapshot` returns copies.
+`LiveRecorder` hands the tracked faces of each frame to the detection log (emotion.history)
+while the page has the log switched on.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import av
 import cv2
 import numpy as np
+from av.video.reformatter import ColorRange
 
-from emotion.draw import annotate_frame
+from emotion.draw import I420Canvas, annotate_frame, draw_live_overlay
 from emotion.engagement import DEFAULT_PRESET, get_preset
 from emotion.events import EventSource, FrameFaces
 from emotion.results import Face
@@ -27,6 +31,10 @@ from emotion.tracking import Classifier, Detector, FaceTracker, TrackingSettings
 
 if TYPE_CHECKING:  # the log's DuckDB and Arrow are loaded only where a log is kept
     from emotion.history import DetectionLog
+
+# Video-range luma (16-235) -> full-range grey (0-255): the picture's grey (its BT.601 luma), which
+# the face finders and the classifier take.
+VIDEO_TO_FULL_RANGE = np.clip(np.rint((np.arange(256) - 16) * 255 / 219), 0, 255).astype(np.uint8)
 
 
 @dataclass(frozen=True)
@@ -90,15 +98,56 @@ class LiveAnalyzer:
         """
         started = time.perf_counter()
         bgr = _check_frame(bgr)
+        faces, time_s = self._track(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), time_s)
+        annotated = annotate_frame(bgr, faces, self._shown_fps()) if draw else bgr
+        self.stats.record(time_s, faces, time.perf_counter() - started)
+        return annotated, faces
+
+    def process_frame(
+        self, frame: av.VideoFrame, time_s: float | None = None
+    ) -> tuple[av.VideoFrame, list[Face]]:
+        """One decoded video frame -> (a new annotated frame, faces in view ordered by id).
+
+        A yuv420p frame (what WebRTC's decoders give) is analysed and drawn on in its own format:
+        its luma plane is the grey picture the tracker takes, and the overlay goes onto a copy of
+        its planes, so the frame is never converted to BGR and back, and the encoder that sends
+        it on needs no conversion either. Frames in other formats go through `process`.
+        """
+        if frame.format.name != "yuv420p":
+            annotated, faces = self.process(frame.to_ndarray(format="bgr24"), time_s)
+            shown = av.VideoFrame.from_ndarray(annotated, format="bgr24")
+        else:
+            started = time.perf_counter()
+            shown = av.VideoFrame(frame.width, frame.height, "yuv420p")
+            planes = [_plane_array(plane) for plane in shown.planes]  # luma (H, W), chroma (H/2, W/2)
+            for source, copy in zip(frame.planes, planes, strict=True):
+                copy[:] = _plane_array(source)
+            full_range = frame.color_range == ColorRange.JPEG
+            gray = planes[0] if full_range else cv2.LUT(planes[0], VIDEO_TO_FULL_RANGE)
+            faces, time_s = self._track(gray, time_s)
+            draw_live_overlay(I420Canvas(*planes, full_range=full_range), faces, self._shown_fps())
+            shown.color_range = frame.color_range
+            self.stats.record(time_s, faces, time.perf_counter() - started)
+        shown.pts = frame.pts
+        if frame.time_base is not None:
+            shown.time_base = frame.time_base
+        return shown, faces
+
+    def _track(self, gray: np.ndarray, time_s: float | None) -> tuple[list[Face], float]:
+        """The faces of the next grey frame, and the frame's time in the session."""
         with self._process_lock:
             if time_s is None:
                 time_s = self._clock() - self._start
-            faces = self.tracker.update(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
-        annotated = (
-            annotate_frame(bgr, faces, self.stats.fps() if self.settings.show_fps else None) if draw else bgr
-        )
-        self.stats.record(time_s, faces, time.perf_counter() - started)
-        return annotated, faces
+            return self.tracker.update(gray), time_s
+
+    def _shown_fps(self) -> float | None:
+        return self.stats.fps() if self.settings.show_fps else None
+
+
+def _plane_array(plane: av.video.plane.VideoPlane) -> np.ndarray:
+    """A video plane's pixels as a uint8 (height, width) view of its buffer (rows may be padded)."""
+    rows = np.frombuffer(plane, np.uint8, count=plane.line_size * plane.height)
+    return rows.reshape(plane.height, plane.line_size)[:, : plane.width]
 
 
 def _check_frame(bgr: np.ndarray) -> np.ndarray:

@@ -202,7 +202,8 @@ FRAME_STAGES = (
         "conversion",
         (
             "Vp8Encoder.encode (aiortc/codecs/vpx.py:185)",  # aiortc 1.16: frame.reformat(format="yuv420p")
-            "video_frame_callback (ui/webcam.py",  # frame.to_ndarray and VideoFrame.from_ndarray
+            "LiveAnalyzer.process_frame (emotion/live.py",  # the planes' copy, luma to grey
+            "_plane_array (emotion/live.py",
             "LiveAnalyzer.process (emotion/live.py",  # cv2.cvtColor to grey
         ),
     ),

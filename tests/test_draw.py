@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import cv2
 import numpy as np
 import pytest
 
@@ -11,10 +12,12 @@ from emotion import EMOTIONS, Box, Face, annotate
 from emotion.draw import (
     EMOTION_COLORS,
     MIN_FONT_SCALE,
+    I420Canvas,
     annotate_frame,
     draw_banner,
     draw_face,
     draw_face_box,
+    draw_live_overlay,
     emotion_color,
     face_label,
     style_for,
@@ -200,3 +203,56 @@ def test_boxes_partly_outside_the_image_are_drawn_clipped():
         left, top, right, bottom = draw_face_box(image, box, "happy 50%", (240, 228, 66), confidence=0.5)
 
         assert 0 <= left < right <= 100 and 0 <= top < bottom <= 100
+
+
+def i420_planes(bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A BGR picture as the video-range Y, U and V planes of yuv420p."""
+    height, width = bgr.shape[:2]
+    i420 = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420).reshape(-1)  # Y (H*W), then U and V (H*W/4 each)
+    luma, chroma = height * width, height * width // 4
+    return (
+        i420[:luma].reshape(height, width),
+        i420[luma : luma + chroma].reshape(height // 2, width // 2),
+        i420[luma + chroma :].reshape(height // 2, width // 2),
+    )
+
+
+def i420_to_bgr(planes) -> np.ndarray:
+    return cv2.cvtColor(
+        np.concatenate([plane.reshape(-1) for plane in planes]).reshape(-1, planes[0].shape[1]),
+        cv2.COLOR_YUV2BGR_I420,
+    )
+
+
+def test_the_live_overlay_on_yuv420p_planes_looks_as_it_does_on_bgr(astronaut_rgb):
+    bgr = np.ascontiguousarray(astronaut_rgb[:480, :400, ::-1])
+    planes = i420_planes(bgr)
+    faces = [make_face(Box(174, 64, 98, 98), "sad", 0.6)._replace(id=1)]
+    expected = annotate_frame(i420_to_bgr(planes), faces, fps=25.0)
+
+    draw_live_overlay(I420Canvas(*planes), faces, fps=25.0)
+
+    shown = i420_to_bgr(planes)
+    drawn = np.abs(expected.astype(int) - i420_to_bgr(i420_planes(bgr))).mean()
+    assert np.abs(shown.astype(int) - expected).mean() < 0.2 * drawn  # the same overlay, give or take chroma
+    np.testing.assert_allclose(shown[120, 175], emotion_color("sad", "bgr"), atol=12)  # the box's left edge
+    assert (
+        shown[:10].mean() < 0.6 * bgr[:10].mean()
+        and (shown[-40:] == i420_to_bgr(i420_planes(bgr))[-40:]).all()
+    )
+
+
+def test_yuv420p_colours_follow_the_pictures_range():
+    video, full = (
+        I420Canvas(
+            np.zeros((4, 4), np.uint8), np.zeros((2, 2), np.uint8), np.zeros((2, 2), np.uint8), full_range=f
+        )
+        for f in (False, True)
+    )
+    for canvas, black, white in ((video, 16, 235), (full, 0, 255)):
+        canvas.rectangle((0, 0), (3, 1), (255, 255, 255), cv2.FILLED)
+        canvas.rectangle((0, 2), (3, 3), (0, 0, 0), cv2.FILLED)
+        y, u, v = canvas.planes
+        assert (y[:2] == white).all() and (y[2:] == black).all() and (u == 128).all() and (v == 128).all()
+    with pytest.raises(ValueError, match="chroma"):
+        I420Canvas(np.zeros((4, 4), np.uint8), np.zeros((4, 4), np.uint8), np.zeros((4, 4), np.uint8))

@@ -6,6 +6,7 @@ import av
 import cv2
 import numpy as np
 import pytest
+from av.video.reformatter import ColorRange
 
 from emotion.engagement import engagement_score
 from emotion.events import EventSource
@@ -155,3 +156,55 @@ def test_live_recorder_writes_only_while_its_log_is_set(log):
     assert [(row["frame"], row["face_id"]) for row in rows] == [(1, 1), (1, 2), (3, 2)]
     assert {row["source"] for row in rows} == {"webcam A"}
     assert rows[0]["w_rel"] == pytest.approx(50 / 320)
+
+
+def test_a_webrtc_frame_is_analysed_and_drawn_in_its_own_format(classifier, face_clip):
+    """process_frame on yuv420p frames finds the faces process finds on the same frames in BGR
+    and shows the same overlay, leaving the frame it was given alone."""
+    by_bgr, by_yuv = LiveAnalyzer(classifier), LiveAnalyzer(classifier)
+    agreed = frames = 0
+    with av.open(str(face_clip)) as container:
+        for index, decoded in enumerate(container.decode(video=0)):
+            frame = decoded.reformat(width=640, height=480, format="yuv420p")
+            frame.pts = index
+            given = frame.to_ndarray()
+            bgr = frame.to_ndarray(format="bgr24")
+
+            annotated, faces = by_bgr.process(bgr)
+            shown, yuv_faces = by_yuv.process_frame(frame)
+
+            assert (shown.format.name, shown.width, shown.height, shown.pts) == ("yuv420p", 640, 480, index)
+            np.testing.assert_array_equal(frame.to_ndarray(), given)
+            assert [face.id for face in yuv_faces] == [face.id for face in faces]
+            for face, yuv_face in zip(faces, yuv_faces, strict=True):
+                assert np.abs(np.subtract(face.box, yuv_face.box)).max() <= 8
+                agreed += face.emotion == yuv_face.emotion
+            frames += len(faces)
+            overlay = np.abs(annotated.astype(int) - bgr).mean()
+            assert np.abs(shown.to_ndarray(format="bgr24").astype(int) - annotated).mean() < 0.25 * overlay
+    assert frames > 0 and agreed >= 0.9 * frames
+
+
+@pytest.mark.parametrize("color_range", [ColorRange.MPEG, ColorRange.JPEG])
+def test_the_tracker_sees_a_yuv420p_frame_in_the_grey_of_its_picture(astronaut_rgb, color_range):
+    seen = []
+    analyzer = LiveAnalyzer(BrightnessClassifier(), detector=lambda gray: seen.append(gray.copy()) or [])
+    picture = np.ascontiguousarray(astronaut_rgb[:480, :400])
+    frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+    frame = frame.reformat(format="yuv420p", dst_color_range=color_range)
+
+    shown, _ = analyzer.process_frame(frame)
+
+    difference = np.abs(seen[0].astype(int) - cv2.cvtColor(picture, cv2.COLOR_RGB2GRAY))
+    assert difference.mean() < 0.5 and np.percentile(difference, 99) <= 2  # rounding
+    assert shown.color_range == frame.color_range
+
+
+def test_frames_in_other_formats_are_analysed_through_bgr():
+    analyzer = LiveAnalyzer(BrightnessClassifier(), detector=lambda gray: [])
+    frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 128, np.uint8), format="bgr24")
+
+    shown, faces = analyzer.process_frame(frame)
+
+    assert faces == [] and (shown.width, shown.height) == (64, 48)
+    assert analyzer.snapshot().frames == 1

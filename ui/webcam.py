@@ -39,9 +39,9 @@ def frame_callback(
     """The function streamlit-webrtc calls, in its own thread, for every camera frame."""
 
     def video_frame_callback(frame: av.VideoFrame) -> av.VideoFrame:
-        annotated, faces = analyzer.process(frame.to_ndarray(format="bgr24"))
+        shown, faces = analyzer.process_frame(frame)  # in the frame's own format: no conversions
         recorder.record(faces, frame.width, frame.height)  # queued for the detection log, if on
-        return av.VideoFrame.from_ndarray(annotated, format="bgr24")
+        return shown
 
     return video_frame_callback
 
