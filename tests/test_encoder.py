@@ -1,0 +1,86 @@
+"""The webcam's VP8 encoder: aiortc's with the server's settings, a repeated frame sent once."""
+
+from __future__ import annotations
+
+import aiortc.rtcrtpsender
+import av
+import numpy as np
+import pytest
+from aiortc.codecs import get_capabilities, vp8_depayload
+from aiortc.codecs.h264 import H264Encoder
+from aiortc.codecs.vpx import Vp8Decoder
+from aiortc.jitterbuffer import JitterFrame
+from aiortc.mediastreams import VIDEO_TIME_BASE
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+from ui.encoder import VP8_OPTIONS, ServerVp8Encoder, server_encoder, use_server_encoders
+
+
+def camera_frames(count: int) -> list[av.VideoFrame]:
+    """yuv420p 320x240 frames of a bright square moving over noise, as a decoder gives them."""
+    rng = np.random.default_rng(0)
+    frames = []
+    for index in range(count):
+        picture = rng.integers(0, 60, (240, 320, 3), dtype=np.uint8)
+        picture[80:160, 40 + 10 * index : 120 + 10 * index] = 230
+        frame = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format="yuv420p")
+        frame.pts, frame.time_base = 3000 * index, VIDEO_TIME_BASE
+        frames.append(frame)
+    return frames
+
+
+def decoded(payloads: list[bytes], timestamp: int) -> list[av.VideoFrame]:
+    data = b"".join(vp8_depayload(payload) for payload in payloads)
+    return Vp8Decoder().decode(JitterFrame(data, timestamp))
+
+
+def codec(mime_type: str) -> RTCRtpCodecParameters:
+    capability = next(c for c in get_capabilities("video").codecs if c.mimeType == mime_type)
+    return RTCRtpCodecParameters(mimeType=capability.mimeType, clockRate=capability.clockRate, payloadType=96)
+
+
+def test_each_frame_is_encoded_once_and_a_repeated_one_not_sent_again():
+    encoder = ServerVp8Encoder()
+    first, second = camera_frames(2)
+
+    payloads, timestamp = encoder.encode(first)
+    [picture] = decoded(payloads, timestamp)
+    assert (picture.width, picture.height) == (320, 240)
+    assert encoder.encode(first) == ([], 0)  # the same frame again: nothing to send
+    assert encoder.encode(second)[0]
+    assert encoder.encode(second, force_keyframe=True)[0]  # a key frame asked for is sent
+
+
+def test_the_codec_has_the_servers_settings_whatever_the_bitrate():
+    encoder = ServerVp8Encoder()
+    made = []
+    new_codec = encoder._new_codec
+    encoder._new_codec = lambda frame: made.append(new_codec(frame)) or made[-1]
+    frames = camera_frames(3)
+
+    encoder.encode(frames[0])
+    encoder.encode(frames[1])
+    assert made == [encoder.codec]  # one codec while nothing changes
+    encoder.target_bitrate = 2 * encoder.target_bitrate  # the receiver has bandwidth to spare
+    encoder.encode(frames[2])
+
+    assert len(made) == 2 and encoder.codec is made[1]  # made again with the server's settings
+    assert encoder.codec.bit_rate == encoder.target_bitrate
+    rate = str(encoder.target_bitrate)
+    expected = {**VP8_OPTIONS, "bufsize": rate, "minrate": rate, "maxrate": rate}
+    assert new_codec(frames[0]).options == expected  # before libvpx opens (and consumes) them
+
+
+@pytest.fixture
+def aiortc_encoders():
+    original = aiortc.rtcrtpsender.get_encoder
+    yield
+    aiortc.rtcrtpsender.get_encoder = original
+
+
+def test_aiortc_senders_take_the_server_encoder_for_vp8_only(aiortc_encoders):
+    use_server_encoders()
+
+    assert aiortc.rtcrtpsender.get_encoder is server_encoder
+    assert isinstance(server_encoder(codec("video/VP8")), ServerVp8Encoder)
+    assert isinstance(server_encoder(codec("video/H264")), H264Encoder)
