@@ -12,8 +12,8 @@
 # - the HTTP API must answer a photo (skimage's astronaut) with exactly the JSON that
 #   `python -m emotion predict --json` prints for it on this machine; the `python` on PATH needs
 #   requirements-dev.txt installed;
-# - the page must answer, and in headless Chromium show its Photo tab once its script has loaded
-#   the model (skipped, saying so, without chromium or Playwright; REQUIRE_BROWSER=1 fails instead);
+# - the page must answer and, in headless Chromium (scripts/browser.py), analyse the same photo
+#   (skipped, saying so, without chromium or Playwright; REQUIRE_BROWSER=1 fails instead);
 # - both containers must become healthy by their HEALTHCHECK;
 # - the image must hold no TensorFlow and be at most 1.2 GB.
 # It prints the image's size and each server's start time (from `docker run` until it answers),
@@ -62,7 +62,7 @@ now() { date +%s.%N; }
 since() { awk -v start="$1" -v end="$(now)" 'BEGIN { printf "%.1f", end - start }'; }
 
 free_port() {
-    python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    python -c 'import sys; sys.path.insert(0, "scripts"); from browser import free_port; print(free_port())'
 }
 
 # Wait until $2 answers 200 while container $1 runs; prints the seconds since $3.
@@ -161,35 +161,33 @@ page=$(docker run --detach --network host --env STREAMLIT_SERVER_ADDRESS=127.0.0
     --env STREAMLIT_SERVER_PORT="$page_port" "$IMAGE")
 containers+=("$page")
 page_start_s=$(wait_for_url "$page" "http://127.0.0.1:$page_port/_stcore/health" "$start")
-python - "http://127.0.0.1:$page_port" <<'EOF' || fail "the page did not show its Photo tab"
+python - "http://127.0.0.1:$page_port" "$work/astronaut.png" <<'EOF' || fail "the page did not analyse the photo"
 import os
 import sys
-from pathlib import Path
 
-chromium = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-try:
-    from playwright.sync_api import sync_playwright
-except ImportError:
-    sync_playwright = None
-if sync_playwright is None or not chromium.exists():
-    reason = f"no Chromium at {chromium} or no Playwright (pip install -r requirements-dev.txt)"
+sys.path.insert(0, "scripts")
+from browser import EMOTION_PATTERN, browser_missing_reason, chromium, open_app, photo_results, upload_photo
+
+reason = browser_missing_reason()
+if reason is not None:
     if os.environ.get("REQUIRE_BROWSER") == "1":
         sys.exit(reason)
     print(f"skipped the page in a browser: {reason}")
     sys.exit(0)
-with sync_playwright() as playwright:
-    browser = playwright.chromium.launch(executable_path=str(chromium), args=["--no-sandbox"])
-    try:
-        page = browser.new_page()
-        page.set_default_timeout(120_000)  # the first run of the page's script loads the model
-        page.goto(sys.argv[1])
-        page.get_by_role("heading", name="Emotion Lens").wait_for()
-        page.get_by_text("Upload a photo with a face").wait_for()
-        if page.locator("[data-testid='stException']").count():
-            sys.exit(page.locator("[data-testid='stException']").first.inner_text())
-    finally:
-        browser.close()
-print("the page shows its Photo tab")
+from playwright.sync_api import sync_playwright
+
+with sync_playwright() as playwright, chromium(playwright) as page:
+    open_app(page, sys.argv[1])
+    upload_photo(page, sys.argv[2])
+    suggestions = photo_results(page).first
+    suggestions.wait_for()
+    errors = page.locator("[data-testid='stException']")
+    if errors.count():
+        sys.exit(errors.first.inner_text())
+    emotion = EMOTION_PATTERN.search(suggestions.inner_text())
+    if emotion is None:
+        sys.exit("the photo's results name no emotion")
+print(f"the page analysed the photo: {emotion.group(0)}")
 EOF
 
 echo "== Health checks"
