@@ -19,9 +19,12 @@ best guess at when an archived recording was made, and the same on every engine 
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import multiprocessing
 import os
+import shutil
 import sys
 import tempfile
 import zipfile
@@ -47,6 +50,8 @@ from emotion.events import (
 )
 from emotion.media import MEDIA_EXTENSIONS, MISSING, find_media, media_kind
 from emotion.results import FaceRow
+
+logger = logging.getLogger(__name__)
 
 ENGINES = ("local", "spark")
 PACKAGE = Path(__file__).resolve().parent
@@ -80,12 +85,16 @@ class BatchSummary(NamedTuple):
 
 
 def source_name(path: str) -> str:
-    """A local file's absolute path (also from a file: URI, as Spark gives it), else the URI itself."""
+    """A local file's absolute path (also from a file: URI, as Spark gives it), else the URI itself.
+
+    Bytes of a file name that are not UTF-8 are written as backslash escapes (`caf\\xe9.jpg`),
+    so that every name can be stored.
+    """
     if path.startswith("file:"):
-        return unquote(urlparse(path).path)
-    if "://" in path:
+        path = unquote(urlparse(path).path, errors="surrogateescape")
+    elif "://" in path:
         return path
-    return os.path.abspath(path)
+    return os.fsencode(os.path.abspath(path)).decode("utf-8", "backslashreplace")
 
 
 @functools.cache
@@ -108,10 +117,10 @@ def analyse_file(
     from emotion.pipeline import photo_faces
     from emotion.video import InvalidVideo, track_video
 
-    classifier = _classifier(model)
     kind = media_kind(source)
     modified_s = modified_ms / 1000
     try:
+        classifier = _classifier(model)
         if kind == "photo":
             photo = photo_faces(data, classifier)
             frames = photo_frames(photo.faces, photo.width, photo.height, modified_s)
@@ -125,10 +134,23 @@ def analyse_file(
                 width, height = frame.width, frame.height
                 rows.extend(FaceRow(frame.index, frame.time_s, face) for face in frame.faces)
             frames = video_frames(rows, width, height, modified_s)
+        events = events_table(EventSource(kind, source, "batch", preset, classifier.sha256).check(), frames)
     except (InvalidImage, InvalidVideo, OSError) as error:
         return FileResult(source, kind, 0, None, str(error) or type(error).__name__)
-    events = events_table(EventSource(kind, source, "batch", preset, classifier.sha256).check(), frames)
+    except Exception as error:  # one file must not end the batch: it is an error row like the others
+        logger.exception("Analysing %s failed", source)
+        return FileResult(source, kind, 0, None, f"unexpected error: {type(error).__name__}: {error}")
     return FileResult(source, kind, analysed, with_date(events), None)
+
+
+def analyse_path(path: str, model: str, preset: str, detect_every: int) -> FileResult:
+    """analyse_file on a local file, read where it runs: what both engines do with each local file."""
+    source = source_name(path)
+    try:
+        modified_ms = os.stat(path).st_mtime_ns // 1_000_000
+    except OSError as error:  # gone since it was listed
+        return FileResult(source, media_kind(path), 0, None, error.strerror or str(error))
+    return analyse_file(Path(path), source, modified_ms, model, preset, detect_every)
 
 
 def run_batch(
@@ -146,8 +168,8 @@ def run_batch(
     """Analyse the inputs with the engine and write out/events and out/errors. Raises BatchError."""
     if engine not in ENGINES:
         raise BatchError(f"Unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    if "://" not in out and any((Path(out) / name).exists() for name in ("events", "errors")):
-        raise BatchError(f"{out} already holds a batch table; choose a new folder")
+    if "://" not in out:
+        _check_new_folder(Path(out.removeprefix("file:")))
     if engine == "spark":
         return _run_spark(
             inputs,
@@ -169,18 +191,36 @@ def run_batch(
     )
 
 
+def _check_new_folder(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise BatchError(f"{out} is a file; --out takes a new folder for the tables")
+    if out.is_dir() and any(out.iterdir()):
+        held = "a batch table" if any((out / name).exists() for name in ("events", "errors")) else "files"
+        raise BatchError(f"{out} already holds {held}; choose a new folder")
+
+
+@contextlib.contextmanager
+def _new_folder(out: Path) -> Iterator[Path]:
+    """A temporary folder beside `out` for the tables, renamed to `out` once both are written and
+    removed if anything fails, so that a failed run leaves no half-written table behind."""
+    _check_new_folder(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        yield temporary
+        os.replace(temporary, out)  # also over an empty folder
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+
+
+def _error_table(errors: Sequence[tuple[str, str]]) -> pa.Table:
+    return pa.table(
+        [[source for source, _ in errors], [problem for _, problem in errors]], schema=ERROR_SCHEMA
+    )
+
+
 # --- Local engine --------------------------------------------------------------------------
-
-
-def local_files(inputs: Sequence[str]) -> Iterator[tuple[str, str | None]]:
-    """(absolute path, None) per file to analyse, or (path, MISSING): folders are searched for media."""
-    for path, problem in find_media(inputs):
-        yield source_name(str(path)), problem
-
-
-def _analyse_local(path: str, model: str, preset: str, detect_every: int) -> FileResult:
-    modified_ms = os.stat(path).st_mtime_ns // 1_000_000
-    return analyse_file(Path(path), path, modified_ms, model, preset, detect_every)
 
 
 def _run_local(
@@ -193,29 +233,34 @@ def _run_local(
     processes: int | None,
     progress: Progress,
 ) -> BatchSummary:
-    files = list(local_files(inputs))
-    errors = [(source, problem) for source, problem in files if problem is not None]
-    todo = [source for source, problem in files if problem is None]
+    files = list(find_media(inputs))
+    errors = [(source_name(str(path)), problem) for path, problem in files if problem is not None]
+    todo = [str(path) for path, problem in files if problem is None]
     events = 0
     # Spawned, not forked: a fork would copy the parent's threads' locks in whatever state they are.
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(processes or os.cpu_count() or 1, mp_context=context) as pool:
-        futures = [pool.submit(_analyse_local, source, str(model), preset, detect_every) for source in todo]
+    with (
+        _new_folder(out) as folder,
+        ProcessPoolExecutor(processes or os.cpu_count() or 1, mp_context=context) as pool,
+    ):
+        futures = {
+            pool.submit(analyse_path, path, str(model), preset, detect_every): index
+            for index, path in enumerate(todo)
+        }
         for done, future in enumerate(as_completed(futures), start=1):
-            result = future.result()
+            path = todo[futures[future]]
+            try:
+                result = future.result()
+            except Exception as error:  # the worker process died (killed, out of memory)
+                result = FileResult(source_name(path), media_kind(path), 0, None, f"analysis failed: {error}")
             progress(f"[{done}/{len(todo)}] {result.describe()}")
             if result.error is not None:
                 errors.append((result.source, result.error))
             elif result.events.num_rows:
-                _write_events(
-                    result.events, out / "events", f"part-{futures.index(future):05d}-{{i}}.parquet"
-                )
+                _write_events(result.events, folder / "events", f"part-{futures[future]:05d}-{{i}}.parquet")
                 events += result.events.num_rows
-    (out / "errors").mkdir(parents=True)
-    error_table = pa.table(
-        [[source for source, _ in errors], [problem for _, problem in errors]], schema=ERROR_SCHEMA
-    )
-    pyarrow.parquet.write_table(error_table, out / "errors" / "part-00000.parquet")
+        (folder / "errors").mkdir()
+        pyarrow.parquet.write_table(_error_table(errors), folder / "errors" / "part-00000.parquet")
     return BatchSummary(len(todo), events, len(errors))
 
 
@@ -250,8 +295,28 @@ def spark_schema(schema: pa.Schema) -> str:
     return ", ".join(f"`{field.name}` {_SPARK_TYPES[field.type]}" for field in schema)
 
 
-def _analyse_partition(batches, model_name: str, preset: str, detect_every: int):
-    """mapInPandas: each batch holds binary file rows (path, modificationTime, content)."""
+def _result_frame(result: FileResult):
+    """A FileResult as the pandas rows of RESULT_SCHEMA that a Spark task returns."""
+    print(result.describe(), flush=True)  # the executor's log; the console on local[N]
+    if result.error is not None:
+        columns = {field.name: pa.nulls(1, field.type) for field in RESULT_SCHEMA}
+        columns.update(source=pa.array([result.source]), error=pa.array([result.error]))
+        return pa.table(list(columns.values()), schema=RESULT_SCHEMA).to_pandas()
+    return result.events.append_column("error", pa.nulls(result.events.num_rows, pa.string())).to_pandas()
+
+
+def _analyse_paths(batches, model_name: str, preset: str, detect_every: int):
+    """mapInPandas over local files: each batch holds rows (path,), the path as file-system bytes."""
+    from pyspark import SparkFiles
+
+    model = SparkFiles.get(model_name)
+    for batch in batches:
+        for path in batch["path"]:
+            yield _result_frame(analyse_path(os.fsdecode(bytes(path)), model, preset, detect_every))
+
+
+def _analyse_contents(batches, model_name: str, preset: str, detect_every: int):
+    """mapInPandas over other storage: each batch holds binary file rows (path, modificationTime, content)."""
     import pandas as pd
     from pyspark import SparkFiles
 
@@ -260,18 +325,9 @@ def _analyse_partition(batches, model_name: str, preset: str, detect_every: int)
         for path, modified, content in zip(
             batch["path"], batch["modificationTime"], batch["content"], strict=True
         ):
-            source = source_name(path)
-            result = analyse_file(
-                bytes(content), source, pd.Timestamp(modified).value // 1_000_000, model, preset, detect_every
-            )
-            print(result.describe(), flush=True)  # the executor's log; the console on local[N]
-            if result.error is not None:
-                columns = {field.name: pa.nulls(1, field.type) for field in RESULT_SCHEMA}
-                columns.update(source=pa.array([source]), error=pa.array([result.error]))
-                table = pa.table(list(columns.values()), schema=RESULT_SCHEMA)
-            else:
-                table = result.events.append_column("error", pa.nulls(result.events.num_rows, pa.string()))
-            yield table.to_pandas()
+            modified_ms = pd.Timestamp(modified).value // 1_000_000
+            result = analyse_file(bytes(content), source_name(path), modified_ms, model, preset, detect_every)
+            yield _result_frame(result)
 
 
 def _package_zip(folder: Path) -> Path:
@@ -309,11 +365,21 @@ def _starts_local_spark(master: str | None) -> bool:
     return "PYSPARK_GATEWAY_PORT" not in os.environ
 
 
-def _spark_inputs(spark, inputs: Sequence[str]) -> Iterator[tuple[str, bool | None]]:
-    """(qualified path, is a folder) per input, through Hadoop's file system; None: missing."""
+def _local_path(spark, name: str) -> str | None:
+    """The local path a name stands for to Spark, or None for a name on other storage."""
+    if name.startswith("file:"):
+        return unquote(urlparse(name).path, errors="surrogateescape")
+    if "://" in name:
+        return None
+    default = spark.sparkContext._jsc.hadoopConfiguration().get("fs.defaultFS", "file:///")
+    return name if default.startswith("file:") else None
+
+
+def _stored_inputs(spark, names: Sequence[str]) -> Iterator[tuple[str, bool | None]]:
+    """(qualified path, is a folder) per name on other storage, through Hadoop; None: missing."""
     jvm = spark.sparkContext._jvm
     configuration = spark.sparkContext._jsc.hadoopConfiguration()
-    for name in inputs:
+    for name in names:
         path = jvm.org.apache.hadoop.fs.Path(name)
         file_system = path.getFileSystem(configuration)
         qualified = file_system.makeQualified(path)
@@ -321,6 +387,19 @@ def _spark_inputs(spark, inputs: Sequence[str]) -> Iterator[tuple[str, bool | No
             yield qualified.toString(), None
         else:
             yield qualified.toString(), file_system.getFileStatus(qualified).isDirectory()
+
+
+@contextlib.contextmanager
+def _spark_output(spark, out: str) -> Iterator[str]:
+    """Where Spark writes the tables: on this machine's file system, a new folder renamed into
+    place at the end (see _new_folder); on other storage, `out` itself, each table committed by
+    Spark (its _SUCCESS file)."""
+    local = _local_path(spark, out)
+    if local is None:
+        yield out
+        return
+    with _new_folder(Path(local)) as folder:
+        yield folder.as_uri()
 
 
 def _run_spark(
@@ -334,48 +413,67 @@ def _run_spark(
     progress: Progress,
 ) -> BatchSummary:
     from pyspark import StorageLevel
-    from pyspark.sql import functions
+    from pyspark.sql import DataFrame, functions
 
     spark = spark_session(master)
     context = spark.sparkContext
-    # Spark packs small files into tasks by size (a video of more than 128 MB is a task of its
-    # own); each file is handed to the analysis alone, so memory holds one file at a time.
+    # Each file is handed to the analysis alone, so memory holds one file at a time.
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "1")
     spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
     spark.conf.set("spark.sql.session.timeZone", "UTC")
-    with tempfile.TemporaryDirectory(prefix="emotion-batch-") as temporary:
+    options = {"model_name": model.name, "preset": preset, "detect_every": detect_every}
+    schema = spark_schema(RESULT_SCHEMA)
+    with (
+        tempfile.TemporaryDirectory(prefix="emotion-batch-") as temporary,
+        _spark_output(spark, out) as target,
+    ):
         context.addPyFile(str(_package_zip(Path(temporary))))
         context.addFile(str(model))
-        located = list(_spark_inputs(spark, inputs))
-        missing = [(source_name(path), MISSING) for path, is_folder in located if is_folder is None]
-        files = None
-        for path, is_folder in located:
-            if is_folder is None:
+        problems: list[tuple[str, str]] = []  # (source, problem) found before any analysis
+        local_files: list[tuple[bytes]] = []
+        stored: list[str] = []
+        for name in inputs:
+            local = _local_path(spark, name)
+            if local is None:
+                stored.append(name)
                 continue
+            # Files on this machine are listed and read as the local engine does, by the same
+            # code: a pipe or a link to nothing is an error row, a name need not be UTF-8.
+            for path, problem in find_media([local]):
+                if problem is None:
+                    local_files.append((os.fsencode(path),))
+                else:
+                    problems.append((source_name(str(path)), problem))
+        results = []
+        files = len(local_files)
+        if local_files:
+            paths = spark.createDataFrame(context.parallelize(local_files, len(local_files)), "path binary")
+            results.append(paths.mapInPandas(functools.partial(_analyse_paths, **options), schema))
+        for path, is_folder in _stored_inputs(spark, stored):
+            if is_folder is None:
+                problems.append((source_name(path), MISSING))
+                continue
+            # Spark packs small files into tasks by size (a file of more than 128 MB is a task of
+            # its own). Its reader skips empty files, which stay out of both tables here.
             reader = spark.read.format("binaryFile")
             if is_folder:
                 reader = reader.option("recursiveFileLookup", "true")
-            frame = reader.load(path).select("path", "modificationTime", "content")
+            contents = reader.load(path).select("path", "modificationTime", "content")
             if is_folder:
-                frame = frame.where(functions.lower("path").rlike(MEDIA_PATTERN))
-            files = frame if files is None else files.unionByName(frame)
-        if files is None:
-            files = spark.createDataFrame([], "path string, modificationTime timestamp, content binary")
-        analyse = functools.partial(
-            _analyse_partition, model_name=model.name, preset=preset, detect_every=detect_every
-        )
-        analysed = files.mapInPandas(analyse, schema=spark_schema(RESULT_SCHEMA)).persist(
-            StorageLevel.DISK_ONLY
-        )
+                contents = contents.where(functions.lower("path").rlike(MEDIA_PATTERN))
+            files += contents.count()
+            results.append(contents.mapInPandas(functools.partial(_analyse_contents, **options), schema))
+        analysed = functools.reduce(DataFrame.unionByName, results, spark.createDataFrame([], schema))
+        analysed = analysed.persist(StorageLevel.DISK_ONLY)
         try:
             events = analysed.where(functions.col("error").isNull()).drop("error")
-            events.write.partitionBy(*PARTITION_COLUMNS).parquet(f"{out}/events")
+            events.write.partitionBy(*PARTITION_COLUMNS).parquet(f"{target}/events")
             failed = analysed.where(functions.col("error").isNotNull()).select("source", "error")
-            if missing:
-                failed = failed.unionByName(spark.createDataFrame(missing, spark_schema(ERROR_SCHEMA)))
-            failed.coalesce(1).write.parquet(f"{out}/errors")
+            if problems:
+                failed = failed.unionByName(spark.createDataFrame(problems, spark_schema(ERROR_SCHEMA)))
+            failed.coalesce(1).write.parquet(f"{target}/errors")
             summary = BatchSummary(
-                files=files.count(),
+                files=files,
                 events=events.count(),
                 errors=failed.count(),
             )

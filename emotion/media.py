@@ -2,7 +2,8 @@
 the page's uploaders, the command line and the batch command.
 
 A file named explicitly is tried whatever its name; a folder is searched recursively for files
-with these extensions, in a stable (sorted) order.
+with these extensions, in a stable (sorted) order. What is not a regular file (a pipe, a device, a
+link to nothing) is reported with its problem, never opened: reading a pipe would wait forever.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".webm", ".mkv", ".m4v")
 MEDIA_EXTENSIONS = PHOTO_EXTENSIONS + VIDEO_EXTENSIONS
 MISSING = "no such file or folder"
+BROKEN_LINK = "a link to a file that does not exist"
+NOT_A_FILE = "not a regular file (a pipe, a socket or a device)"
 
 MediaKind = Literal["photo", "video"]
 
@@ -29,18 +32,25 @@ def media_kind(name: str) -> MediaKind:
 def find_media(
     paths: Sequence[str | Path], extensions: Sequence[str] = MEDIA_EXTENSIONS
 ) -> Iterator[tuple[Path, str | None]]:
-    """(file, None) for each file to analyse, (path, MISSING) for a path that does not exist.
+    """(file, None) for each file to analyse, (path, problem) for one that cannot be read.
 
-    A folder gives the files under it whose name ends with one of `extensions` (any case); a
-    file given by name is yielded as it is.
+    A folder gives the entries under it whose name ends with one of `extensions` (any case); a
+    path given by name is yielded as it is. The problem is MISSING, BROKEN_LINK or NOT_A_FILE.
     """
     suffixes = tuple(extension.lower() for extension in extensions)
     for path in map(Path, paths):
         if path.is_dir():
-            for file in sorted(path.rglob("*")):
-                if file.name.lower().endswith(suffixes) and file.is_file():
-                    yield file, None
-        elif path.is_file():
-            yield path, None
+            for entry in sorted(path.rglob("*")):
+                if entry.name.lower().endswith(suffixes) and not entry.is_dir():
+                    yield entry, file_problem(entry)
         else:
-            yield path, MISSING
+            yield path, file_problem(path)
+
+
+def file_problem(path: Path) -> str | None:
+    """Why the path cannot be read as a file (MISSING, BROKEN_LINK, NOT_A_FILE), or None."""
+    if path.is_file():
+        return None
+    if path.exists():
+        return NOT_A_FILE
+    return BROKEN_LINK if path.is_symlink() else MISSING

@@ -5,35 +5,60 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pyarrow.parquet
 import pytest
 from PIL import Image
 
-from emotion.batch import BatchError, analyse_file, run_batch, source_name
+from emotion import batch
+from emotion.batch import BatchError, analyse_file, analyse_path, run_batch, source_name
 from emotion.classifier import BUNDLED_MODEL
 from emotion.cli import main
 from emotion.events import BATCH_SCHEMA
 from emotion.history import ParquetHistory, export_table
+from emotion.media import BROKEN_LINK, NOT_A_FILE
 from scripts import samples
 
 MODIFIED_NS = 1_700_000_000_123_456_789  # 2023-11-14 22:13:20.123 UTC
 
 
+NOT_UTF8 = os.fsdecode(b"caf\xe9.png")  # a Latin-1 file name
+
+
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory, astronaut_rgb):
-    """A folder of two photos, a short video, a broken photo and a text file to skip."""
+    """A folder of three photos (one named in Latin-1), a short video, a text file to skip, and
+    what must each be an error row: a broken photo, an empty file, a link to nothing, a named
+    pipe and an FFmpeg concat script naming the video."""
     root = tmp_path_factory.mktemp("archive")
     (root / "term 1").mkdir()
     Image.fromarray(astronaut_rgb).save(root / "astronaut.png")
     Image.fromarray(astronaut_rgb[:, ::-1].copy()).save(root / "term 1" / "mirrored photo.jpg")
+    Image.fromarray(astronaut_rgb).save(root / NOT_UTF8, format="PNG")
     samples.write_face_clip(root / "term 1" / "lecture.avi")
     (root / "term 1" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n but not the rest")
     (root / "notes.txt").write_text("not a photo")
+    (root / "empty.jpg").touch()
+    (root / "gone.mp4").symlink_to(root / "nowhere.mp4")
+    os.mkfifo(root / "pipe.avi")
+    (root / "concat.mp4").write_text("ffconcat version 1.0\nfile 'term 1/lecture.avi'\n")
     for file in root.rglob("*"):
         if file.is_file():
             os.utime(file, ns=(MODIFIED_NS, MODIFIED_NS))
     return root
+
+
+ANALYSED = [
+    "astronaut.png",
+    "broken.png",
+    "caf\\xe9.png",
+    "concat.mp4",
+    "empty.jpg",
+    "lecture.avi",
+    "mirrored photo.jpg",
+]
+FAILED = ["broken.png", "concat.mp4", "empty.jpg", "gone.mp4", "missing.jpg", "pipe.avi"]
 
 
 def run(inputs, out, **options):
@@ -71,9 +96,9 @@ def test_analyse_file_gives_the_events_of_a_photo_and_a_video_or_the_error(input
 def test_local_engine_writes_a_partitioned_table_and_an_errors_table(inputs, tmp_path):
     lines = []
     summary = run(inputs, tmp_path / "out", engine="local", processes=2, progress=lines.append)
-    assert summary.files == 4
-    assert summary.errors == 2
-    assert len(lines) == 4 and all(line.startswith(("[1/4]", "[2/4]", "[3/4]", "[4/4]")) for line in lines)
+    assert (summary.files, summary.errors) == (len(ANALYSED), len(FAILED))
+    assert sorted(line.split("] ")[1].split(":")[0].rsplit("/", 1)[1] for line in lines) == ANALYSED
+    assert all(line.startswith(tuple(f"[{done}/7]" for done in range(1, 8))) for line in lines)
     kinds = sorted(path.name for path in (tmp_path / "out" / "events").iterdir())
     assert kinds == ["source_kind=photo", "source_kind=video"]
     assert (tmp_path / "out" / "events" / "source_kind=photo" / "date=2023-11-14").is_dir()
@@ -83,14 +108,59 @@ def test_local_engine_writes_a_partitioned_table_and_an_errors_table(inputs, tmp
         source_name(str(inputs / "astronaut.png")),
         source_name(str(inputs / "term 1" / "mirrored photo.jpg")),
         source_name(str(inputs / "term 1" / "lecture.avi")),
+        str(inputs / "caf\\xe9.png"),  # the byte that is not UTF-8, escaped
     }
-    errors = pyarrow.parquet.read_table(tmp_path / "out" / "errors").to_pylist()
-    assert sorted(error["source"] for error in errors) == [
-        str(inputs / "missing.jpg"),
-        str(inputs / "term 1" / "broken.png"),
-    ]
-    with pytest.raises(BatchError, match="already holds"):
+    errors = {Path(error["source"]).name: error["error"] for error in read_errors(tmp_path / "out")}
+    assert sorted(errors) == FAILED
+    assert errors["gone.mp4"] == BROKEN_LINK and errors["pipe.avi"] == NOT_A_FILE
+    assert "empty" in errors["empty.jpg"] and "not a video file" in errors["concat.mp4"]
+    with pytest.raises(BatchError, match="already holds a batch table"):
         run(inputs, tmp_path / "out", engine="local")
+
+
+def read_errors(out: Path) -> list[dict]:
+    return pyarrow.parquet.read_table(out / "errors").to_pylist()
+
+
+def test_a_failed_run_leaves_no_folder_and_the_same_folder_can_be_used_again(inputs, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(batch, "_write_events", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        run(inputs / "astronaut.png", out, engine="local", processes=1)
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor a temporary one
+    monkeypatch.undo()
+    assert run(inputs / "astronaut.png", out, engine="local", processes=1).events == 1
+
+
+def test_a_file_as_out_or_a_folder_with_files_is_refused(inputs, tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    with pytest.raises(BatchError, match="taken is a file; --out takes a new folder"):
+        run(inputs, taken)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "notes.txt").write_text("mine")
+    with pytest.raises(BatchError, match="already holds files"):
+        run(inputs, tmp_path / "folder")
+    assert main(["batch", str(inputs / "astronaut.png"), "--out", str(taken)]) == 2
+    assert "is a file" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()  # an empty folder is as good as a new one
+    assert run(inputs / "astronaut.png", tmp_path / "empty", processes=1).events == 1
+
+
+def test_a_file_gone_or_failing_in_an_unexpected_way_is_an_error_row(inputs, tmp_path, monkeypatch):
+    gone = analyse_path(str(tmp_path / "gone.png"), str(BUNDLED_MODEL), "general", 5)
+    assert (gone.events, gone.error) == (None, "No such file or directory")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(batch, "events_table", broken)
+    photo = analyse_file(inputs / "astronaut.png", "a.png", 0, str(BUNDLED_MODEL), "general", 5)
+    assert photo.error == "unexpected error: RuntimeError: a bug"
 
 
 def test_spark_engine_writes_the_same_rows_as_the_local_engine(inputs, tmp_path, spark):
@@ -104,11 +174,11 @@ def test_spark_engine_writes_the_same_rows_as_the_local_engine(inputs, tmp_path,
     assert (tmp_path / "spark" / "events" / "source_kind=video" / "date=2023-11-14").is_dir()
 
     def errors(out):
-        return sorted(
-            map(tuple, pyarrow.parquet.read_table(out / "errors").to_pandas().itertuples(index=False))
-        )
+        return sorted((error["source"], error["error"]) for error in read_errors(out))
 
     assert errors(tmp_path / "spark") == errors(tmp_path / "local")
+    assert len(errors(tmp_path / "spark")) == len(FAILED)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["local", "spark"]  # no temporary folder left
 
 
 def test_cli_batch_reports_failures_in_its_exit_status(inputs, tmp_path, capsys):

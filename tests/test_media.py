@@ -1,6 +1,16 @@
 from __future__ import annotations
 
-from emotion.media import MISSING, PHOTO_EXTENSIONS, VIDEO_EXTENSIONS, find_media, media_kind
+import os
+
+from emotion.media import (
+    BROKEN_LINK,
+    MISSING,
+    NOT_A_FILE,
+    PHOTO_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    find_media,
+    media_kind,
+)
 
 
 def test_folders_give_their_media_sorted_and_named_files_are_kept(tmp_path):
@@ -27,3 +37,15 @@ def test_folders_give_their_media_sorted_and_named_files_are_kept(tmp_path):
 def test_kinds_follow_the_extensions():
     assert {media_kind(f"x{extension.upper()}") for extension in PHOTO_EXTENSIONS} == {"photo"}
     assert {media_kind(f"x{extension}") for extension in VIDEO_EXTENSIONS} == {"video"}
+
+
+def test_what_is_not_a_regular_file_is_reported_not_opened(tmp_path):
+    (tmp_path / "gone.mp4").symlink_to(tmp_path / "nowhere.mp4")
+    os.mkfifo(tmp_path / "pipe.avi")  # opening it to read would wait for a writer forever
+    (tmp_path / "photo.png").symlink_to(tmp_path / "pipe.avi")
+    assert list(find_media([tmp_path])) == [
+        (tmp_path / "gone.mp4", BROKEN_LINK),
+        (tmp_path / "photo.png", NOT_A_FILE),
+        (tmp_path / "pipe.avi", NOT_A_FILE),
+    ]
+    assert list(find_media([tmp_path / "pipe.avi"])) == [(tmp_path / "pipe.avi", NOT_A_FILE)]
