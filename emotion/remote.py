@@ -249,9 +249,11 @@ def _check_archive(path: Path) -> None:
         with zipfile.ZipFile(path) as archive:
             damaged = archive.testzip()
         metadata = read_metadata(path)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
+    except Exception as error:  # zipfile raises many types (NotImplementedError: a compression method)
         _remove(path)
-        raise ModelDownloadError(f"the downloaded file is not a Keras model archive: {error}") from error
+        raise ModelDownloadError(
+            f"the downloaded file is not a Keras model archive we can read: {error}"
+        ) from error
     if damaged is not None:
         _remove(path)
         raise ModelDownloadError(f"the downloaded file is damaged (bad member {damaged})")

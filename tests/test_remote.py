@@ -324,7 +324,20 @@ def with_metadata(model: bytes, change) -> bytes:
     return rewrite_archive(model, METADATA_MEMBER, json.dumps(change(metadata)).encode())
 
 
+def with_compression_method(model: bytes, method: int) -> bytes:
+    """The model file with every member marked as compressed by `method` (6: "implode", which
+    Python's zipfile cannot read), in the local headers and the central directory alike."""
+    data = bytearray(model)
+    for signature, offset in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
+        start = data.find(signature)
+        while start != -1:
+            data[start + offset : start + offset + 2] = method.to_bytes(2, "little")
+            start = data.find(signature, start + 4)
+    return bytes(data)
+
+
 BROKEN_MODELS = {
+    "an unsupported compression method": lambda model: with_compression_method(model, 6),
     "runtime that is not a flatbuffer": lambda model: rewrite_archive(model, RUNTIME_MEMBER, b"\0" * 64),
     "classes that are not a list": lambda model: with_metadata(model, lambda m: {**m, "classes": 7}),
     "metadata that is a list": lambda model: with_metadata(model, lambda m: [m]),
