@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import av
+import cv2
 import numpy as np
 import pytest
 import streamlit as st
@@ -191,6 +192,10 @@ def test_webcam_frames_feed_live_statistics_and_a_summary(app, streamer, face_cl
     assert not app.exception, app.exception
     assert "Session summary" in [header.value for header in app.subheader]
     assert "Session log CSV" in [button.label for button in app.get("download_button")]
+
+
+def test_the_server_runs_opencv_on_one_thread_per_caller(app):
+    assert cv2.getNumThreads() == 1
 
 
 def test_video_upload_shows_annotated_video_and_timeline(app, classifier, face_clip):
