@@ -1,13 +1,16 @@
 """Fixtures shared by the test modules: real faces and a clip made from skimage's astronaut
-(tests/samples.py), the bundled model, and FER2013's val faces where they are present;
-CallsAtOnce, which counts how many calls of a function run at the same time; and a Clock that
-tests move by hand."""
+(scripts/samples.py), the bundled model, and FER2013's val faces where they are present;
+run_emotion, which runs `python -m emotion` as a user does; CallsAtOnce, which counts how many
+calls of a function run at the same time; and a Clock that tests move by hand."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +146,21 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def run_emotion(
+    *args: object, cwd: Path = REPO, env: Mapping[str, str] | None = None, timeout_s: float = 600
+) -> subprocess.CompletedProcess:
+    """`python -m emotion ARGS` in a subprocess, in `cwd`, with this environment (or `env`) and
+    this checkout importable; its output as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "emotion", *map(str, args)],
+        cwd=cwd,
+        env={**(os.environ if env is None else env), "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
 
 
 class CallsAtOnce:

@@ -44,7 +44,7 @@ from emotion.remote import LoadedModel
 from emotion.results import CSV_COLUMNS
 from scripts.browser import SERVER_START_TIMEOUT_S, free_port, healthy
 from scripts.samples import REPO
-from tests.conftest import CallsAtOnce
+from tests.conftest import CallsAtOnce, run_emotion
 from tests.test_video import make_video
 
 JOB_TIMEOUT_S = 300  # a generous bound for a short clip on a busy machine; not a speed check
@@ -125,14 +125,7 @@ def test_photo_results_are_the_command_lines_json_for_the_same_files(
     photos = {"astronaut.png": encode_png(astronaut_rgb), "group.jpg": jpeg(group_photo_rgb)}
     for name, data in photos.items():
         (tmp_path / name).write_bytes(data)
-    command_line = subprocess.run(
-        [sys.executable, "-m", "emotion", "predict", *photos, "--json", "--model", str(BUNDLED_MODEL)],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    command_line = run_emotion("predict", *photos, "--json", "--model", BUNDLED_MODEL, cwd=tmp_path)
     assert command_line.returncode == 0, command_line.stderr
     expected = [json.loads(line) for line in command_line.stdout.splitlines()]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from emotion.events import BATCH_SCHEMA
 from emotion.history import ParquetHistory, export_table
 from emotion.media import BROKEN_LINK, NOT_A_FILE
 from scripts import samples
+from tests.conftest import run_emotion
 
 MODIFIED_NS = 1_700_000_000_123_456_789  # 2023-11-14 22:13:20.123 UTC
 
@@ -203,14 +203,11 @@ def test_spark_workers_run_on_this_interpreter_without_an_activated_environment(
     environment = {
         name: value for name, value in os.environ.items() if name not in ("PYSPARK_PYTHON", "VIRTUAL_ENV")
     }
-    command = ["batch", str(inputs / "astronaut.png"), "--out", str(tmp_path / "out"), "--engine", "spark"]
-    result = subprocess.run(
-        [sys.executable, "-m", "emotion", *command, "--master", "local[1]"],
-        cwd=samples.REPO,
-        env={**environment, "PATH": path, "PYTHONPATH": str(samples.REPO)},
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result = run_emotion(
+        "batch",
+        inputs / "astronaut.png",
+        *("--out", tmp_path / "out", "--engine", "spark", "--master", "local[1]"),
+        env={**environment, "PATH": path},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "1 files, 1 detection events, 0 errors" in result.stdout

@@ -3,8 +3,6 @@
 import csv
 import io
 import json
-import subprocess
-import sys
 
 import av
 import pytest
@@ -14,19 +12,9 @@ from emotion.labels import EMOTIONS
 from emotion.live import LiveSettings
 from emotion.results import CSV_COLUMNS
 from emotion.video import process_video
-from tests.conftest import REPO
+from tests.conftest import REPO, run_emotion
 
 MODEL = REPO / "model" / "emotion_cnn.keras"
-
-
-def run(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "emotion", *map(str, args)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 @pytest.fixture
@@ -41,7 +29,7 @@ def photos(tmp_path, astronaut_rgb):
 
 
 def test_predict_json_gives_one_object_per_photo_and_goes_on_after_an_error(photos):
-    result = run("predict", photos, "--json", "--model", MODEL)
+    result = run_emotion("predict", photos, "--json", "--model", MODEL)
     assert result.returncode == 1, result.stderr  # one photo could not be read
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [record["file"] for record in records] == [
@@ -61,7 +49,7 @@ def test_predict_json_gives_one_object_per_photo_and_goes_on_after_an_error(phot
 
 
 def test_predict_prints_a_table(photos):
-    result = run("predict", photos / "astronaut.png", "--model", MODEL)
+    result = run_emotion("predict", photos / "astronaut.png", "--model", MODEL)
     assert result.returncode == 0, result.stderr
     header, *rows = result.stdout.splitlines()
     assert header.split()[:3] == ["FILE", "FACE", "BOX"]
@@ -71,7 +59,9 @@ def test_predict_prints_a_table(photos):
 
 def test_video_writes_the_annotated_mp4_and_the_csv_with_a_progress_bar(tmp_path, classifier, face_clip):
     out, table = tmp_path / "annotated.mp4", tmp_path / "faces.csv"
-    result = run("video", face_clip, "--out", out, "--csv", table, "--detect-every", "3", "--model", MODEL)
+    result = run_emotion(
+        "video", face_clip, "--out", out, "--csv", table, "--detect-every", "3", "--model", MODEL
+    )
     assert result.returncode == 0, result.stderr
     assert "100%" in result.stderr and "71/71 frames" in result.stderr
     assert "Traceback" not in result.stderr
@@ -99,7 +89,7 @@ def test_video_errors_are_one_line_without_a_traceback(tmp_path, case, message, 
         "unwritable": [face_clip, "--out", tmp_path / "no-such-folder" / "out.mp4"],
     }[case]
     (tmp_path / "empty.mp4").write_bytes(b"")
-    result = run("video", *args)
+    result = run_emotion("video", *args)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
     assert message in result.stderr
@@ -107,11 +97,11 @@ def test_video_errors_are_one_line_without_a_traceback(tmp_path, case, message, 
 
 
 def test_usage_and_model_errors_exit_with_2(tmp_path, face_clip):
-    usage = run("video", face_clip, "--detect-every", "0")
+    usage = run_emotion("video", face_clip, "--detect-every", "0")
     assert usage.returncode == 2 and "must be 1 or more" in usage.stderr
     image = tmp_path / "grey.png"
     Image.new("RGB", (64, 64), "grey").save(image)
-    result = run("predict", image, "--model", tmp_path / "missing.keras")
+    result = run_emotion("predict", image, "--model", tmp_path / "missing.keras")
     assert result.returncode == 2
     assert result.stderr.startswith("error: No model file at ")
     assert "Traceback" not in result.stderr

@@ -7,9 +7,6 @@ import importlib
 import io
 import json
 import logging
-import os
-import subprocess
-import sys
 import threading
 import zipfile
 from http import HTTPStatus
@@ -25,7 +22,7 @@ from emotion import ModelDownloadError, remote
 from emotion.classifier import BUNDLED_MODEL
 from emotion.model_file import METADATA_MEMBER, RUNTIME_MEMBER
 from emotion.remote import ModelSource, resolve_model
-from scripts.samples import REPO
+from tests.conftest import run_emotion
 
 MODEL_SETTINGS = ("MODEL_URL", "MODEL_SHA256", "MODEL_CACHE_DIR")
 
@@ -451,14 +448,7 @@ def test_the_commands_use_the_model_of_the_secrets_file_and_say_which(
     Image.fromarray(astronaut_rgb).save(photo)
 
     def run(*args: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "-m", "emotion", *args],
-            cwd=tmp_path,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        result = run_emotion(*args, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert f"model: MODEL_URL {checksum}.keras, sha256 {checksum}" in result.stderr
         return result.stdout
