@@ -259,11 +259,17 @@ def serve_command(host: str, port: int) -> int:
     import uvicorn
 
     from emotion.api import create_app
+    from emotion.settings import SettingsError
 
     loaded = _resolve_model(None)
     if loaded is None:
         return EXIT_USAGE
-    uvicorn.run(create_app(model=loaded), host=host, port=port)
+    try:
+        app = create_app(model=loaded)
+    except SettingsError as error:
+        _error(str(error))
+        return EXIT_USAGE
+    uvicorn.run(app, host=host, port=port)
     return EXIT_OK
 
 

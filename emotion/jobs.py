@@ -1,10 +1,14 @@
 """Video jobs for the HTTP API: a bounded queue, one job at a time per worker, results that expire.
 
-`submit` writes an uploaded video into the job's own folder, inside a temporary folder, and
-queues it. A worker thread (one per core: a job keeps about one core busy) annotates it with
-`process_video`, leaves its ResultFile(s) beside it and deletes the upload. Results are
+`submit` copies an uploaded video into the job's own folder, inside a temporary folder, checks
+it (`probe_video`) and queues it. A worker thread (one per core: a job keeps about one core
+busy) annotates it with `process_video`, leaves its ResultFile(s) beside it and deletes the
+upload. Results are
 kept `result_ttl_s` after the job finished or failed, then removed; `close` removes them all.
-Deleting a job removes its folder; a running job stops at its next frame. `on_result`, when
+Deleting a job removes its folder and frees its place in the queue at once; a running job stops
+at its next frame. Finished jobs kept are bounded: at most `max_kept_per_owner` per owner (an API
+key, or a client's address), whose next video is refused until one is deleted or expires, and
+`max_kept` in all, beyond which the oldest finished job is removed early. `on_result`, when
 given, is told each finished job's result (the HTTP API logs its detections with it).
 """
 
@@ -26,13 +30,15 @@ from typing import BinaryIO, Literal
 
 from emotion.live import LiveSettings
 from emotion.tracking import Classifier
-from emotion.video import InvalidVideo, VideoResult, process_video
+from emotion.video import InvalidVideo, VideoResult, probe_video, process_video
 
 logger = logging.getLogger(__name__)
 
 WORKERS = os.cpu_count() or 1  # one job at a time per core
 PURGE_INTERVAL_S = 30.0  # an idle worker removes expired results this often
 UPLOAD_FILE = "upload"  # the video as uploaded, deleted once analysed
+MAX_KEPT = 64  # finished jobs whose results are kept, all owners together: each up to the upload limit
+MAX_KEPT_PER_OWNER = 16  # finished jobs kept per owner: one client cannot fill MAX_KEPT alone
 
 Status = Literal["queued", "running", "done", "failed"]
 # (the upload's file name, the job's settings, its result, when its analysis began in UTC seconds)
@@ -48,6 +54,10 @@ class ResultFile(StrEnum):
 
 class QueueFull(RuntimeError):
     """Every place in the queue is taken."""
+
+
+class TooManyKept(RuntimeError):
+    """The owner already has MAX_KEPT_PER_OWNER finished jobs kept."""
 
 
 class JobNotFound(LookupError):
@@ -69,7 +79,7 @@ class Job:
     id: str
     status: Status
     frames_done: int
-    frames_total: int  # declared by the container or estimated from its duration; 0 when unknown
+    frames_total: int  # to be analysed (every step-th one of a fast video); an estimate until it ends
     error: str | None  # why it failed, for people
     expires_in_s: float | None  # until its results are removed; None while it has not finished
 
@@ -79,6 +89,7 @@ class _Job:
     id: str
     folder: Path
     name: str  # the file name the video was uploaded with
+    owner: str  # who submitted it: an API key's digest or a client's address
     settings: LiveSettings  # how process_video searches, tracks and smooths faces
     frames_total: int
     frames_done: int = 0
@@ -99,13 +110,19 @@ class VideoJobs:
         result_ttl_s: float,
         workers: int = WORKERS,
         on_result: ResultHook | None = None,
+        max_kept: int = MAX_KEPT,
+        max_kept_per_owner: int = MAX_KEPT_PER_OWNER,
     ):
         """capacity: jobs that may wait (beyond the running ones); result_ttl_s: how long results are kept."""
         self.classifier = classifier
         self._on_result = on_result
         self.result_ttl_s = result_ttl_s
+        self.capacity = capacity
+        self.max_kept, self.max_kept_per_owner = max_kept, max_kept_per_owner
         self.folder = Path(tempfile.mkdtemp(prefix="emotion-video-jobs-"))
-        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=capacity)
+        # Unbounded: the jobs waiting are counted in _jobs, where a deleted one stops counting at
+        # once; the workers skip deleted jobs when they reach them.
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()
         self._workers = [
@@ -133,7 +150,8 @@ class VideoJobs:
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def full(self) -> bool:
-        return self._queue.full()
+        with self._lock:
+            return self._waiting() >= self.capacity
 
     def counts(self) -> dict[Status, int]:
         """How many jobs are in each state."""
@@ -143,23 +161,42 @@ class VideoJobs:
                 counts[job.status] += 1
         return counts
 
-    def submit(self, video: bytes, *, settings: LiveSettings, frames_total: int, name: str = "") -> Job:
-        """Queue a video file's bytes (uploaded as `name`); raises QueueFull."""
+    def submit(self, video: BinaryIO, *, settings: LiveSettings, name: str = "", owner: str = "") -> Job:
+        """Queue an uploaded video (an open file, read from its start) for `owner`.
+
+        Raises QueueFull, TooManyKept, or InvalidVideo for a file process_video would refuse.
+        """
         self.purge()
-        if self.full():
-            raise QueueFull("the queue is full")
-        job_id = secrets.token_hex(16)  # 128 random bits: not guessable
-        job = _Job(job_id, self.folder / job_id, name, settings, frames_total)
-        job.folder.mkdir()
-        (job.folder / UPLOAD_FILE).write_bytes(video)
         with self._lock:
-            try:
-                self._queue.put_nowait(job)
-            except queue.Full:
-                shutil.rmtree(job.folder, ignore_errors=True)
-                raise QueueFull("the queue is full") from None
-            self._jobs[job.id] = job
-            return self._view(job)
+            self._check_room(owner)  # before copying a large file for nothing
+        job_id = secrets.token_hex(16)  # 128 random bits: not guessable
+        job = _Job(job_id, self.folder / job_id, name, owner, settings, frames_total=0)
+        job.folder.mkdir()
+        try:
+            video.seek(0)
+            with open(job.folder / UPLOAD_FILE, "wb") as file:
+                shutil.copyfileobj(video, file)
+            info = probe_video(job.folder / UPLOAD_FILE)
+            job.frames_total = -(-info.frames // info.step)  # analysed, as process_video counts them
+            with self._lock:
+                self._check_room(owner)  # again: others may have submitted meanwhile
+                self._jobs[job.id] = job
+                self._queue.put(job)
+                return self._view(job)
+        except BaseException:
+            shutil.rmtree(job.folder, ignore_errors=True)
+            raise
+
+    def _check_room(self, owner: str) -> None:
+        """Raises QueueFull or TooManyKept; the caller holds the lock."""
+        if self._waiting() >= self.capacity:
+            raise QueueFull("the queue is full")
+        kept = sum(1 for job in self._jobs.values() if job.owner == owner and job.finished_at is not None)
+        if kept >= self.max_kept_per_owner:
+            raise TooManyKept(f"{kept} finished jobs are kept for this client")
+
+    def _waiting(self) -> int:
+        return sum(1 for job in self._jobs.values() if job.status == "queued")
 
     def get(self, job_id: str) -> Job:
         self.purge()
@@ -252,3 +289,10 @@ class VideoJobs:
             job.finished_at = time.monotonic()
             if job.deleted:
                 shutil.rmtree(job.folder, ignore_errors=True)
+            finished = sorted(
+                (job for job in self._jobs.values() if job.finished_at is not None),
+                key=lambda job: job.finished_at,
+            )
+            for oldest in finished[: max(0, len(finished) - self.max_kept)]:
+                del self._jobs[oldest.id]
+                shutil.rmtree(oldest.folder, ignore_errors=True)

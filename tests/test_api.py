@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, settings
 from PIL import Image
 from schemathesis import checks
 
-from emotion.api import ApiSettings, create_app
+from emotion.api import ApiSettings, create_app, uploads
 from emotion.api.routers import photos, videos
 from emotion.api.schemas import PhotoResults
 from emotion.api.settings import DEFAULT_RESULT_TTL_S, DEFAULT_VIDEO_QUEUE
@@ -42,6 +42,8 @@ from emotion.model_file import read_metadata
 from emotion.pipeline import PHOTO_BATCH_MAX, PHOTO_SLOTS, analyze_photo, annotated_png
 from emotion.remote import LoadedModel
 from emotion.results import CSV_COLUMNS
+from emotion.settings import SettingsError
+from scripts import samples
 from scripts.browser import SERVER_START_TIMEOUT_S, free_port, healthy
 from scripts.samples import REPO
 from tests.conftest import CallsAtOnce, run_emotion
@@ -207,6 +209,83 @@ def test_photos_are_analysed_at_most_photo_slots_at_a_time(client, monkeypatch, 
     assert calls.most == PHOTO_SLOTS
 
 
+def test_large_photos_wait_on_disk_and_uploads_in_flight_are_bounded(
+    client, monkeypatch, temp_root, astronaut_rgb
+):
+    large = encode_png(cv2.resize(astronaut_rgb, (1500, 1500)))  # over SPOOL_BYTES
+    assert len(large) > uploads.SPOOL_BYTES
+
+    def spooled() -> list[str]:  # the temporary files beside the video jobs' folder
+        return [name for name in os.listdir(temp_root) if not name.startswith("emotion-video-jobs-")]
+
+    seen = []
+    analyse = photos.photo_faces
+    monkeypatch.setattr(photos, "photo_faces", lambda *args: seen.append(spooled()) or analyse(*args))
+    assert post_photos(client, ("large.png", large, "image/png")).status_code == 200
+    assert len(seen) == 1 and len(seen[0]) == 1  # the upload was a temporary file, not held in memory
+    assert spooled() == []  # and it is gone
+
+    budget = client.app.state.upload_budget
+    assert budget.held == 0  # given back
+    budget.held = budget.max_bytes - len(large) // 2  # as if other uploads were arriving
+    busy = post_photos(client, ("large.png", large, "image/png"))
+    assert busy.status_code == 503 and busy.headers["retry-after"] == str(uploads.RETRY_AFTER_S)
+    assert "too many uploads" in busy.json()["detail"]
+    assert budget.held == budget.max_bytes - len(large) // 2  # what the refused request took is back
+    budget.held = 0
+    assert post_photos(client, ("large.png", large, "image/png")).status_code == 200
+
+
+def test_an_upload_the_client_abandons_is_one_info_line(client, caplog):
+    caplog.set_level(logging.INFO)
+    messages = [
+        {
+            "type": "http.request",
+            "body": b'--b\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n',
+            "more_body": True,
+        },
+        {"type": "http.disconnect"},
+    ]
+    sent = []
+
+    async def receive():
+        return messages.pop(0)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/photos",
+        "raw_path": b"/v1/photos",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"multipart/form-data; boundary=b"), (b"host", b"testserver")],
+        "client": ("127.0.0.1", 1234),
+        "server": ("testserver", 80),
+        "app": client.app,
+    }
+    client.portal.call(client.app, scope, receive, send)
+    assert [record.levelno for record in caplog.records if "client left" in record.getMessage()] == [
+        logging.INFO
+    ]
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+def test_a_wrong_method_is_405_with_the_methods_that_path_takes(client):
+    for method, path, allowed in (
+        ("PUT", "/v1/photos", "POST"),
+        ("POST", "/healthz", "GET"),
+        ("POST", "/v1/videos/abc", "GET, DELETE"),
+        ("DELETE", "/v1/videos/abc/faces.csv", "GET"),
+    ):
+        response = client.request(method, path)
+        assert response.status_code == 405 and response.headers["allow"] == allowed
+
+
 def test_files_over_the_size_limit_are_413(start, astronaut_rgb):
     client = start(upload_limit_mb=1)
     big = np.random.default_rng(0).integers(0, 256, (800, 800, 3), dtype=np.uint8)  # ~1.9 MB as PNG
@@ -285,6 +364,39 @@ def test_results_are_not_there_before_the_job_is_done_and_a_full_queue_is_429(st
     assert client.get("/healthz").json()["video_jobs"]["queued"] == 0
 
 
+def test_a_deleted_queued_job_frees_its_place_at_once(start, face_video):
+    client = start(video_workers=0, video_queue=1)
+    job = post_video(client, face_video).json()
+    assert post_video(client, face_video).status_code == 429
+    assert client.delete(f"/v1/videos/{job['id']}").status_code == 204
+    assert post_video(client, face_video).status_code == 202
+
+
+def test_finished_jobs_kept_are_capped_per_client_and_in_total(start, face_video):
+    client = start()
+    jobs = client.app.state.jobs
+    jobs.max_kept_per_owner = 2
+    first, second = (post_video(client, face_video).json()["id"] for _ in range(2))
+    assert wait_for_job(client, first)["status"] == wait_for_job(client, second)["status"] == "done"
+    refused = post_video(client, face_video)
+    assert refused.status_code == 429 and "2 finished video jobs are kept for you" in refused.json()["detail"]
+    assert client.delete(f"/v1/videos/{first}").status_code == 204
+    third = post_video(client, face_video).json()["id"]
+    jobs.max_kept = 1  # in total: the oldest finished job makes room
+    assert wait_for_job(client, third)["status"] == "done"
+    assert client.get(f"/v1/videos/{second}").status_code == 404
+    assert client.get("/healthz").json()["video_jobs"]["done"] == 1
+    assert len(list(jobs.folder.iterdir())) == 1
+
+
+def test_frames_total_counts_the_frames_to_analyse_from_submit_to_the_end(client):
+    fast = make_video([np.full((48, 64, 3), 10 * index, np.uint8) for index in range(24)], fps=240)
+    job = post_video(client, fast).json()
+    assert job["frames_total"] == 3  # every 8th of 24 frames: 30 a second
+    done = wait_for_job(client, job["id"])
+    assert done["frames_done"] == done["frames_total"] == 3
+
+
 def truncated_avi() -> bytes:
     """The first half of an AVI of 20 frames: its header, which declares them all, reads fine."""
     buffer = io.BytesIO()
@@ -322,6 +434,18 @@ def test_wrong_videos_get_a_clear_json_error(client, face_video, data, query, me
     response = post_video(client, data or face_video, query, media_type)
     assert response.status_code == status
     assert message in response.json()["detail"]
+
+
+def test_a_concat_script_is_refused_alike_whether_the_file_it_names_exists(client, tmp_path, monkeypatch):
+    (tmp_path / "secret").mkdir()
+    samples.write_face_clip(tmp_path / "secret" / "private.avi")
+    monkeypatch.chdir(tmp_path)  # the service's working folder, where FFmpeg would look
+    answers = [
+        post_video(client, f"ffconcat version 1.0\nfile secret/{name}\n".encode())
+        for name in ("private.avi", "missing.avi")
+    ]
+    assert [answer.status_code for answer in answers] == [400, 400]
+    assert answers[0].json() == answers[1].json()
 
 
 def test_finished_results_expire_and_their_files_are_removed(start, face_video):
@@ -382,6 +506,8 @@ def test_health_openapi_and_interactive_docs(client):
     }
     docs = client.get("/docs")
     assert docs.status_code == 200 and "/openapi.json" in docs.text
+    if "cdn.jsdelivr.net" in docs.text:  # Swagger UI from a CDN: the schema says so, for offline readers
+        assert "without internet access" in client.get("/openapi.json").json()["info"]["description"]
 
 
 def test_the_detection_log_gets_the_faces_only_with_api_log_detections_on(
@@ -429,6 +555,42 @@ def test_settings_come_from_secrets_or_the_environment(monkeypatch, caplog):
     assert settings.video_queue == DEFAULT_VIDEO_QUEUE
     assert "API_VIDEO_QUEUE must be a number" in caplog.text
     assert ApiSettings.from_settings({"API_KEYS": ["three"]}).api_keys == ("three",)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ([], "holds no key"),
+        ([""], "holds no key"),
+        (" , ", "holds no key"),
+        (12345, "not int"),
+        ([1, 2], "not list"),
+    ],
+)
+def test_api_keys_that_hold_no_usable_key_stop_the_service_from_starting(value, message):
+    with pytest.raises(SettingsError, match=message):
+        ApiSettings.from_settings({"API_KEYS": value})
+
+
+def test_a_key_in_a_list_is_never_split_and_the_keys_are_counted_not_logged(caplog):
+    caplog.set_level(logging.INFO)
+    settings = ApiSettings.from_settings({"API_KEYS": ["one,two", " three "]})
+    assert settings.api_keys == ("one,two", "three")
+    create_app(settings, MODEL)
+    assert "2 API key(s) active" in caplog.text and "one,two" not in caplog.text
+
+
+def test_serve_refuses_to_start_on_api_keys_without_a_key(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "emotion", "serve", "--port", str(free_port())],
+        cwd=tmp_path,
+        env={**os.environ, "API_KEYS": " , ", "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and "API_KEYS is set but holds no key" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 # --- A real server ------------------------------------------------------------------------

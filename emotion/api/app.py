@@ -12,14 +12,15 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from emotion.api.dependencies import Service, check_key, digest
 from emotion.api.routers import photos, service, videos
 from emotion.api.routers.videos import log_video
 from emotion.api.settings import ApiSettings
+from emotion.api.uploads import UploadBudget
 from emotion.history import DetectionLog
 from emotion.jobs import VideoJobs
 from emotion.pipeline import PHOTO_SLOTS
@@ -27,6 +28,8 @@ from emotion.remote import LoadedModel, resolve_model
 from emotion.settings import read_secrets_file
 
 logger = logging.getLogger(__name__)
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")  # what a 405's Allow may list
 
 
 def create_app(settings: ApiSettings | None = None, model: LoadedModel | None = None) -> FastAPI:
@@ -51,6 +54,7 @@ def create_app(settings: ApiSettings | None = None, model: LoadedModel | None = 
         jobs.start()
         app.state.jobs = jobs
         app.state.photo_slots = anyio.CapacityLimiter(PHOTO_SLOTS)
+        app.state.upload_budget = UploadBudget()
         app.state.detection_log = log
         try:
             yield
@@ -63,9 +67,15 @@ def create_app(settings: ApiSettings | None = None, model: LoadedModel | None = 
         title="Emotion Lens API",
         version="1",
         summary="Faces and their emotions in photos and videos.",
-        description='Photos are answered at once; videos become jobs. Errors are JSON: `{"detail": "..."}`.',
+        description='Photos are answered at once; videos become jobs. Errors are JSON: `{"detail": "..."}`. '
+        "This page loads Swagger UI from a CDN (cdn.jsdelivr.net): without internet access it stays "
+        "blank; the schema itself is at /openapi.json.",
         lifespan=lifespan,
     )
+    if settings.api_keys:
+        logger.info("%d API key(s) active: every /v1 request needs one", len(settings.api_keys))
+    else:
+        logger.info("No API key set: the API answers anyone who can reach it")
     app.state.service = Service(
         model=model,
         key_digests=tuple(digest(key) for key in settings.api_keys),
@@ -90,14 +100,21 @@ async def _invalid_parameters(request: Request, error: RequestValidationError) -
 
 async def _http_error(request: Request, error: StarletteHTTPException) -> Response:
     if error.status_code == 405:  # Starlette's Allow lists the methods of one route of the path only
-        allowed = {
-            method
-            for route in request.app.routes
-            if isinstance(route, APIRoute) and route.path_regex.match(request.url.path)
-            for method in route.methods
-        }
-        error.headers = {**(error.headers or {}), "Allow": ", ".join(sorted(allowed))}
+        error.headers = {**(error.headers or {}), "Allow": ", ".join(_allowed_methods(request))}
     return await http_exception_handler(request, error)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods some route answers at the request's path, asked of the routes themselves (as
+    the router matches them), whatever the nesting of included routers."""
+    return [
+        method
+        for method in METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL
+            for route in request.app.router.routes
+        )
+    ]
 
 
 async def _internal_error(request: Request, error: Exception) -> JSONResponse:

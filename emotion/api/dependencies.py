@@ -1,5 +1,5 @@
 """What the routes are given (FastAPI dependencies): the service's model and limits, the video
-jobs, the photo slots, the detection log, and the API key check.
+jobs, the photo slots, the upload budget, the detection log, who is asking, and the API key check.
 
 Dependencies are coroutines: FastAPI would run plain functions in its thread pool, a hop for nothing.
 """
@@ -13,7 +13,9 @@ from typing import Annotated, NamedTuple
 import anyio
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
+from emotion.api.uploads import UploadBudget
 from emotion.history import DetectionLog
 from emotion.jobs import VideoJobs
 from emotion.remote import LoadedModel
@@ -47,12 +49,28 @@ async def _detection_log(request: Request) -> DetectionLog | None:
     return request.app.state.detection_log
 
 
+async def _upload_budget(request: Request) -> UploadBudget:
+    return request.app.state.upload_budget
+
+
+async def _client(request: Request) -> str:
+    """Who is asking: the API key's digest when keys are set (check_key has let it in), else the
+    client's address. (The header is read here, not through _bearer, which would document a key
+    where none is needed.)"""
+    scheme, key = get_authorization_scheme_param(request.headers.get("Authorization"))
+    if request.app.state.service.key_digests and scheme.lower() == "bearer":
+        return digest(key).hex()
+    return request.client.host if request.client is not None else ""
+
+
+_bearer = HTTPBearer(auto_error=False, description="One of the keys in the API_KEYS setting")
+
 ServiceDep = Annotated[Service, Depends(_service)]
 JobsDep = Annotated[VideoJobs, Depends(_jobs)]
 PhotoSlotsDep = Annotated[anyio.CapacityLimiter, Depends(_photo_slots)]
 DetectionLogDep = Annotated[DetectionLog | None, Depends(_detection_log)]  # None: API_LOG_DETECTIONS off
-
-_bearer = HTTPBearer(auto_error=False, description="One of the keys in the API_KEYS setting")
+UploadBudgetDep = Annotated[UploadBudget, Depends(_upload_budget)]
+ClientDep = Annotated[str, Depends(_client)]
 
 
 async def check_key(

@@ -47,7 +47,10 @@ class VideoJob(BaseModel):
     id: str
     status: Status
     frames_done: int
-    frames_total: int = Field(description="Frames in the video, as its container declares them; 0 if unknown")
+    frames_total: int = Field(
+        description="Frames to analyse (every Nth one of a video over 30 fps), as the container declares "
+        "them or estimated from its duration, then counted as they are analysed; 0 if unknown"
+    )
     error: str | None = Field(description="Why the job failed")
     expires_in_s: float | None = Field(description="Seconds until the results are removed, once finished")
 
@@ -77,7 +80,8 @@ _ERROR_DESCRIPTIONS = {
     413: "A file or the request is over the size limit",
     415: "The request or a file is not of a type this endpoint takes",
     422: "Bad parameters (the message says which)",
-    429: "The video queue is full; retry after Retry-After seconds",
+    429: "The video queue is full (retry after Retry-After seconds), or too many of your jobs are kept",
+    503: "Too much is being uploaded at the moment; retry after Retry-After seconds",
 }
 
 

@@ -1,6 +1,7 @@
 """The API's settings (secrets file or environment, as for the page; see emotion.settings):
 
-API_KEYS           comma-separated keys; unset: no key needed
+API_KEYS           comma-separated keys, or a TOML list of keys (each entry whole); unset: no
+                   key needed. Set, it must hold a key: otherwise the service does not start
 API_RESULT_TTL_S   seconds a video job's results are kept after it finished
 API_VIDEO_QUEUE    video jobs that may wait for a worker; more get 429
 API_LOG_DETECTIONS true: the faces of the photos and videos analysed go to the detection log
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from emotion.jobs import WORKERS
-from emotion.settings import get_setting, history_settings, upload_limit_mb
+from emotion.settings import SettingsError, get_setting, history_settings, upload_limit_mb
 
 logger = logging.getLogger(__name__)
 
@@ -38,16 +39,31 @@ class ApiSettings:
     @classmethod
     def from_settings(cls, secrets: Mapping[str, Any] | None = None) -> ApiSettings:
         """API_KEYS, API_RESULT_TTL_S, API_VIDEO_QUEUE and API_LOG_DETECTIONS (with HISTORY_PATH); a
-        malformed number or switch is logged, its default used."""
-        keys = get_setting("API_KEYS", secrets, "")
-        if not isinstance(keys, str):  # a TOML list in the secrets file
-            keys = ",".join(str(key) for key in keys)
+        malformed number or switch is logged, its default used. Raises SettingsError for API_KEYS
+        set to no usable key: an API meant to be closed must not open silently."""
         return cls(
-            api_keys=tuple(key.strip() for key in keys.split(",") if key.strip()),
+            api_keys=_api_keys(get_setting("API_KEYS", secrets)),
             result_ttl_s=_number_setting("API_RESULT_TTL_S", secrets, DEFAULT_RESULT_TTL_S, minimum=0),
             video_queue=int(_number_setting("API_VIDEO_QUEUE", secrets, DEFAULT_VIDEO_QUEUE, minimum=1)),
             detection_log=history_settings(secrets).path if _switch("API_LOG_DETECTIONS", secrets) else None,
         )
+
+
+def _api_keys(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        keys = value.split(",")
+    elif isinstance(value, list) and all(isinstance(key, str) for key in value):
+        keys = value  # a TOML list: each entry is one key, commas and all
+    else:
+        raise SettingsError(
+            f"API_KEYS must be keys separated by commas or a list of strings, not {type(value).__name__}"
+        )
+    usable = tuple(key.strip() for key in keys if key.strip())
+    if not usable:
+        raise SettingsError("API_KEYS is set but holds no key; set a key, or unset it for an open API")
+    return usable
 
 
 def _switch(name: str, secrets: Mapping[str, Any] | None) -> bool:

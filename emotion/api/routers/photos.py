@@ -10,11 +10,12 @@ import anyio
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from emotion.api.dependencies import DetectionLogDep, PhotoSlotsDep, ServiceDep
+from emotion.api.dependencies import DetectionLogDep, PhotoSlotsDep, Service, ServiceDep, UploadBudgetDep
 from emotion.api.schemas import PhotoResults, error_responses, multipart_body
-from emotion.api.uploads import Upload, header_safe, read_uploads
+from emotion.api.uploads import Upload, header_safe, receive_uploads
 from emotion.engagement import DEFAULT_PRESET
 from emotion.events import EventSource, photo_frames
+from emotion.history import DetectionLog
 from emotion.image import SUPPORTED, InvalidImage
 from emotion.pipeline import PHOTO_BATCH_MAX, PhotoFaces, annotated_png, photo_faces
 from emotion.results import photo_record
@@ -32,7 +33,7 @@ router = APIRouter()
     response_model=PhotoResults,
     responses={
         200: {"content": {"image/png": {}}, "description": "The results, or the annotated PNG"},
-        **error_responses(400, 401, 413, 415, 422),
+        **error_responses(400, 401, 413, 415, 422, 503),
     },
     openapi_extra=multipart_body("files", "The photos", PHOTO_BATCH_MAX),
 )
@@ -41,18 +42,29 @@ async def post_photos(
     service: ServiceDep,
     slots: PhotoSlotsDep,
     log: DetectionLogDep,
+    budget: UploadBudgetDep,
     annotated: Annotated[
         bool, Query(description="Answer the annotated photo as a PNG instead of JSON (one photo only)")
     ] = False,
 ) -> Response:
-    uploads = await read_uploads(request, "image", PHOTO_BATCH_MAX, service.upload_limit_mb)
+    async with receive_uploads(request, "image", PHOTO_BATCH_MAX, service.upload_limit_mb, budget) as uploads:
+        return await _answer(uploads, service, slots, log, annotated)
+
+
+async def _answer(
+    uploads: list[Upload],
+    service: Service,
+    slots: anyio.CapacityLimiter,
+    log: DetectionLog | None,
+    annotated: bool,
+) -> Response:
     if annotated and len(uploads) != 1:
         raise HTTPException(422, f"annotated=true takes exactly one photo, not {len(uploads)}.")
     classifier = service.model.classifier
 
     def analyse(upload: Upload) -> PhotoFaces:
         try:
-            return photo_faces(upload.data, classifier)
+            return photo_faces(upload.read(), classifier)
         except InvalidImage as error:
             raise HTTPException(400, f"{upload.name}: {error}") from None
 
@@ -63,7 +75,7 @@ async def post_photos(
             log.submit(source, photo_frames(photo.faces, photo.width, photo.height, time.time()))
     if annotated:
         upload, photo = uploads[0], analysed[0]
-        png = await anyio.to_thread.run_sync(lambda: annotated_png(upload.data, photo.faces), limiter=slots)
+        png = await anyio.to_thread.run_sync(lambda: annotated_png(upload.read(), photo.faces), limiter=slots)
         disposition = f'inline; filename="{header_safe(Path(upload.name).stem or "photo")}-emotions.png"'
         return Response(png, media_type="image/png", headers={"Content-Disposition": disposition})
     # Each photo's JSON is what `python -m emotion predict --json` prints for the file.

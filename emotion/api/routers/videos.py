@@ -11,14 +11,14 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from emotion.api.dependencies import JobsDep, ServiceDep
+from emotion.api.dependencies import ClientDep, JobsDep, ServiceDep, UploadBudgetDep
 from emotion.api.schemas import VideoJob, error_responses, multipart_body
-from emotion.api.uploads import read_uploads
+from emotion.api.uploads import receive_uploads
 from emotion.events import EventSource, video_frames
 from emotion.history import DetectionLog
-from emotion.jobs import Job, JobNotDone, JobNotFound, QueueFull, ResultFile, VideoJobs
+from emotion.jobs import Job, JobNotDone, JobNotFound, QueueFull, ResultFile, TooManyKept, VideoJobs
 from emotion.live import LiveSettings
-from emotion.video import InvalidVideo, VideoResult, probe_video
+from emotion.video import InvalidVideo, VideoResult
 
 RETRY_AFTER_S = 60  # suggested to a client whose video found the queue full
 CHUNK_BYTES = 1024 * 1024  # result files are sent in pieces of this size
@@ -35,13 +35,15 @@ router = APIRouter()
     description="One video (MP4, MOV, AVI, WebM, ...; within the page's upload limit) as a multipart "
     "form file. The answer is a job: poll it at its Location until its status is done, then fetch "
     "annotated.mp4 and faces.csv.",
-    responses=error_responses(400, 401, 413, 415, 422, 429),
+    responses=error_responses(400, 401, 413, 415, 422, 429, 503),
     openapi_extra=multipart_body("file", "The video", 1),
 )
 async def post_video(
     request: Request,
     service: ServiceDep,
     jobs: JobsDep,
+    budget: UploadBudgetDep,
+    client: ClientDep,
     detect_every: Annotated[
         int,
         Query(
@@ -53,21 +55,23 @@ async def post_video(
 ) -> JSONResponse:
     if jobs.full():  # before reading a large upload for nothing
         raise _queue_full()
-    uploads = await read_uploads(request, "video", 1, service.upload_limit_mb)
-    try:
-        info = await run_in_threadpool(probe_video, uploads[0].data)
-        job = await run_in_threadpool(
-            lambda: jobs.submit(
-                uploads[0].data,
-                settings=LiveSettings(detect_every=detect_every),
-                frames_total=info.frames,
-                name=uploads[0].name,
+    settings = LiveSettings(detect_every=detect_every)
+    async with receive_uploads(request, "video", 1, service.upload_limit_mb, budget) as uploads:
+        upload = uploads[0]
+        try:
+            job = await run_in_threadpool(
+                lambda: jobs.submit(upload.file, settings=settings, name=upload.name, owner=client)
             )
-        )
-    except InvalidVideo as error:
-        raise HTTPException(400, f"{uploads[0].name}: {error}") from None
-    except QueueFull:
-        raise _queue_full() from None
+        except InvalidVideo as error:
+            raise HTTPException(400, f"{upload.name}: {error}") from None
+        except QueueFull:
+            raise _queue_full() from None
+        except TooManyKept:
+            raise HTTPException(
+                429,
+                f"{jobs.max_kept_per_owner} finished video jobs are kept for you: fetch their results "
+                "and delete them, or wait for them to expire.",
+            ) from None
     return JSONResponse(_job_json(job), status_code=202, headers={"Location": f"/v1/videos/{job.id}"})
 
 
