@@ -6,7 +6,11 @@ queued into one Arrow table and appends it within BATCH_INTERVAL_S (sooner past
 BATCH_MAX_EVENTS), so a live stream keeps its frame rate. Every visitor of an app process
 shares one log (the page caches it), so concurrent sessions write through the same thread. A
 failed write (a full disk, a file another process holds open) drops that batch, counts its
-events and becomes the log's `warning`; the next batch tries again.
+events and becomes the log's `warning`; the next batch tries again. The file is opened for each
+batch and each read and closed after it, so between them another process can open it (DuckDB
+lets one process at a time hold a file). Past `max_bytes` (MAX_LOG_BYTES) the log keeps nothing
+more and says so, until the history is deleted. Its warnings name no server path: those go to
+the server's log.
 `flush` waits for what is queued, `close` (also run when the interpreter exits) flushes and
 stops the thread, and `delete_all` removes the database file itself, so no deleted row is left
 in it.
@@ -23,6 +27,7 @@ import datetime as dt
 import io
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,11 +37,13 @@ from typing import NamedTuple, TypeVar
 import duckdb
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute
 import pyarrow.csv
 import pyarrow.parquet
 
 from emotion.events import EVENT_SCHEMA, EventSource, FrameFaces, events_table
 from emotion.labels import EMOTIONS
+from emotion.results import CSV_FORMULA_STARTS
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +51,7 @@ QUEUE_MAX_ITEMS = 4096  # frames (or whole videos) waiting for the writer: 2 min
 BATCH_INTERVAL_S = 1.0  # the writer appends what has queued at most this often
 BATCH_MAX_EVENTS = 20_000  # or sooner, once this many events wait
 COMMAND_TIMEOUT_S = 30.0  # flush and delete wait this long for the writer at most
+MAX_LOG_BYTES = 1024**3  # 1 GB: about 150 hours of one face at 30 fps (6.8 MB an hour)
 POSITION_BINS = 20  # the heat map of face positions has this many cells across and down
 TIMELINE_POINTS = 150  # detections over time are counted in at most about this many buckets
 # Bucket widths for the timeline, in seconds: the first one that keeps it under TIMELINE_POINTS.
@@ -78,8 +86,10 @@ class DetectionLog:
         *,
         interval_s: float = BATCH_INTERVAL_S,
         queue_items: int = QUEUE_MAX_ITEMS,
+        max_bytes: int = MAX_LOG_BYTES,
     ):
         self.path = Path(path)
+        self.max_bytes = max_bytes
         self._interval_s = interval_s
         self._queue: queue.Queue = queue.Queue(maxsize=queue_items)
         self._lock = threading.RLock()  # the connection, and the counts below
@@ -152,13 +162,12 @@ class DetectionLog:
                 return _query_empty(query)
             try:
                 connection = self._connect()
-                cursor = connection.cursor()
             except (duckdb.Error, OSError, HistoryError) as error:
                 raise HistoryError(f"The detection log cannot be opened: {_reason(error)}") from error
             try:
-                return query(cursor)
+                return query(connection)
             finally:
-                cursor.close()
+                self._disconnect()
 
     # --- The writer thread ---------------------------------------------------------------
 
@@ -199,6 +208,13 @@ class DetectionLog:
         if batch.num_rows == 0:
             return
         with self._lock:
+            if self._size() >= self.max_bytes:
+                self._dropped += batch.num_rows
+                self._warning = (
+                    f"The detection log is full (its limit is {self.max_bytes / 1e6:,.0f} MB): new "
+                    "detections are not kept. Delete the history in the History tab to start again."
+                )
+                return
             try:
                 connection = self._connect()
                 connection.register("batch", batch)
@@ -211,9 +227,11 @@ class DetectionLog:
                 self._warning = (
                     f"The detection log could not be written ({_reason(error)}); detections are not kept."
                 )
-                logger.warning("Dropped %d detection events: %s", batch.num_rows, error)
+                logger.warning("Dropped %d detection events", batch.num_rows)
                 self._disconnect()  # the next batch opens the file afresh
                 return
+            finally:
+                self._disconnect()
             self._written += batch.num_rows
             self._warning = None
 
@@ -228,6 +246,14 @@ class DetectionLog:
                 raise
             self._connection = connection
         return self._connection
+
+    def _size(self) -> int:
+        """The bytes the log takes on disk, its write-ahead log included."""
+        return sum(
+            path.stat().st_size
+            for path in (self.path, self.path.with_name(self.path.name + ".wal"))
+            if path.exists()
+        )
 
     def _disconnect(self) -> None:
         with self._lock:
@@ -261,12 +287,18 @@ def _query_empty(query: Query[T]) -> T:
 
 
 def _reason(error: BaseException) -> str:
+    """Why a read or write failed, for people: no server path (the full error goes to the server's log)."""
     text = str(error)
+    logger.warning("Detection log: %s", text)
     if "lock" in text.lower():
         return "the file is in use by another program"
     if "No space left" in text or "File too large" in text:
         return "the disk is full"
-    return text.splitlines()[0] if text else type(error).__name__
+    if isinstance(error, PermissionError) or "Permission denied" in text:
+        return "the server may not write there"
+    if isinstance(error, HistoryError):
+        return text
+    return "the file cannot be opened or written (the server's log says why)"
 
 
 class ParquetHistory:
@@ -407,6 +439,16 @@ def parquet_bytes(table: pa.Table) -> bytes:
 
 
 def csv_bytes(table: pa.Table) -> bytes:
+    """The table as CSV, its text cells neutralised as emotion.results.csv_text does."""
+    formula = "^[" + re.escape("".join(CSV_FORMULA_STARTS)) + "]"
+    for index, field in enumerate(table.schema):
+        if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+            column = table.column(index)
+            neutralised = pyarrow.compute.binary_join_element_wise("'", column, "")
+            safe = pyarrow.compute.if_else(
+                pyarrow.compute.match_substring_regex(column, formula), neutralised, column
+            )
+            table = table.set_column(index, field, safe)
     buffer = io.BytesIO()
     pyarrow.csv.write_csv(table, buffer)
     return buffer.getvalue()

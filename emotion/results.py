@@ -117,6 +117,16 @@ def photo_record(file: str, faces: Sequence[Face], error: str | None = None) -> 
     return record
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...), say);
+# every CSV this project writes starts such a text cell with an apostrophe, which shows as text.
+CSV_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(text: str) -> str:
+    """A text cell for a CSV file, neutralised if a spreadsheet would take it for a formula."""
+    return "'" + text if text.startswith(CSV_FORMULA_STARTS) else text
+
+
 def rows_to_csv(rows: Iterable[FaceRow]) -> str:
     """CSV text: a header of CSV_COLUMNS and one line per row."""
     buffer = io.StringIO()
@@ -129,7 +139,7 @@ def rows_to_csv(rows: Iterable[FaceRow]) -> str:
                 _csv_number(time_s),
                 face.id,
                 *(int(value) for value in face.box),
-                face.emotion,
+                csv_text(face.emotion),
                 _csv_number(face.confidence),
                 *(_csv_number(probability) for probability in face.probabilities),
             ]

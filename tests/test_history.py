@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import datetime as dt
 import io
 import subprocess
@@ -154,6 +155,56 @@ def test_a_file_locked_by_another_process_is_a_warning_until_it_is_free(log):
     assert count(log) == 7
 
 
+def test_another_process_can_read_the_log_between_batches(log):
+    log.submit(WEBCAM, frames(5))
+    assert log.flush()
+    reader = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys; connection = duckdb.connect(sys.argv[1], read_only=True); "
+            "print(connection.execute('SELECT count(*) FROM events').fetchone()[0])",
+            str(log.path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert reader.stdout.strip() == "5", reader.stderr
+    log.submit(WEBCAM, frames(2, first_index=5))
+    assert log.flush() and count(log) == 7
+
+
+def test_a_full_log_keeps_nothing_more_and_says_so_until_deleted(tmp_path):
+    log = DetectionLog(tmp_path / "d.duckdb", interval_s=0.01, max_bytes=1)  # full after one batch
+    try:
+        log.submit(WEBCAM, frames(5))
+        assert log.flush() and log.status() == (5, 0, None)
+        log.submit(WEBCAM, frames(3, first_index=5))
+        assert log.flush()
+        status = log.status()
+        assert status.events_dropped == 3 and "The detection log is full" in status.warning
+        assert "Delete the history" in status.warning and count(log) == 5
+        log.delete_all()
+        log.submit(WEBCAM, frames(2))
+        assert log.flush() and count(log) == 2
+    finally:
+        log.close()
+
+
+def test_what_went_wrong_is_said_without_server_paths(tmp_path, caplog):
+    (tmp_path / "a file").write_text("not a folder")
+    log = DetectionLog(tmp_path / "a file" / "d.duckdb", interval_s=0.01)
+    try:
+        log.submit(WEBCAM, frames(1))
+        assert log.flush()
+        warning = log.status().warning
+        assert "could not be written" in warning and str(tmp_path) not in warning
+        assert str(tmp_path) in caplog.text  # the server's log says where
+    finally:
+        log.close()
+
+
 CHILD_PRELUDE = """
 import sys
 sys.path.insert(0, {repo!r})
@@ -259,6 +310,22 @@ def test_exports_round_trip_as_parquet_and_csv(filled):
     from_csv = pyarrow.csv.read_csv(io.BytesIO(csv_bytes(selection)))
     assert from_csv.column_names == EVENT_SCHEMA.names
     assert from_csv.num_rows == 50
+
+
+def test_csv_exports_neutralise_cells_a_spreadsheet_would_run(tmp_path):
+    log = DetectionLog(tmp_path / "d.duckdb", interval_s=0.01)
+    names = ['=HYPERLINK("http://example.org","x")', "+1", "-2+3", "@SUM(A1)", "\tlecture", "plain.mp4"]
+    try:
+        for name in names:
+            log.submit(VIDEO._replace(name=name), frames(1))
+        assert log.flush()
+        rows = list(csv.DictReader(io.StringIO(csv_bytes(log.read(export_table)).decode())))
+    finally:
+        log.close()
+    assert sorted(row["source"] for row in rows) == sorted(
+        ["'" + name if name != "plain.mp4" else name for name in names]
+    )
+    assert all(float(row["x"]) >= 0 for row in rows)  # numbers stay numbers
 
 
 def test_a_batch_table_is_read_like_the_log(tmp_path):

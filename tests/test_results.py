@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from emotion import EMOTIONS, Box, Face, FaceRow, photo_record
-from emotion.results import CSV_COLUMNS, DECIMALS, face_record, numbered, photo_csv, rows_to_csv
+from emotion.results import CSV_COLUMNS, DECIMALS, csv_text, face_record, numbered, photo_csv, rows_to_csv
 
 PROBABILITIES = np.array([0.01, 0.02, 0.03, 0.81234567, 0.05, 0.06, 0.01765433], dtype=np.float32)
 
@@ -78,3 +78,9 @@ def test_a_face_with_no_emotion_clearly_ahead_is_uncertain():
     assert close.uncertain and close.emotion == "happy" and close.runner_up == "neutral"
     assert not clear.uncertain
     assert face_record(numbered([close])[0])["uncertain"] is True
+
+
+@pytest.mark.parametrize("text", ["=1+1", "+1", "-1", "@A1", "\tx", "\rx"])
+def test_a_text_cell_a_spreadsheet_would_run_starts_with_an_apostrophe(text):
+    assert csv_text(text) == "'" + text
+    assert csv_text("happy") == "happy"
