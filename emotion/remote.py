@@ -159,7 +159,10 @@ def _fetch(
         classifier = load_classifier(path)
     except ModelError as error:
         _remove(path)
-        raise ModelDownloadError(f"the downloaded file is not a usable emotion model: {error}") from error
+        logger.warning("%s", error)  # with the file's path, for the server's log only
+        raise ModelDownloadError(
+            f"the downloaded file is not a usable emotion model: {redact(str(error), str(path))}"
+        ) from error
     logger.info("Using the model downloaded from %s (sha256 %s)", redact_url(source.url), source.sha256)
     return classifier
 
@@ -178,7 +181,10 @@ def _cache_dir(cache_dir: str | Path | None, secrets: Mapping[str, Any] | None) 
             return folder
         except OSError as error:
             errors.append(f"{folder}: {error.strerror or error}")
-    raise ModelDownloadError(f"cannot create a model cache folder ({'; '.join(errors)})")
+    logger.warning("Cannot create a model cache folder: %s", "; ".join(errors))  # paths for the server's log
+    raise ModelDownloadError(
+        "cannot create a model cache folder (MODEL_CACHE_DIR; the server's log says where)"
+    )
 
 
 def _download(source: ModelSource, path: Path) -> None:
@@ -252,7 +258,7 @@ def _check_archive(path: Path) -> None:
     except Exception as error:  # zipfile raises many types (NotImplementedError: a compression method)
         _remove(path)
         raise ModelDownloadError(
-            f"the downloaded file is not a Keras model archive we can read: {error}"
+            f"the downloaded file is not a Keras model archive we can read: {redact(str(error), str(path))}"
         ) from error
     if damaged is not None:
         _remove(path)

@@ -24,11 +24,14 @@ the page's upload limit from its `.streamlit/config.toml`.
 
 from __future__ import annotations
 
+import collections
 import hmac
 import logging
 import os
+import threading
+import time
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -119,6 +122,58 @@ def history_settings(secrets: Mapping[str, Any] | None = None) -> HistorySetting
 def password_matches(entered: str, expected: str) -> bool:
     """Compared in constant time, so the time taken tells nothing about the password."""
     return hmac.compare_digest(entered.encode("utf-8"), expected.encode("utf-8"))
+
+
+FREE_PASSWORD_ATTEMPTS = 3  # wrong passwords a visitor may enter before having to wait
+MAX_PASSWORD_WAIT_S = 300.0  # a visitor's wait doubles with each further wrong one, up to this
+SERVER_PASSWORD_ATTEMPTS = 20  # wrong passwords per SERVER_WINDOW_S from all visitors together;
+SERVER_WINDOW_S = 60.0  # beyond that everyone waits: new visitors (sessions) get no fresh tries
+FORGET_AFTER_S = 3600.0  # a visitor's wrong passwords older than this are forgotten
+
+
+class PasswordAttempts:
+    """Throttles guessing a password, per visitor and for the whole server; thread-safe.
+
+    Before checking a password, ask `wait_s(visitor)`: while it is above 0 the password must not
+    be checked; then report the outcome with `failed` or `succeeded`. `now` is a monotonic clock.
+    """
+
+    def __init__(self, now: Callable[[], float] = time.monotonic):
+        self._now = now
+        self._lock = threading.Lock()
+        self._visitors: dict[str, tuple[int, float]] = {}  # visitor -> (wrong passwords, last one)
+        self._server: collections.deque[float] = collections.deque()  # times of recent wrong ones
+
+    def wait_s(self, visitor: str) -> float:
+        """Seconds before `visitor` may try a password again; 0: now."""
+        with self._lock:
+            now = self._now()
+            self._forget(now)
+            waits = [0.0]
+            wrong, last = self._visitors.get(visitor, (0, now))
+            if wrong >= FREE_PASSWORD_ATTEMPTS:
+                waits.append(last + min(MAX_PASSWORD_WAIT_S, 2.0 ** (wrong - FREE_PASSWORD_ATTEMPTS)) - now)
+            if len(self._server) >= SERVER_PASSWORD_ATTEMPTS:
+                waits.append(self._server[0] + SERVER_WINDOW_S - now)
+            return max(waits)
+
+    def failed(self, visitor: str) -> None:
+        with self._lock:
+            now = self._now()
+            wrong, _ = self._visitors.get(visitor, (0, now))
+            self._visitors[visitor] = (wrong + 1, now)
+            self._server.append(now)
+
+    def succeeded(self, visitor: str) -> None:
+        with self._lock:
+            self._visitors.pop(visitor, None)
+
+    def _forget(self, now: float) -> None:
+        while self._server and self._server[0] <= now - SERVER_WINDOW_S:
+            self._server.popleft()
+        for visitor, (_, last) in list(self._visitors.items()):
+            if last <= now - FORGET_AFTER_S:
+                del self._visitors[visitor]
 
 
 def redact(text: str, *secrets: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,6 +22,7 @@ import ui.video
 import ui.webcam
 import ui.widgets
 from emotion import EMOTIONS, process_video
+from emotion.settings import FREE_PASSWORD_ATTEMPTS
 from tests.conftest import REPO, CallsAtOnce
 
 APP = str(REPO / "app.py")
@@ -520,6 +522,27 @@ def test_history_password_guards_the_tab(history_path, streamer, monkeypatch):
     assert not any("s3cret" in element.value for element in shown)
 
 
+def test_password_guesses_are_throttled_and_writing_needs_the_password_too(
+    history_path, streamer, monkeypatch
+):
+    monkeypatch.setenv("HISTORY_PASSWORD", "s3cret words")
+    page = open_tab(AppTest.from_file(APP, default_timeout=TIMEOUT_S).run(), "History")
+    assert page.toggle(key="history_log").disabled  # no log written by who may not read it
+    assert any("enter its password in the History tab" in caption.value for caption in page.sidebar.caption)
+    for guess in range(FREE_PASSWORD_ATTEMPTS):
+        page.text_input(key="history_password").set_value(f"guess {guess}").run()
+        assert [error.value for error in page.error] == ["That is not the password."]
+    page.run()  # a rerun with the same wrong password is no new attempt
+    assert [error.value for error in page.error] == ["That is not the password."]
+    page.text_input(key="history_password").set_value("s3cret words").run()
+    assert [error.value for error in page.error] == ["Too many wrong passwords: try again in 1 s."]
+    assert not history_info(page)  # even the right password waits its turn
+    time.sleep(1.1)  # the wait it was told
+    page.run()
+    assert not page.error and history_info(page)
+    assert not page.toggle(key="history_log").disabled
+
+
 def test_history_can_show_a_batch_table(history_path, streamer, monkeypatch, tmp_path):
     import pyarrow.dataset
 
@@ -537,6 +560,7 @@ def test_history_can_show_a_batch_table(history_path, streamer, monkeypatch, tmp
     monkeypatch.setenv("HISTORY_TABLE", str(tmp_path / "batch"))
     page = open_tab(AppTest.from_file(APP, default_timeout=TIMEOUT_S).run(), "History")
     assert history_info(page)  # the log is shown first, and is empty
+    assert str(tmp_path) not in page.radio(key="history_store").help  # no server path for visitors
     page.radio(key="history_store").set_value("Batch table").run()
     assert not page.exception, page.exception
     assert metric_values(page)["Detections"] == "25"

@@ -354,8 +354,18 @@ def test_every_broken_download_falls_back_to_the_bundled_model_and_is_removed(
             path, warning = configured(secrets, cache_dir=tmp_path)
     assert path == BUNDLED_MODEL
     assert warning.startswith("Could not load the model from MODEL_URL")
+    assert str(tmp_path) not in warning  # visitors see no server path
     assert "Using the bundled model" in caplog.text
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_cache_folder_that_cannot_be_made_is_said_without_its_path(server, model_bytes, tmp_path, caplog):
+    (tmp_path / "a file").write_text("not a folder")
+    secrets = secrets_for(server.url("/emotion_cnn.keras"), sha256(model_bytes))
+    with caplog.at_level(logging.WARNING):
+        path, warning = configured(secrets, cache_dir=tmp_path / "a file" / "models")
+    assert path == BUNDLED_MODEL and "cannot create a model cache folder" in warning
+    assert str(tmp_path) not in warning and str(tmp_path) in caplog.text  # the server's log says where
 
 
 SECRET_URL_PARTS = ("us3r", "t0ken-in-url", "s1gnature-in-query")

@@ -9,6 +9,10 @@ import pytest
 
 from emotion import settings
 from emotion.settings import (
+    FREE_PASSWORD_ATTEMPTS,
+    SERVER_PASSWORD_ATTEMPTS,
+    SERVER_WINDOW_S,
+    PasswordAttempts,
     get_setting,
     history_settings,
     password_matches,
@@ -116,3 +120,38 @@ def test_history_settings_come_from_secrets_or_the_environment(monkeypatch, tmp_
     assert settings.table is None
     assert settings.password == "from the environment"
     assert history_settings({}).path.name == "detections.duckdb"
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_visitor_waits_longer_after_each_wrong_password_past_the_free_ones():
+    clock = Clock()
+    attempts = PasswordAttempts(now=clock)
+    waits = []
+    for _ in range(FREE_PASSWORD_ATTEMPTS + 3):
+        assert attempts.wait_s("a") == 0  # each try waited for
+        attempts.failed("a")
+        waits.append(attempts.wait_s("a"))
+        clock.now += waits[-1]
+    assert waits == [0] * (FREE_PASSWORD_ATTEMPTS - 1) + [1, 2, 4, 8]
+    assert attempts.wait_s("b") == 0  # another visitor is not held up by one
+    attempts.succeeded("a")
+    assert attempts.wait_s("a") == 0
+
+
+def test_the_whole_server_is_throttled_so_new_sessions_get_no_fresh_tries():
+    clock = Clock()
+    attempts = PasswordAttempts(now=clock)
+    for visitor in range(SERVER_PASSWORD_ATTEMPTS):  # a fresh session for every guess
+        assert attempts.wait_s(f"session {visitor}") == 0
+        attempts.failed(f"session {visitor}")
+        clock.now += 0.5
+    assert attempts.wait_s("yet another session") == pytest.approx(SERVER_WINDOW_S - 10.0)
+    clock.now += SERVER_WINDOW_S
+    assert attempts.wait_s("yet another session") == 0

@@ -46,6 +46,9 @@ class SessionValue(Generic[T]):
         st.session_state[self.key] = value
 
 
+HISTORY_UNLOCKED = SessionValue("history_unlocked", bool)  # the visitor gave HISTORY_PASSWORD
+
+
 @dataclasses.dataclass(frozen=True)
 class PageSettings:
     """What the sidebar chose."""
@@ -112,14 +115,18 @@ def sidebar() -> PageSettings:
             "lower reacts faster.",
         )
         st.subheader("History")
-        keep_log = st.toggle("Keep a detection log", value=False, key="history_log")
+        config = history_settings(st.secrets)
+        locked = config.password is not None and not HISTORY_UNLOCKED.get()  # writing needs it as reading
+        keep_log = st.toggle("Keep a detection log", value=False, key="history_log", disabled=locked)
+        if locked:
+            st.caption("The history is protected: enter its password in the History tab to keep a log.")
         st.caption(
             "When on, every face the webcam, a video or a photo shows is kept on this server as a "
             "detection event: the time, the face's box in the picture, the emotions read, the file "
             "name of an upload; no pictures. Every visitor of this app sees the same history in the "
             "History tab, and can delete it. Off stops the keeping from the next frame."
         )
-        detection_log = open_detection_log(str(history_settings(st.secrets).path)) if keep_log else None
+        detection_log = open_detection_log(str(config.path)) if keep_log and not locked else None
         if detection_log is not None and detection_log.status().warning:
             st.warning(detection_log.status().warning)
     min_size_fraction = min_face_percent / 100

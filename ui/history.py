@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import math
+import secrets
 
 import streamlit as st
 
@@ -19,32 +21,31 @@ from emotion.history import (
     parquet_bytes,
     summarise,
 )
-from emotion.settings import history_settings, password_matches
+from emotion.settings import PasswordAttempts, history_settings, password_matches
 from ui.charts import distribution_chart, history_timeline, position_chart
-from ui.context import SessionValue, open_detection_log
+from ui.context import HISTORY_UNLOCKED, SessionValue, open_detection_log
 from ui.widgets import Download, download_row, percent
 
 HISTORY_SLIDER_STEPS = 500  # the History tab's time slider moves in steps of its range / this, at least 1 s
 
-HISTORY_UNLOCKED = SessionValue("history_unlocked", bool)  # the visitor gave the password
+VISITOR = SessionValue("history_visitor", lambda: secrets.token_hex(16))  # whose password attempts
+REFUSED = SessionValue("history_refused", str)  # the wrong password last entered, not counted again
 CONFIRM_DELETE = SessionValue("history_confirm_delete", bool)  # "Delete the history..." was pressed
 
 
 def show() -> None:
     config = history_settings(st.secrets)
     if config.password and not HISTORY_UNLOCKED.get():
-        entered = st.text_input("Password for the history", type="password", key="history_password")
-        if not entered:
-            st.info("The history is protected: enter the password set by HISTORY_PASSWORD.")
-            return
-        if not password_matches(entered, config.password):
-            st.error("That is not the password.")
-            return
-        HISTORY_UNLOCKED.set(True)
+        ask_password(config.password)
+        return
     store: DetectionLog | ParquetHistory = open_detection_log(str(config.path))
     if config.table is not None:
         shown = st.radio(
-            "Show", ["Detection log", "Batch table"], horizontal=True, key="history_store", help=config.table
+            "Show",
+            ["Detection log", "Batch table"],
+            horizontal=True,
+            key="history_store",
+            help="The batch table is the folder that HISTORY_TABLE names, written by the batch command.",
         )
         if shown == "Batch table":
             store = ParquetHistory(config.table)
@@ -102,6 +103,36 @@ def show() -> None:
             )
     if isinstance(store, DetectionLog):
         delete_history(store, whole.events)
+
+
+@st.cache_resource
+def password_attempts() -> PasswordAttempts:
+    """Every visitor's wrong passwords, for the server's throttle as much as for each visitor's."""
+    return PasswordAttempts()
+
+
+def ask_password(password: str) -> None:
+    """Ask for the history's password, throttled; the page runs again once it is given."""
+    entered = st.text_input("Password for the history", type="password", key="history_password")
+    if not entered:
+        st.info("The history is protected: enter the password set by HISTORY_PASSWORD.")
+        return
+    if entered == REFUSED.get():  # a rerun with the same wrong password: no new attempt
+        st.error("That is not the password.")
+        return
+    attempts = password_attempts()
+    wait_s = attempts.wait_s(VISITOR.get())
+    if wait_s > 0:
+        st.error(f"Too many wrong passwords: try again in {math.ceil(wait_s)} s.")
+        return
+    if not password_matches(entered, password):
+        attempts.failed(VISITOR.get())
+        REFUSED.set(entered)
+        st.error("That is not the password.")
+        return
+    attempts.succeeded(VISITOR.get())
+    HISTORY_UNLOCKED.set(True)
+    st.rerun()  # the sidebar, drawn before, offers the log now
 
 
 def export_selection(store: DetectionLog | ParquetHistory, selection: Selection, encode) -> bytes:
