@@ -16,6 +16,7 @@ _EXPORTS = {
     "ENGAGEMENT_PRESETS": ("emotion.engagement", "PRESETS"),
     "FACE_SIZE": ("emotion.labels", "FACE_SIZE"),
     "Box": ("emotion.faces", "Box"),
+    "Detection": ("emotion.faces", "Detection"),
     "DetectorSettings": ("emotion.faces", "DetectorSettings"),
     "EmotionClassifier": ("emotion.classifier", "EmotionClassifier"),
     "EngagementPreset": ("emotion.engagement", "EngagementPreset"),

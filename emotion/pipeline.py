@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from emotion.draw import annotate
-from emotion.faces import PHOTO_DETECTOR, Box, DetectorSettings, crop_faces, detect_faces, to_gray
+from emotion.faces import PHOTO_DETECTOR, Box, Detection, DetectorSettings, crop_faces, detect_faces, to_gray
 from emotion.image import InvalidImage, encode_jpeg, encode_png, load_image
 from emotion.results import Face, photo_record
 
@@ -52,12 +52,17 @@ def default_classifier() -> EmotionClassifier:
         return _default_classifier
 
 
-def classify_faces(gray: np.ndarray, boxes: Sequence[Box], classifier: EmotionClassifier) -> list[Face]:
-    """Faces for `boxes` in a grayscale (H, W) uint8 image, in the boxes' order; one model call."""
-    if len(boxes) == 0:
+def classify_faces(
+    gray: np.ndarray, detections: Sequence[Detection], classifier: EmotionClassifier
+) -> list[Face]:
+    """Faces for `detections` in a grayscale (H, W) uint8 image, in their order; one model call."""
+    if len(detections) == 0:
         return []
-    probabilities = classifier.predict_proba(crop_faces(gray, boxes))  # (N, 7)
-    return [Face.from_probabilities(box, row) for box, row in zip(boxes, probabilities, strict=True)]
+    probabilities = classifier.predict_proba(crop_faces(gray, detections))  # (N, 7)
+    return [
+        Face.from_probabilities(detection.box, row)
+        for detection, row in zip(detections, probabilities, strict=True)
+    ]
 
 
 def analyze_image(
@@ -70,10 +75,10 @@ def analyze_image(
     classifier: None means the bundled model, loaded once per process.
     """
     gray = to_gray(rgb)
-    boxes = detect_faces(gray, settings)
-    if not boxes:
+    detections = detect_faces(gray, settings)
+    if not detections:
         return []
-    return classify_faces(gray, boxes, classifier if classifier is not None else default_classifier())
+    return classify_faces(gray, detections, classifier if classifier is not None else default_classifier())
 
 
 class PhotoFaces(NamedTuple):

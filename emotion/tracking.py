@@ -3,7 +3,7 @@
 `FaceTracker.update(gray)` takes one frame at a time. Faces are matched to the tracks of earlier
 frames by box overlap (IoU), so each face keeps a stable id; each track's probabilities and box
 are smoothed with an exponential moving average, so a single odd frame does not flip the label
-or make the box jitter. The cascade detector, the slowest step by far, searches the whole frame
+or make the box jitter. The face finder, the slowest step by far, searches the whole frame
 only on every Nth frame; in between, each face is followed by matching its last detected image
 near its box (template matching, well under a millisecond), and the classifier runs on the
 faces found.
@@ -18,13 +18,13 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from emotion.faces import LIVE_DETECTOR, Box, DetectorSettings, crop_faces, detect_faces
+from emotion.faces import LIVE_DETECTOR, Box, Detection, DetectorSettings, crop_faces, detect_faces
 from emotion.results import Face
 
 # Between full-frame detections each face is followed by template matching: the face as last
 # detected, shrunk to TEMPLATE_SIDE pixels, is looked for in a square TRACK_SEARCH_SCALE times
 # its side around it (a face moves far less than half its width in one frame). That costs well
-# under a millisecond, against tens for the cascade; the box's size is updated by the next
+# under a millisecond, against several for the face finder; the box's size is updated by the next
 # detection.
 TEMPLATE_SIDE = 32  # pixels: enough texture to lock on, small enough to be nearly free
 TRACK_SEARCH_SCALE = 2.0
@@ -37,7 +37,7 @@ class Classifier(Protocol):
     def predict_proba(self, faces: np.ndarray) -> np.ndarray: ...
 
 
-Detector = Callable[[np.ndarray], list[Box]]  # grayscale (H, W) uint8 -> boxes, largest first
+Detector = Callable[[np.ndarray], list[Detection]]  # grayscale (H, W) uint8 -> faces, largest first
 
 
 @dataclass(frozen=True)
@@ -98,10 +98,11 @@ class _Track:
     id: int
     box: np.ndarray  # float64 (4,): x, y, w, h, smoothed
     probabilities: np.ndarray | None  # float32 (7,), smoothed; None until first classified
-    last_detected: int  # frame index of the last detection by the cascade
+    last_detected: int  # frame index of the last detection by the face finder
     last_seen: int  # frame index of the last detection or template match
     template: np.ndarray | None = None  # uint8 (TEMPLATE_SIDE, TEMPLATE_SIDE): the face as last detected
     template_side: float = 0.0  # the detected box's side the template was shrunk from
+    angle: float = 0.0  # degrees the face's eyes are turned (see Detection.angle), smoothed like the box
 
     def rounded_box(self, width: int, height: int) -> Box:
         x, y, w, h = np.rint(self.box).astype(int)
@@ -154,8 +155,8 @@ class FaceTracker:
         # few frames) keeps its last probabilities instead of learning from whatever is now
         # behind its box.
         if found:
-            boxes = [track.rounded_box(width, height) for track in found]
-            probabilities = self.classifier.predict_proba(crop_faces(gray, boxes))  # (N, 7)
+            detections = [Detection(track.rounded_box(width, height), track.angle) for track in found]
+            probabilities = self.classifier.predict_proba(crop_faces(gray, detections))  # (N, 7)
             for track, new in zip(found, probabilities, strict=True):
                 if track.probabilities is None:
                     track.probabilities = new.astype(np.float32)
@@ -197,11 +198,14 @@ class FaceTracker:
         track.box = kept * track.box + (1 - kept) * np.asarray(box, dtype=np.float64)
         track.last_seen = self._frame_index
 
-    def _detected(self, track: _Track, gray: np.ndarray, box: Box) -> None:
-        """The cascade found the track's face at `box`: move there and renew the template."""
-        self._move(track, box)
+    def _detected(self, track: _Track, gray: np.ndarray, detection: Detection) -> None:
+        """The finder found the track's face: move there, turn with it and renew the template."""
+        self._move(track, detection.box)
+        kept = self.settings.box_smoothing if track.last_detected >= 0 else 0.0
+        turn = (detection.angle - track.angle + 180.0) % 360.0 - 180.0  # the short way round
+        track.angle = (track.angle + (1 - kept) * turn + 180.0) % 360.0 - 180.0
         track.last_detected = self._frame_index
-        x, y, w, h = box
+        x, y, w, h = detection.box
         face = gray[max(0, y) : y + h, max(0, x) : x + w]
         track.template = None
         if face.size:
@@ -222,17 +226,18 @@ class FaceTracker:
             and self._frame_index - track.last_detected <= unconfirmed_limit
         ]
 
-    def _update_tracks(self, gray: np.ndarray, detections: list[Box]) -> None:
+    def _update_tracks(self, gray: np.ndarray, detections: list[Detection]) -> None:
         settings = self.settings
         track_boxes = [Box(*track.box) for track in self._tracks]
+        detected_boxes = [detection.box for detection in detections]
         matched_detections = set()
-        for track_index, detection_index in match_boxes(track_boxes, detections, settings.iou_threshold):
+        for track_index, detection_index in match_boxes(track_boxes, detected_boxes, settings.iou_threshold):
             self._detected(self._tracks[track_index], gray, detections[detection_index])
             matched_detections.add(detection_index)
         self._drop_lost_tracks()
-        for detection_index, box in enumerate(detections):
+        for detection_index, detection in enumerate(detections):
             if detection_index not in matched_detections and len(self._tracks) < settings.max_faces:
-                track = _Track(self._next_id, np.asarray(box, dtype=np.float64), None, -1, -1)
-                self._detected(track, gray, box)
+                track = _Track(self._next_id, np.asarray(detection.box, dtype=np.float64), None, -1, -1)
+                self._detected(track, gray, detection)
                 self._tracks.append(track)
                 self._next_id += 1

@@ -16,6 +16,7 @@ from PIL import Image
 from emotion import (
     EMOTIONS,
     Box,
+    Detection,
     DetectorSettings,
     Face,
     InvalidImage,
@@ -58,7 +59,7 @@ def test_one_face_in_a_portrait(astronaut_rgb, classifier):
 
     assert len(faces) == 1
     check_face(faces[0])
-    assert faces[0].box == detect_faces(astronaut_rgb)[0]
+    assert faces[0].box == detect_faces(astronaut_rgb)[0].box
 
 
 def test_every_face_in_a_group_photo_in_one_model_call(group_photo_rgb, classifier):
@@ -99,7 +100,9 @@ def test_classify_faces_keeps_the_boxes_order(astronaut_rgb, classifier):
     gray = cv2.cvtColor(astronaut_rgb, cv2.COLOR_RGB2GRAY)
     boxes = [Box(0, 0, 100, 100), Box(174, 64, 98, 98), Box(400, 400, 60, 60)]
 
-    faces = classify_faces(gray, boxes, classifier)
+    detections = [Detection(box, angle) for box, angle in zip(boxes, (0, 20, -5), strict=True)]
+
+    faces = classify_faces(gray, detections, classifier)
 
     assert [face.box for face in faces] == boxes
     for face in faces:

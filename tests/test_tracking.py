@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from emotion.faces import Box
+from emotion.faces import Box, Detection
 from emotion.labels import EMOTIONS
 from emotion.tracking import FaceTracker, TrackingSettings, iou_matrix, match_boxes
 
@@ -45,7 +45,7 @@ class ScriptedDetector:
     def __call__(self, gray):
         boxes = self.boxes_per_frame[self.calls] if self.calls < len(self.boxes_per_frame) else []
         self.calls += 1
-        return boxes
+        return [Detection(box) for box in boxes]
 
 
 def frame_with_squares(boxes, values=None) -> np.ndarray:

@@ -1,0 +1,220 @@
+"""What every face finder shares: the box and detection types, the settings, and the one crop.
+
+square/clip -> crop: a finder's `Detection` is a square `Box` inside the image plus the angle
+its eye line is turned by; `crop_faces` cuts each one out turned back upright (only the
+face's neighbourhood is turned, never the whole frame) as the (N, 48, 48) grayscale crops the
+emotion model takes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+
+from emotion.labels import FACE_SIZE
+
+FINDER_NAMES = ("blazeface", "haar")  # emotion.faces.FINDERS maps each to its module's `find`
+DEFAULT_FINDER = "blazeface"
+
+# FER2013 faces are tight crops from the brows/forehead to the chin. Measured on real faces, that
+# framing is the Haar box itself, give or take a few percent. Running the Haar finder (padding 0) on
+# 400 FER2013 val faces, each upscaled to 96, 160 or 240 px and border-extended, the FER crop's
+# side is 1.03x the box's (median; quartiles 0.95-1.09), centres 1.6 % of the side apart.
+# On skimage's astronaut and the face clip, the 48x48 crop correlates best with the mean FER2013
+# face for a box scaled 1.1x and 1.0x. So the box grows by this fraction of its side on each side
+# (1.05x in all).
+FACE_PADDING = 0.025
+CASCADE_WINDOW = 24  # pixels; the Haar cascade's training window, the smallest face it can see
+
+
+class Box(NamedTuple):
+    """A face's square in image pixels: top-left corner (x, y), width w and height h."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+
+    @property
+    def area(self) -> int:
+        return self.w * self.h
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return self.x + self.w / 2.0, self.y + self.h / 2.0
+
+
+class Detection(NamedTuple):
+    """A face as a finder sees it: its square, and how far its eyes are turned from level."""
+
+    box: Box  # square, framed as FER2013 frames its faces, inside the image
+    # Degrees from the image's x axis to the line from the face's right eye to its left eye
+    # (clockwise on screen, the image's y axis pointing down); 0 for an upright face, and always
+    # 0 from a finder that does not see the eyes.
+    angle: float = 0.0
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """How faces are searched for; the defaults balance recall, false alarms and speed.
+
+    finder: which face finder runs, one of FINDER_NAMES: "blazeface" (MediaPipe's BlazeFace
+        with six keypoints: upright and turned faces, crops levelled by the eyes) or "haar"
+        (OpenCV's Haar cascade: upright frontal faces only, crops as found).
+    min_size_fraction: smallest face searched for, as a fraction of the image's shorter
+        side (0.05: a face a twentieth of a group photo's height).
+    min_face_pixels: and never smaller than this many input pixels: below ~64 px a face has
+        little more detail than the model's 48 px input, and the smallest faces cost the most
+        time to search for (64 rather than 48 halves the Haar detection time at 640x480).
+
+    BlazeFace only:
+    min_score: how sure the network must be that a face is there (0-1; MediaPipe uses 0.5).
+
+    Haar only:
+    scale_factor: step between the image pyramid's levels. 1.15 is as fast as a webcam
+        needs (8 ms for a 640x480 frame on 2 cores, against 10-12 ms at 1.1) and still finds
+        every face of the face clip and astronaut's face at every size from 300 to 2000 px.
+    min_neighbors: overlapping raw detections a face needs. With the alt2 cascade, 3 keeps
+        false alarms rare (1 box in 36 face-free photos of skimage.data at 640x480 and
+        1600x1200) while finding more blurry faces than OpenCV's default cascade does at
+        (1.1, 5): 318 of 600 upscaled FER2013 val faces against 303, with 9 false boxes.
+    max_detection_side: cap on the longer side of the image the cascade scans.
+    equalize_histogram: spread the grey levels before detecting, so that dark and
+        low-contrast faces are found (the crop for the classifier is taken unequalised).
+    padding: fraction of the box side added on each side (see FACE_PADDING).
+    """
+
+    finder: str = DEFAULT_FINDER
+    min_size_fraction: float = 0.05
+    min_face_pixels: int = 64  # input pixels
+    min_score: float = 0.5
+    scale_factor: float = 1.15
+    min_neighbors: int = 3
+    max_detection_side: int = 640  # pixels
+    equalize_histogram: bool = True
+    padding: float = FACE_PADDING
+
+    def __post_init__(self) -> None:
+        if self.finder not in FINDER_NAMES:
+            raise ValueError(f"Unknown face finder {self.finder!r}; choose one of {list(FINDER_NAMES)}")
+        if not 0.0 <= self.min_size_fraction <= 1.0:
+            raise ValueError(f"min_size_fraction must be between 0 and 1, got {self.min_size_fraction}")
+        if self.min_face_pixels < 1:
+            raise ValueError(f"min_face_pixels must be 1 or more, got {self.min_face_pixels}")
+        if not 0.0 < self.min_score < 1.0:
+            raise ValueError(f"min_score must be between 0 and 1, got {self.min_score}")
+        if not self.scale_factor > 1.0:
+            raise ValueError(f"scale_factor must be above 1.0, got {self.scale_factor}")
+        if self.min_neighbors < 0:
+            raise ValueError(f"min_neighbors must be 0 or more, got {self.min_neighbors}")
+        if self.max_detection_side < CASCADE_WINDOW:
+            raise ValueError(
+                f"max_detection_side must be at least {CASCADE_WINDOW} px, got {self.max_detection_side}"
+            )
+        if self.padding < 0.0:
+            raise ValueError(f"padding must be 0 or more, got {self.padding}")
+
+    def min_face(self, height: int, width: int) -> float:
+        """The smallest face sought in an image of this size, in its pixels."""
+        return max(self.min_size_fraction * min(height, width), self.min_face_pixels)
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """RGB (H, W, 3) or grayscale (H, W) uint8 -> grayscale (H, W) uint8."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f"image must be uint8, got {image.dtype}")
+    if image.ndim == 2:
+        return image
+    if image.ndim == 3 and image.shape[2] == 3:
+        return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    raise ValueError(f"image must be RGB (H, W, 3) or grayscale (H, W), got shape {image.shape}")
+
+
+def square_box(
+    x: float, y: float, w: float, h: float, image_width: int, image_height: int, padding: float = FACE_PADDING
+) -> Box:
+    """The square of side max(w, h) * (1 + 2 * padding) centred on the box, moved (or shrunk)
+    to lie inside the image: a clipped square would be stretched when resized to 48x48."""
+    side = max(w, h) * (1.0 + 2.0 * padding)
+    side = max(1, round(min(side, image_width, image_height)))
+    center_x, center_y = x + w / 2.0, y + h / 2.0
+    left = round(center_x - side / 2.0)
+    top = round(center_y - side / 2.0)
+    left = min(max(left, 0), image_width - side)
+    top = min(max(top, 0), image_height - side)
+    return Box(left, top, side, side)
+
+
+def turned_square(
+    gray: np.ndarray, center: tuple[float, float], side: float, angle: float, size: int
+) -> np.ndarray:
+    """The square of `side` pixels around `center`, turned by `angle` degrees (see
+    Detection.angle), cut out upright at size x size pixels -> uint8 (size, size).
+
+    Only the square's neighbourhood is read: it is first shrunk by area averaging to the output's
+    scale (so a large face is averaged, not aliased), then turned with bilinear interpolation.
+    Parts outside the image repeat its edge.
+    """
+    height, width = gray.shape
+    cos, sin = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+    reach = side / 2.0 * (abs(cos) + abs(sin)) + 2.0  # half the turned square's upright bounds, +2 px
+    left, top = max(math.floor(center[0] - reach), 0), max(math.floor(center[1] - reach), 0)
+    right = min(math.ceil(center[0] + reach), width)
+    bottom = min(math.ceil(center[1] + reach), height)
+    if right <= left or bottom <= top:
+        raise ValueError(f"the face at {center} lies outside the {width}x{height} image")
+    region = gray[top:bottom, left:right]
+    if side > size:
+        shrunk_size = tuple(max(1, round(length * size / side)) for length in region.shape[::-1])
+        region = cv2.resize(region, shrunk_size, interpolation=cv2.INTER_AREA)
+    scale_x, scale_y = region.shape[1] / (right - left), region.shape[0] / (bottom - top)
+    # Output pixel (u, v) reads the image at center + step * ((u - middle) * eye_axis + (v - middle) *
+    # down_axis), eye_axis = (cos, sin) and down_axis = (-sin, cos); then in the region's pixels, whose
+    # centres sit at whole coordinates (hence the half pixel).
+    step, middle = side / size, (size - 1) / 2.0
+    matrix = np.array(
+        [
+            [step * cos * scale_x, -step * sin * scale_x, (center[0] - left) * scale_x - 0.5],
+            [step * sin * scale_y, step * cos * scale_y, (center[1] - top) * scale_y - 0.5],
+        ]
+    )
+    matrix[:, 2] -= matrix[:, :2] @ (middle, middle)
+    return cv2.warpAffine(
+        region,
+        matrix,
+        (size, size),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+
+
+def crop_faces(gray: np.ndarray, detections: Sequence[Detection]) -> np.ndarray:
+    """The faces cut out of a grayscale (H, W) uint8 image, eyes level -> uint8 (N, 48, 48).
+
+    An upright face (angle 0) is its box area-resized, as FER2013's faces were made; a turned
+    one is its box turned back upright around the box's centre (see `turned_square`).
+    """
+    gray = np.asarray(gray)
+    if gray.ndim != 2 or gray.dtype != np.uint8:
+        raise ValueError(f"gray must be a grayscale (H, W) uint8 image, got {gray.dtype} {gray.shape}")
+    crops = np.empty((len(detections), FACE_SIZE, FACE_SIZE), dtype=np.uint8)
+    height, width = gray.shape
+    for index, (box, angle) in enumerate(detections):
+        x, y, w, h = box
+        left, top = max(0, int(x)), max(0, int(y))
+        right, bottom = min(width, int(x + w)), min(height, int(y + h))
+        if right <= left or bottom <= top:
+            raise ValueError(f"box {tuple(box)} lies outside the {width}x{height} image")
+        if angle == 0.0:
+            crops[index] = cv2.resize(
+                gray[top:bottom, left:right], (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_AREA
+            )
+        else:
+            crops[index] = turned_square(gray, box.center, max(w, h), angle, FACE_SIZE)
+    return crops

@@ -1,0 +1,138 @@
+"""Each face finder on turned faces, through the whole photo pipeline: prints figures, asserts nothing.
+
+    python scripts/benchmark_faces.py [--data ../shared/data/ferplus] [--faces 600] [--finder NAME]
+        [--angles 0,30] [--framing]
+
+FER+ val faces with a majority label are upscaled (bicubic) to FACE_SIDE pixels and set in the
+middle of a 640x480 picture whose border repeats the face's edge, then the picture is turned
+about the face's centre by 0, +-15, +-30 and +-45 degrees. Each picture goes through
+emotion.analyze_image with each finder. A face counts as found when a face's box holds the
+face's centre, and as right when its emotion is the FER+ majority (a face not found is wrong).
+Time per 640x480 frame is the median process CPU time and wall time of analyze_image on these
+pictures (the classifier's threads included).
+
+--framing measures where FER2013 puts a face in its square, as the BlazeFace finder sees it
+(emotion.faces.blazeface.FER_FRAMING): each val face upscaled to 144 px and border-extended by
+its side, the median eye height, eye distance and box side as fractions of the face's side.
+Without the data it says so and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from emotion.faces import FINDER_NAMES, PHOTO_DETECTOR  # noqa: E402  (needs the repository on the path)
+from emotion.labels import EMOTIONS  # noqa: E402
+
+FRAME_SIZE = (640, 480)  # (width, height)
+FACE_SIDE = 160  # pixels: a third of the frame's height, as a webcam shows a face at about a metre
+ANGLES = (0, 15, -15, 30, -30, 45, -45)  # degrees, counterclockwise
+FRAMING_SIDE = 144  # pixels: the face's side in the framing measurement
+
+
+def picture(face: np.ndarray, angle: float) -> np.ndarray:
+    """A 48x48 face upscaled to FACE_SIDE in the middle of a FRAME_SIZE picture, turned by angle."""
+    width, height = FRAME_SIZE
+    big = cv2.resize(face, (FACE_SIDE, FACE_SIDE), interpolation=cv2.INTER_CUBIC)
+    left, top = (width - FACE_SIDE) // 2, (height - FACE_SIDE) // 2
+    frame = cv2.copyMakeBorder(
+        big, top, height - FACE_SIDE - top, left, width - FACE_SIDE - left, cv2.BORDER_REPLICATE
+    )
+    turn = cv2.getRotationMatrix2D((width / 2.0, height / 2.0), angle, 1.0)
+    return cv2.warpAffine(frame, turn, FRAME_SIZE, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def found_face(faces, center: tuple[float, float]):
+    """The largest face whose box holds the point, or None."""
+    for face in faces:
+        x, y, w, h = face.box
+        if x <= center[0] < x + w and y <= center[1] < y + h:
+            return face
+    return None
+
+
+def accuracy_table(
+    images: np.ndarray, labels: np.ndarray, finders: Sequence[str], angles: Sequence[int]
+) -> None:
+    import emotion
+
+    classifier = emotion.load_classifier()
+    center = (FRAME_SIZE[0] / 2.0, FRAME_SIZE[1] / 2.0)
+    print(f"{len(images)} FER+ val faces at {FACE_SIDE} px in {FRAME_SIZE[0]}x{FRAME_SIZE[1]} pictures")
+    print("| finder | angle | faces found | emotion right | CPU ms per frame | wall ms per frame |")
+    print("|---|---|---|---|---|---|")
+    for finder in finders:
+        settings = replace(PHOTO_DETECTOR, finder=finder)
+        for angle in angles:
+            found = right = 0
+            cpu, wall = [], []
+            for face, label in zip(images, labels, strict=True):
+                rgb = picture(face, angle)
+                started_cpu, started_wall = time.process_time(), time.perf_counter()
+                faces = emotion.analyze_image(rgb, classifier, settings)
+                cpu.append(time.process_time() - started_cpu)
+                wall.append(time.perf_counter() - started_wall)
+                match = found_face(faces, center)
+                found += match is not None
+                right += match is not None and match.emotion == EMOTIONS[label]
+            count = len(images)
+            print(
+                f"| {finder} | {angle:+d} | {found / count:.1%} | {right / count:.1%} | "
+                f"{1000 * statistics.median(cpu):.1f} | {1000 * statistics.median(wall):.1f} |"
+            )
+
+
+def framing(images: np.ndarray) -> None:
+    from emotion.faces import blazeface
+
+    rows = []
+    for face in images:
+        big = cv2.resize(face, (FRAMING_SIDE, FRAMING_SIDE), interpolation=cv2.INTER_CUBIC)
+        gray = cv2.copyMakeBorder(big, *(FRAMING_SIDE,) * 4, cv2.BORDER_REPLICATE)
+        found = blazeface.locate(gray, PHOTO_DETECTOR)
+        if not found:
+            continue
+        frame = blazeface.keypoint_frame(max(found, key=lambda raw: raw.score))
+        eyes_x, eyes_y = (frame.eyes_center - FRAMING_SIDE) / FRAMING_SIDE
+        rows.append((eyes_x, eyes_y, frame.eye_distance / FRAMING_SIDE, frame.box_side / FRAMING_SIDE))
+    print(f"framing: {len(rows)} of {len(images)} val faces found; medians (quartiles) of the face's side")
+    for name, values in zip(("eyes_x", "eyes_y", "eye_distance", "box_side"), np.array(rows).T, strict=True):
+        low, median, high = np.percentile(values, [25, 50, 75])
+        print(f"  {name}: {median:.3f} ({low:.3f}-{high:.3f})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "ferplus")
+    parser.add_argument("--faces", type=int, default=600, help="the first N val faces with a majority label")
+    parser.add_argument("--finder", choices=FINDER_NAMES, action="append", help="only this one (repeatable)")
+    parser.add_argument("--angles", type=lambda text: [int(a) for a in text.split(",")], default=ANGLES)
+    parser.add_argument("--framing", action="store_true", help="measure FER2013's framing instead")
+    args = parser.parse_args()
+    path = args.data / "val.npz"
+    if not path.is_file():
+        print(f"no FER+ val faces at {path} (--data): nothing to measure")
+        return
+    val = np.load(path)
+    labelled = val["labels"] >= 0
+    images, labels = val["images"][labelled][: args.faces], val["labels"][labelled][: args.faces]
+    if args.framing:
+        framing(images)
+    else:
+        accuracy_table(images, labels, args.finder or FINDER_NAMES, args.angles)
+
+
+if __name__ == "__main__":
+    main()
