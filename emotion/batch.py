@@ -48,6 +48,7 @@ from emotion.events import (
     video_frames,
     with_date,
 )
+from emotion.faces import DEFAULT_FINDER
 from emotion.media import MEDIA_EXTENSIONS, MISSING, find_media, media_kind
 from emotion.results import FaceRow
 
@@ -105,13 +106,21 @@ def _classifier(model: str):
 
 
 def analyse_file(
-    data: bytes | Path, source: str, modified_ms: int, model: str, preset: str, detect_every: int
+    data: bytes | Path,
+    source: str,
+    modified_ms: int,
+    model: str,
+    preset: str,
+    detect_every: int,
+    detector: str = DEFAULT_FINDER,
 ) -> FileResult:
     """The events of one photo or video (its bytes or its path), or why it cannot be analysed.
 
     modified_ms: the file's modification time, in milliseconds since the epoch (what Hadoop
-    file systems give). The model file is loaded once per process.
+    file systems give). The model file is loaded once per process. detector: the face finder
+    (emotion.faces.FINDER_NAMES).
     """
+    from emotion.faces import detector_settings
     from emotion.image import InvalidImage
     from emotion.live import LiveSettings
     from emotion.pipeline import photo_faces
@@ -122,11 +131,15 @@ def analyse_file(
     try:
         classifier = _classifier(model)
         if kind == "photo":
-            photo = photo_faces(data, classifier)
+            photo = photo_faces(data, classifier, detector_settings("photo", finder=detector))
             frames = photo_frames(photo.faces, photo.width, photo.height, modified_s)
             analysed = 1
         else:
-            settings = LiveSettings(detect_every=detect_every, engagement_preset=preset)  # as `video`
+            settings = LiveSettings(  # as `video`
+                detector=detector_settings("live", finder=detector),
+                detect_every=detect_every,
+                engagement_preset=preset,
+            )
             rows: list[FaceRow] = []
             analysed = width = height = 0
             for frame in track_video(data, classifier, settings=settings, limit_length=False):
@@ -143,14 +156,16 @@ def analyse_file(
     return FileResult(source, kind, analysed, with_date(events), None)
 
 
-def analyse_path(path: str, model: str, preset: str, detect_every: int) -> FileResult:
+def analyse_path(
+    path: str, model: str, preset: str, detect_every: int, detector: str = DEFAULT_FINDER
+) -> FileResult:
     """analyse_file on a local file, read where it runs: what both engines do with each local file."""
     source = source_name(path)
     try:
         modified_ms = os.stat(path).st_mtime_ns // 1_000_000
     except OSError as error:  # gone since it was listed
         return FileResult(source, media_kind(path), 0, None, error.strerror or str(error))
-    return analyse_file(Path(path), source, modified_ms, model, preset, detect_every)
+    return analyse_file(Path(path), source, modified_ms, model, preset, detect_every, detector)
 
 
 def run_batch(
@@ -160,6 +175,7 @@ def run_batch(
     model: Path,
     preset: str,
     detect_every: int,
+    detector: str = DEFAULT_FINDER,
     engine: str = "local",
     processes: int | None = None,
     master: str | None = None,
@@ -177,6 +193,7 @@ def run_batch(
             model=model,
             preset=preset,
             detect_every=detect_every,
+            detector=detector,
             master=master,
             progress=progress,
         )
@@ -186,6 +203,7 @@ def run_batch(
         model=model,
         preset=preset,
         detect_every=detect_every,
+        detector=detector,
         processes=processes,
         progress=progress,
     )
@@ -230,6 +248,7 @@ def _run_local(
     model: Path,
     preset: str,
     detect_every: int,
+    detector: str,
     processes: int | None,
     progress: Progress,
 ) -> BatchSummary:
@@ -244,7 +263,7 @@ def _run_local(
         ProcessPoolExecutor(processes or os.cpu_count() or 1, mp_context=context) as pool,
     ):
         futures = {
-            pool.submit(analyse_path, path, str(model), preset, detect_every): index
+            pool.submit(analyse_path, path, str(model), preset, detect_every, detector): index
             for index, path in enumerate(todo)
         }
         for done, future in enumerate(as_completed(futures), start=1):
@@ -305,17 +324,18 @@ def _result_frame(result: FileResult):
     return result.events.append_column("error", pa.nulls(result.events.num_rows, pa.string())).to_pandas()
 
 
-def _analyse_paths(batches, model_name: str, preset: str, detect_every: int):
+def _analyse_paths(batches, model_name: str, preset: str, detect_every: int, detector: str):
     """mapInPandas over local files: each batch holds rows (path,), the path as file-system bytes."""
     from pyspark import SparkFiles
 
     model = SparkFiles.get(model_name)
     for batch in batches:
         for path in batch["path"]:
-            yield _result_frame(analyse_path(os.fsdecode(bytes(path)), model, preset, detect_every))
+            local_path = os.fsdecode(bytes(path))
+            yield _result_frame(analyse_path(local_path, model, preset, detect_every, detector))
 
 
-def _analyse_contents(batches, model_name: str, preset: str, detect_every: int):
+def _analyse_contents(batches, model_name: str, preset: str, detect_every: int, detector: str):
     """mapInPandas over other storage: each batch holds binary file rows (path, modificationTime, content)."""
     import pandas as pd
     from pyspark import SparkFiles
@@ -326,7 +346,8 @@ def _analyse_contents(batches, model_name: str, preset: str, detect_every: int):
             batch["path"], batch["modificationTime"], batch["content"], strict=True
         ):
             modified_ms = pd.Timestamp(modified).value // 1_000_000
-            result = analyse_file(bytes(content), source_name(path), modified_ms, model, preset, detect_every)
+            source = source_name(path)
+            result = analyse_file(bytes(content), source, modified_ms, model, preset, detect_every, detector)
             yield _result_frame(result)
 
 
@@ -409,6 +430,7 @@ def _run_spark(
     model: Path,
     preset: str,
     detect_every: int,
+    detector: str,
     master: str | None,
     progress: Progress,
 ) -> BatchSummary:
@@ -421,7 +443,7 @@ def _run_spark(
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "1")
     spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
     spark.conf.set("spark.sql.session.timeZone", "UTC")
-    options = {"model_name": model.name, "preset": preset, "detect_every": detect_every}
+    options = {"model_name": model.name, "preset": preset, "detect_every": detect_every, "detector": detector}
     schema = spark_schema(RESULT_SCHEMA)
     with (
         tempfile.TemporaryDirectory(prefix="emotion-batch-") as temporary,

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from emotion.engagement import DEFAULT_PRESET, PRESETS
+from emotion.faces import DEFAULT_FINDER, FINDER_NAMES, FINDER_SUMMARIES
 from emotion.labels import FACE_SIZE
 from emotion.live import LiveSettings
 from emotion.media import PHOTO_EXTENSIONS, find_media
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="photo or folder")
     predict.add_argument("--json", action="store_true", help="one JSON object per file and line")
+    _add_detector_option(predict)
     _add_model_option(predict)
 
     video = commands.add_parser(
@@ -69,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="search whole frames for faces on every Nth frame only, following them in between "
         "(default: %(default)s, as the webcam and the page; 1 is slower and a little more precise)",
     )
+    _add_detector_option(video)
     _add_model_option(video)
 
     batch = commands.add_parser(
@@ -105,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="videos: search whole frames for faces on every Nth frame (default: %(default)s)",
     )
+    _add_detector_option(batch)
     _add_model_option(batch)
     serve = commands.add_parser(
         "serve",
@@ -126,18 +130,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
     try:
         if args.command == "predict":
-            return predict_command(args.paths, args.model, as_json=args.json)
+            return predict_command(args.paths, args.model, as_json=args.json, detector=args.detector)
         if args.command == "batch":
             return batch_command(args)
         if args.command == "serve":
             return serve_command(args.host, args.port)
-        return video_command(args.input, args.out, args.csv, args.detect_every, args.model)
+        return video_command(args.input, args.out, args.csv, args.detect_every, args.model, args.detector)
     except KeyboardInterrupt:
         _error("interrupted")
         return EXIT_FAILED
 
 
-def predict_command(paths: Sequence[Path], model: Path | None, as_json: bool = False) -> int:
+def predict_command(
+    paths: Sequence[Path], model: Path | None, as_json: bool = False, detector: str = DEFAULT_FINDER
+) -> int:
+    from emotion.faces import detector_settings
     from emotion.image import InvalidImage
     from emotion.pipeline import analyze_photo, photo_json
     from emotion.results import photo_record
@@ -150,21 +157,22 @@ def predict_command(paths: Sequence[Path], model: Path | None, as_json: bool = F
     if loaded is None:
         return EXIT_USAGE
     classifier = loaded.classifier
+    settings = detector_settings("photo", finder=detector)
     table = _Table(max(len(str(file)) for file, _ in files)) if not as_json else None
     failed = False
     for file, problem in files:
         if as_json:
             if problem is None:
-                record = photo_json(str(file), file, classifier)
+                record = photo_json(str(file), file, classifier, settings)
             else:
-                record = photo_record(str(file), [], problem)
+                record = photo_record(str(file), [], detector, problem)
             failed = failed or "error" in record
             print(json.dumps(record), flush=True)
             continue
         faces = []
         if problem is None:
             try:
-                faces = analyze_photo(file, classifier)
+                faces = analyze_photo(file, classifier, settings)
             except InvalidImage as error:
                 problem = str(error)
         failed = failed or problem is not None
@@ -173,8 +181,14 @@ def predict_command(paths: Sequence[Path], model: Path | None, as_json: bool = F
 
 
 def video_command(
-    source: Path, out: Path | None, csv_path: Path | None, detect_every: int, model: Path | None
+    source: Path,
+    out: Path | None,
+    csv_path: Path | None,
+    detect_every: int,
+    model: Path | None,
+    detector: str = DEFAULT_FINDER,
 ) -> int:
+    from emotion.faces import detector_settings
     from emotion.video import InvalidVideo, probe_video, process_video
 
     for path in (out, csv_path):
@@ -191,7 +205,10 @@ def video_command(
         return EXIT_USAGE
     progress = _ProgressBar()
     try:
-        settings = LiveSettings(detect_every=detect_every)  # the live detector, as the page's Video tab
+        # The live detector, as the page's Video tab.
+        settings = LiveSettings(
+            detector=detector_settings("live", finder=detector), detect_every=detect_every
+        )
         result = process_video(source, loaded.classifier, settings=settings, progress=progress)
     except InvalidVideo as error:
         progress.finish()
@@ -242,6 +259,7 @@ def batch_command(args: argparse.Namespace) -> int:
             model=loaded.path,
             preset=args.preset,
             detect_every=args.detect_every,
+            detector=args.detector,
             engine=args.engine,
             processes=args.processes,
             master=args.master,
@@ -271,6 +289,17 @@ def serve_command(host: str, port: int) -> int:
         return EXIT_USAGE
     uvicorn.run(app, host=host, port=port)
     return EXIT_OK
+
+
+def _add_detector_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--detector",
+        choices=FINDER_NAMES,
+        default=DEFAULT_FINDER,
+        help="face finder: "
+        + "; ".join(f"{name} ({FINDER_SUMMARIES[name]})" for name in FINDER_NAMES)
+        + " (default: %(default)s)",
+    )
 
 
 def _add_model_option(parser: argparse.ArgumentParser) -> None:

@@ -154,4 +154,4 @@ def photo_json(
         faces, error = analyze_photo(source, classifier, settings), None
     except InvalidImage as invalid:
         faces, error = [], str(invalid)
-    return photo_record(file, faces, error)
+    return photo_record(file, faces, settings.finder, error)

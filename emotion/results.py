@@ -6,7 +6,7 @@ places a face in a stream: the frame and its time. The page's downloads, `python
 predict --json`, the webcam's session log and the video CSV are all written here:
 
 JSON, one object per photo:
-    {"file": "group.jpg",
+    {"file": "group.jpg", "detector": "blazeface",
      "faces": [{"face_id": 1, "box": [x, y, w, h], "emotion": "happy", "confidence": 0.8731,
                 "uncertain": false, "probabilities": {"angry": 0.0132, ..., "neutral": 0.0514}}],
      "error": "..."}                  (only when the photo could not be analysed)
@@ -18,7 +18,8 @@ uncertain is true where no emotion is clearly ahead (see UNCERTAIN_MARGIN): emot
 only the likeliest of close readings. face_id is a tracked face's id in a video or webcam
 session, stable while the face stays in view, and in a photo the face's number, 1 being the
 largest. Boxes are in the pixels of the analysed image (for a video, of the annotated video).
-Probabilities follow EMOTIONS' order.
+Probabilities follow EMOTIONS' order. detector names the face finder that found the faces
+(emotion.faces.FINDER_NAMES).
 """
 
 from __future__ import annotations
@@ -109,9 +110,10 @@ def face_record(face: Face) -> dict:
     }
 
 
-def photo_record(file: str, faces: Sequence[Face], error: str | None = None) -> dict:
-    """The JSON object for one photo: its name, its faces (largest first) and why it failed, if it did."""
-    record = {"file": file, "faces": [face_record(face) for face in numbered(faces)]}
+def photo_record(file: str, faces: Sequence[Face], detector: str, error: str | None = None) -> dict:
+    """The JSON object for one photo: its name, the face finder that looked at it, its faces
+    (largest first) and why it failed, if it did."""
+    record = {"file": file, "detector": detector, "faces": [face_record(face) for face in numbered(faces)]}
     if error is not None:
         record["error"] = error
     return record

@@ -1,10 +1,10 @@
 """Each face finder on turned faces, through the whole photo pipeline: prints figures, asserts nothing.
 
     python scripts/benchmark_faces.py [--data ../shared/data/ferplus] [--faces 600] [--finder NAME]
-        [--angles 0,30] [--framing]
+        [--angles 0,30] [--face-side 160] [--framing]
 
-FER+ val faces with a majority label are upscaled (bicubic) to FACE_SIDE pixels and set in the
-middle of a 640x480 picture whose border repeats the face's edge, then the picture is turned
+FER+ val faces with a majority label are upscaled (bicubic) to FACE_SIDE pixels (--face-side) and
+set in the middle of a 640x480 picture whose border repeats the face's edge, then the picture is turned
 about the face's centre by 0, +-15, +-30 and +-45 degrees. Each picture goes through
 emotion.analyze_image with each finder. A face counts as found when a face's box holds the
 face's centre, and as right when its emotion is the FER+ majority (a face not found is wrong).
@@ -42,14 +42,12 @@ ANGLES = (0, 15, -15, 30, -30, 45, -45)  # degrees, counterclockwise
 FRAMING_SIDE = 144  # pixels: the face's side in the framing measurement
 
 
-def picture(face: np.ndarray, angle: float) -> np.ndarray:
-    """A 48x48 face upscaled to FACE_SIDE in the middle of a FRAME_SIZE picture, turned by angle."""
+def picture(face: np.ndarray, angle: float, side: int = FACE_SIDE) -> np.ndarray:
+    """A 48x48 face upscaled to `side` pixels in the middle of a FRAME_SIZE picture, turned by angle."""
     width, height = FRAME_SIZE
-    big = cv2.resize(face, (FACE_SIDE, FACE_SIDE), interpolation=cv2.INTER_CUBIC)
-    left, top = (width - FACE_SIDE) // 2, (height - FACE_SIDE) // 2
-    frame = cv2.copyMakeBorder(
-        big, top, height - FACE_SIDE - top, left, width - FACE_SIDE - left, cv2.BORDER_REPLICATE
-    )
+    big = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
+    left, top = (width - side) // 2, (height - side) // 2
+    frame = cv2.copyMakeBorder(big, top, height - side - top, left, width - side - left, cv2.BORDER_REPLICATE)
     turn = cv2.getRotationMatrix2D((width / 2.0, height / 2.0), angle, 1.0)
     return cv2.warpAffine(frame, turn, FRAME_SIZE, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
@@ -64,13 +62,13 @@ def found_face(faces, center: tuple[float, float]):
 
 
 def accuracy_table(
-    images: np.ndarray, labels: np.ndarray, finders: Sequence[str], angles: Sequence[int]
+    images: np.ndarray, labels: np.ndarray, finders: Sequence[str], angles: Sequence[int], side: int
 ) -> None:
     import emotion
 
     classifier = emotion.load_classifier()
     center = (FRAME_SIZE[0] / 2.0, FRAME_SIZE[1] / 2.0)
-    print(f"{len(images)} FER+ val faces at {FACE_SIDE} px in {FRAME_SIZE[0]}x{FRAME_SIZE[1]} pictures")
+    print(f"{len(images)} FER+ val faces at {side} px in {FRAME_SIZE[0]}x{FRAME_SIZE[1]} pictures")
     print("| finder | angle | faces found | emotion right | CPU ms per frame | wall ms per frame |")
     print("|---|---|---|---|---|---|")
     for finder in finders:
@@ -79,7 +77,7 @@ def accuracy_table(
             found = right = 0
             cpu, wall = [], []
             for face, label in zip(images, labels, strict=True):
-                rgb = picture(face, angle)
+                rgb = picture(face, angle, side)
                 started_cpu, started_wall = time.process_time(), time.perf_counter()
                 faces = emotion.analyze_image(rgb, classifier, settings)
                 cpu.append(time.process_time() - started_cpu)
@@ -119,6 +117,7 @@ def main() -> None:
     parser.add_argument("--faces", type=int, default=600, help="the first N val faces with a majority label")
     parser.add_argument("--finder", choices=FINDER_NAMES, action="append", help="only this one (repeatable)")
     parser.add_argument("--angles", type=lambda text: [int(a) for a in text.split(",")], default=ANGLES)
+    parser.add_argument("--face-side", type=int, default=FACE_SIDE, help="pixels (default: %(default)s)")
     parser.add_argument("--framing", action="store_true", help="measure FER2013's framing instead")
     args = parser.parse_args()
     path = args.data / "val.npz"
@@ -131,7 +130,7 @@ def main() -> None:
     if args.framing:
         framing(images)
     else:
-        accuracy_table(images, labels, args.finder or FINDER_NAMES, args.angles)
+        accuracy_table(images, labels, args.finder or FINDER_NAMES, args.angles, args.face_side)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,14 @@ def face_crops(count: int, seed: int = 0) -> np.ndarray:
     return crops
 
 
+def turned_astronaut(angle: float) -> np.ndarray:
+    """astronaut() turned by `angle` degrees (counterclockwise on screen) about her face's centre,
+    the corners filled by repeating the edge: (512, 512, 3) uint8 RGB."""
+    rgb = data.astronaut()
+    turn = cv2.getRotationMatrix2D(ASTRONAUT_FACE[:2], angle, 1.0)
+    return cv2.warpAffine(rgb, turn, rgb.shape[1::-1], borderMode=cv2.BORDER_REPLICATE)
+
+
 def clip_frames() -> Iterator[np.ndarray]:
     """The face clip's frames, (480, 720, 3) uint8 RGB: astronaut's head and shoulders on a pale
     wall, gliding from left to right and bobbing while she comes a little closer (her face grows

@@ -158,7 +158,7 @@ def test_a_photo_without_a_face_has_an_empty_list(client):
         client, ("grey.png", encode_png(np.full((120, 160, 3), 128, np.uint8)), "image/png")
     )
     assert response.status_code == 200
-    assert response.json() == {"results": [{"file": "grey.png", "faces": []}]}
+    assert response.json() == {"results": [{"file": "grey.png", "detector": "blazeface", "faces": []}]}
 
 
 def test_an_unreadable_photo_is_a_400_naming_the_file(client, astronaut_rgb):
@@ -655,3 +655,19 @@ def test_python_m_emotion_serve_answers_over_http(tmp_path, temp_root, astronaut
 def test_no_request_gets_a_server_error(case):
     # Schema-valid bodies are random bytes, rightly refused as unreadable photos and videos.
     case.call_and_validate(excluded_checks=[checks.positive_data_acceptance])
+
+
+def test_photos_take_the_face_finder_as_a_query_parameter(client):
+    upload = ("turned.png", encode_png(samples.turned_astronaut(30)), "image/png")
+
+    found = {
+        detector: post_photos(client, upload, query=f"?detector={detector}").json()
+        for detector in ("blazeface", "haar")
+    }
+    default = post_photos(client, upload).json()
+
+    assert default == found["blazeface"]
+    ((blazeface,), (haar,)) = found["blazeface"]["results"], found["haar"]["results"]
+    assert (blazeface["detector"], len(blazeface["faces"])) == ("blazeface", 1)
+    assert (haar["detector"], haar["faces"]) == ("haar", [])  # upright faces only
+    assert post_photos(client, upload, query="?detector=dlib").status_code == 422

@@ -623,3 +623,21 @@ def test_a_photo_tab_click_runs_no_history_query(history_path, streamer, history
     assert not page.exception, page.exception
     assert "Quote:" in texts(page)
     assert history_reads == []
+
+
+def test_the_face_finder_chosen_in_the_sidebar_finds_the_photos_faces(app, astronaut_png, monkeypatch):
+    finders, process_photo = [], ui.photo.process_photo
+
+    def recording(data, classifier, settings):
+        finders.append(settings.finder)
+        return process_photo(data, classifier, settings)
+
+    monkeypatch.setattr(ui.photo, "process_photo", recording)
+    finder_box = app.sidebar.selectbox[0]
+    assert finder_box.label == "Face finder"
+    assert finder_box.value == "blazeface"
+    finder_box.set_value("haar").run()
+    upload_photos(app, ("astronaut.png", astronaut_png, "image/png"))
+
+    assert finders == ["haar"]
+    assert not app.error

@@ -211,3 +211,15 @@ def test_spark_workers_run_on_this_interpreter_without_an_activated_environment(
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "1 files, 1 detection events, 0 errors" in result.stdout
+
+
+def test_analyse_file_takes_the_face_finder(tmp_path):
+    path = tmp_path / "turned.png"
+    Image.fromarray(samples.turned_astronaut(30)).save(path)
+
+    rows = {
+        detector: analyse_file(path, "t.png", 0, str(BUNDLED_MODEL), "general", 5, detector).events.num_rows
+        for detector in ("blazeface", "haar")
+    }
+
+    assert rows == {"blazeface": 1, "haar": 0}  # Haar finds upright faces only

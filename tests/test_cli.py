@@ -12,6 +12,7 @@ from emotion.labels import EMOTIONS
 from emotion.live import LiveSettings
 from emotion.results import CSV_COLUMNS
 from emotion.video import process_video
+from scripts import samples
 from tests.conftest import REPO, run_emotion
 
 MODEL = REPO / "model" / "emotion_cnn.keras"
@@ -105,3 +106,18 @@ def test_usage_and_model_errors_exit_with_2(tmp_path, face_clip):
     assert result.returncode == 2
     assert result.stderr.startswith("error: No model file at ")
     assert "Traceback" not in result.stderr
+
+
+def test_predict_takes_the_face_finder_and_says_which_it_used(tmp_path):
+    Image.fromarray(samples.turned_astronaut(30)).save(tmp_path / "turned.png")
+
+    default = json.loads(run_emotion("predict", tmp_path / "turned.png", "--json", "--model", MODEL).stdout)
+    haar = json.loads(
+        run_emotion(
+            "predict", tmp_path / "turned.png", "--json", "--detector", "haar", "--model", MODEL
+        ).stdout
+    )
+
+    assert default["detector"] == "blazeface" and len(default["faces"]) == 1
+    assert haar["detector"] == "haar" and haar["faces"] == []  # upright faces only
+    assert run_emotion("predict", tmp_path / "turned.png", "--detector", "dlib").returncode == 2

@@ -18,6 +18,7 @@ from emotion.faces import (
     detector_settings,
     square_box,
 )
+from scripts import samples
 
 HAAR = DetectorSettings(finder="haar")
 
@@ -244,12 +245,6 @@ def test_detector_presets_at_each_sensitivity():
 # Turned faces and the crops levelled by the eyes --------------------------------------------------
 
 
-def turned(gray: np.ndarray, angle: float) -> np.ndarray:
-    """astronaut's photo turned by `angle` degrees (counterclockwise) about her face's centre."""
-    turn = cv2.getRotationMatrix2D(ASTRONAUT_FACE_CENTER, angle, 1.0)
-    return cv2.warpAffine(gray, turn, gray.shape[::-1], borderMode=cv2.BORDER_REPLICATE)
-
-
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a.ravel().astype(float), b.ravel().astype(float))[0, 1])
 
@@ -258,7 +253,7 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
 def test_a_turned_face_is_found_and_its_crop_turned_back_upright(astronaut_rgb, angle):
     gray = cv2.cvtColor(astronaut_rgb, cv2.COLOR_RGB2GRAY)
     (upright,) = detect_faces(gray)
-    picture = turned(gray, angle)
+    picture = cv2.cvtColor(samples.turned_astronaut(angle), cv2.COLOR_RGB2GRAY)
 
     (found,) = detect_faces(picture)
 
@@ -273,10 +268,8 @@ def test_a_turned_face_is_found_and_its_crop_turned_back_upright(astronaut_rgb, 
     assert correlation(unaligned_crop, upright_crop) < correlation(aligned_crop, upright_crop) - 0.2
 
 
-def test_haar_sees_no_face_turned_by_30_degrees(astronaut_rgb):
-    gray = cv2.cvtColor(astronaut_rgb, cv2.COLOR_RGB2GRAY)
-
-    assert detect_faces(turned(gray, 30), HAAR) == []
+def test_haar_sees_no_face_turned_by_30_degrees():
+    assert detect_faces(samples.turned_astronaut(30), HAAR) == []
 
 
 def test_a_turned_crop_of_a_turned_pattern_is_the_upright_pattern():

@@ -143,7 +143,9 @@ def test_a_photo_file_gives_the_same_faces_and_json_as_its_pixels(astronaut_rgb,
     (expected,) = analyze_image(astronaut_rgb, classifier)
     assert [face.box for face in faces] == [expected.box]
     np.testing.assert_array_equal(faces[0].probabilities, expected.probabilities)
-    assert record == photo_record("astronaut.png", faces)
+    assert record == photo_record("astronaut.png", faces, "blazeface")
+    haar = DetectorSettings(finder="haar")
+    assert photo_json("astronaut.png", png.getvalue(), classifier, haar)["detector"] == "haar"
 
 
 def test_process_photo_gives_a_preview_and_annotated_png_the_full_size_picture(astronaut_rgb, classifier):

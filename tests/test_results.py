@@ -34,9 +34,10 @@ def test_photo_faces_are_numbered_largest_first_and_tracked_faces_keep_their_ids
 
 def test_the_json_of_a_photo():
     faces = [Face.from_probabilities((10, 20, 30, 30), PROBABILITIES)]
-    record = json.loads(json.dumps(photo_record("photo.jpg", faces)))
+    record = json.loads(json.dumps(photo_record("photo.jpg", faces, "blazeface")))
     assert record == {
         "file": "photo.jpg",
+        "detector": "blazeface",
         "faces": [
             {
                 "face_id": 1,
@@ -51,8 +52,9 @@ def test_the_json_of_a_photo():
             }
         ],
     }
-    assert photo_record("broken.jpg", [], "not an image") == {
+    assert photo_record("broken.jpg", [], "haar", "not an image") == {
         "file": "broken.jpg",
+        "detector": "haar",
         "faces": [],
         "error": "not an image",
     }

@@ -15,7 +15,16 @@ from streamlit.logger import get_logger
 from emotion import EmotionClassifier, resolve_model
 from emotion.engagement import DEFAULT_PRESET, PRESETS
 from emotion.events import EventSource
-from emotion.faces import LIVE_DETECTOR, PHOTO_DETECTOR, SENSITIVITIES, DetectorSettings, detector_settings
+from emotion.faces import (
+    DEFAULT_FINDER,
+    FINDER_NAMES,
+    FINDER_SUMMARIES,
+    LIVE_DETECTOR,
+    PHOTO_DETECTOR,
+    SENSITIVITIES,
+    DetectorSettings,
+    detector_settings,
+)
 from emotion.history import DetectionLog
 from emotion.live import LiveSettings
 from emotion.remote import LoadedModel
@@ -23,6 +32,13 @@ from emotion.settings import history_settings
 
 T = TypeVar("T")
 logger = get_logger(__name__)  # Streamlit's: its handler writes to the server's stderr
+
+# Figures from scripts/benchmark_faces.py (README, "Face finders").
+FINDER_HELP = (
+    "BlazeFace (a small neural network with eye keypoints) finds upright and turned faces and "
+    "levels each face by its eyes before reading it: HELP_FIGURES_BLAZEFACE. "
+    "The Haar cascade finds only upright, frontal faces: HELP_FIGURES_HAAR."
+)
 
 
 class SessionValue(Generic[T]):
@@ -79,6 +95,13 @@ def load_model() -> LoadedModel:
 def sidebar() -> PageSettings:
     with st.sidebar:
         st.header("Settings")
+        finder = st.selectbox(
+            "Face finder",
+            options=FINDER_NAMES,
+            index=FINDER_NAMES.index(DEFAULT_FINDER),
+            format_func=FINDER_SUMMARIES.get,
+            help=FINDER_HELP,
+        )
         sensitivity = st.select_slider(
             "Detector sensitivity",
             options=list(SENSITIVITIES),
@@ -131,8 +154,8 @@ def sidebar() -> PageSettings:
             st.warning(detection_log.status().warning)
     min_size_fraction = min_face_percent / 100
     return PageSettings(
-        detector=detector_settings("photo", sensitivity, min_size_fraction),
-        live_detector=detector_settings("live", sensitivity, min_size_fraction),
+        detector=detector_settings("photo", sensitivity, min_size_fraction, finder),
+        live_detector=detector_settings("live", sensitivity, min_size_fraction, finder),
         show_probabilities=show_probabilities,
         engagement_preset=preset,
         smoothing=smoothing,

@@ -124,7 +124,7 @@ def show_photo(
         for number, face in enumerate(faces[:MANY_FACES], start=1):
             show_face(number, face, settings.show_probabilities)
     suggestion_block(file_id, faces[0].emotion, f"For the largest face ({faces[0].emotion}):")
-    show_downloads(name, file_id, data, faces)
+    show_downloads(name, file_id, data, faces, settings.detector.finder)
 
 
 def show_face(number: int, face: Face, show_probabilities: bool) -> None:
@@ -140,7 +140,7 @@ def show_face(number: int, face: Face, show_probabilities: bool) -> None:
         share_chart(face.probabilities, "probability")
 
 
-def show_downloads(name: str, file_id: str, data: bytes, faces: list[Face]) -> None:
+def show_downloads(name: str, file_id: str, data: bytes, faces: list[Face], finder: str) -> None:
     stem = Path(name).stem or "photo"
     download_row(
         Download(
@@ -152,7 +152,7 @@ def show_downloads(name: str, file_id: str, data: bytes, faces: list[Face]) -> N
         ),
         Download(
             "Results JSON",
-            json.dumps(photo_record(name, faces), indent=2),
+            json.dumps(photo_record(name, faces, finder), indent=2),
             f"{stem}-emotions.json",
             "application/json",
             f"json-{file_id}",

@@ -1,5 +1,6 @@
 """What the routes are given (FastAPI dependencies): the service's model and limits, the video
-jobs, the photo slots, the upload budget, the detection log, who is asking, and the API key check.
+jobs, the photo slots, the upload budget, the detection log, who is asking, the face finder a
+request asks for, and the API key check.
 
 Dependencies are coroutines: FastAPI would run plain functions in its thread pool, a hop for nothing.
 """
@@ -8,14 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Annotated, NamedTuple
+from typing import Annotated, Literal, NamedTuple
 
 import anyio
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 
 from emotion.api.uploads import UploadBudget
+from emotion.faces import FINDER_NAMES, FINDER_SUMMARIES
 from emotion.history import DetectionLog
 from emotion.jobs import VideoJobs
 from emotion.remote import LoadedModel
@@ -71,6 +73,13 @@ PhotoSlotsDep = Annotated[anyio.CapacityLimiter, Depends(_photo_slots)]
 DetectionLogDep = Annotated[DetectionLog | None, Depends(_detection_log)]  # None: API_LOG_DETECTIONS off
 UploadBudgetDep = Annotated[UploadBudget, Depends(_upload_budget)]
 ClientDep = Annotated[str, Depends(_client)]
+DetectorQuery = Annotated[
+    Literal[FINDER_NAMES],  # type: ignore[valid-type]
+    Query(
+        description="The face finder: "
+        + "; ".join(f"{name}: {FINDER_SUMMARIES[name]}" for name in FINDER_NAMES)
+    ),
+]
 
 
 async def check_key(

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from emotion.faces import FINDER_NAMES
 from emotion.jobs import Status
 from emotion.labels import EMOTIONS
 from emotion.remote import ModelOrigin
@@ -36,6 +37,7 @@ class FaceResult(BaseModel):
 
 class PhotoResult(BaseModel):
     file: str = Field(description="The file name the photo was uploaded with")
+    detector: Literal[FINDER_NAMES] = Field(description="The face finder that looked for the faces")  # type: ignore[valid-type]
     faces: list[FaceResult] = Field(description="Every face found, largest first; empty when none")
 
 

@@ -10,11 +10,19 @@ import anyio
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from emotion.api.dependencies import DetectionLogDep, PhotoSlotsDep, Service, ServiceDep, UploadBudgetDep
+from emotion.api.dependencies import (
+    DetectionLogDep,
+    DetectorQuery,
+    PhotoSlotsDep,
+    Service,
+    ServiceDep,
+    UploadBudgetDep,
+)
 from emotion.api.schemas import PhotoResults, error_responses, multipart_body
 from emotion.api.uploads import Upload, header_safe, receive_uploads
 from emotion.engagement import DEFAULT_PRESET
 from emotion.events import EventSource, photo_frames
+from emotion.faces import DEFAULT_FINDER, detector_settings
 from emotion.history import DetectionLog
 from emotion.image import SUPPORTED, InvalidImage
 from emotion.pipeline import PHOTO_BATCH_MAX, PhotoFaces, annotated_png, photo_faces
@@ -46,9 +54,10 @@ async def post_photos(
     annotated: Annotated[
         bool, Query(description="Answer the annotated photo as a PNG instead of JSON (one photo only)")
     ] = False,
+    detector: DetectorQuery = DEFAULT_FINDER,
 ) -> Response:
     async with receive_uploads(request, "image", PHOTO_BATCH_MAX, service.upload_limit_mb, budget) as uploads:
-        return await _answer(uploads, service, slots, log, annotated)
+        return await _answer(uploads, service, slots, log, annotated, detector)
 
 
 async def _answer(
@@ -57,14 +66,16 @@ async def _answer(
     slots: anyio.CapacityLimiter,
     log: DetectionLog | None,
     annotated: bool,
+    detector: str,
 ) -> Response:
     if annotated and len(uploads) != 1:
         raise HTTPException(422, f"annotated=true takes exactly one photo, not {len(uploads)}.")
     classifier = service.model.classifier
+    settings = detector_settings("photo", finder=detector)
 
     def analyse(upload: Upload) -> PhotoFaces:
         try:
-            return photo_faces(upload.read(), classifier)
+            return photo_faces(upload.read(), classifier, settings)
         except InvalidImage as error:
             raise HTTPException(400, f"{upload.name}: {error}") from None
 
@@ -82,7 +93,7 @@ async def _answer(
     return JSONResponse(
         {
             "results": [
-                photo_record(upload.name, photo.faces)
+                photo_record(upload.name, photo.faces, detector)
                 for upload, photo in zip(uploads, analysed, strict=True)
             ]
         }

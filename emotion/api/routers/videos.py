@@ -11,10 +11,11 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from emotion.api.dependencies import ClientDep, JobsDep, ServiceDep, UploadBudgetDep
+from emotion.api.dependencies import ClientDep, DetectorQuery, JobsDep, ServiceDep, UploadBudgetDep
 from emotion.api.schemas import VideoJob, error_responses, multipart_body
 from emotion.api.uploads import receive_uploads
 from emotion.events import EventSource, video_frames
+from emotion.faces import DEFAULT_FINDER, detector_settings
 from emotion.history import DetectionLog
 from emotion.jobs import Job, JobNotDone, JobNotFound, QueueFull, ResultFile, TooManyKept, VideoJobs
 from emotion.live import LiveSettings
@@ -52,10 +53,11 @@ async def post_video(
             "1 searches every frame (slower, a little more precise boxes).",
         ),
     ] = LiveSettings().detect_every,
+    detector: DetectorQuery = DEFAULT_FINDER,
 ) -> JSONResponse:
     if jobs.full():  # before reading a large upload for nothing
         raise _queue_full()
-    settings = LiveSettings(detect_every=detect_every)
+    settings = LiveSettings(detector=detector_settings("live", finder=detector), detect_every=detect_every)
     async with receive_uploads(request, "video", 1, service.upload_limit_mb, budget) as uploads:
         upload = uploads[0]
         try:
