@@ -3,11 +3,11 @@
     python scripts/benchmark.py [--model model/emotion_cnn.keras] [--repeats 50]
 
 Measures: predict_proba per face (N = 1 and N = 32); analyze_image on a 640x480 webcam frame
-and on a 12-megapixel photo; LiveAnalyzer.process per frame of the face clip at 640x480, and
-a webcam frame in WebRTC's yuv420p analysed and drawn in that format or through BGR; video
-file throughput against real time; the engine's cold start (import, load the model, first
-result) and peak resident memory in a fresh process. Then, where Chromium and Playwright are
-installed (the dev tools), the app itself: from `streamlit run app.py` to the first photo's
+and on a 12-megapixel photo, with each face finder; LiveAnalyzer.process per frame of the face
+clip at 640x480, and a webcam frame in WebRTC's yuv420p analysed and drawn in that format or
+through BGR; video file throughput against real time; the engine's cold start (import, load the
+model, first result) and peak resident memory in a fresh process. Then, where Chromium and
+Playwright are installed (the dev tools), the app itself: from `streamlit run app.py` to the first photo's
 result in a headless browser, the frame rate the Webcam tab shows with a fake camera playing
 the face clip, and the server's peak resident memory.
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import re
 import resource
 import statistics
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -159,6 +161,7 @@ def main() -> None:
 
 def measure(args: argparse.Namespace, faces: np.ndarray, clip: Path) -> None:
     import emotion
+    from emotion.faces import FINDER_NAMES, PHOTO_DETECTOR
     from emotion.live import LiveAnalyzer, LiveSettings
     from emotion.video import process_video
 
@@ -172,14 +175,17 @@ def measure(args: argparse.Namespace, faces: np.ndarray, clip: Path) -> None:
 
     frames = clip_frames(clip)
     frame_rgb = cv2.cvtColor(frames[len(frames) // 2], cv2.COLOR_BGR2RGB)
-    found = len(emotion.analyze_image(frame_rgb, classifier))
-    frame_ms = median_ms(lambda: emotion.analyze_image(frame_rgb, classifier), args.repeats)
-    print(f"analyze_image 640x480 ({found} face): {frame_ms:.2f} ms median")
-
     photo = cv2.resize(frame_rgb, (4000, 3000), interpolation=cv2.INTER_LINEAR)  # 12 MP
-    found = len(emotion.analyze_image(photo, classifier))
-    photo_ms = median_ms(lambda: emotion.analyze_image(photo, classifier), max(5, args.repeats // 5))
-    print(f"analyze_image 4000x3000 ({found} face): {photo_ms:.1f} ms median")
+    for finder in FINDER_NAMES:  # the default first
+        analyze = functools.partial(
+            emotion.analyze_image, classifier=classifier, settings=replace(PHOTO_DETECTOR, finder=finder)
+        )
+        found = len(analyze(frame_rgb))
+        frame_ms = median_ms(functools.partial(analyze, frame_rgb), args.repeats)
+        print(f"analyze_image 640x480, {finder} ({found} face): {frame_ms:.2f} ms median")
+        found = len(analyze(photo))
+        photo_ms = median_ms(functools.partial(analyze, photo), max(5, args.repeats // 5))
+        print(f"analyze_image 4000x3000, {finder} ({found} face): {photo_ms:.1f} ms median")
 
     analyzer = LiveAnalyzer(classifier)
     timings = []

@@ -1,18 +1,21 @@
 """Find faces, turned ones too, with MediaPipe's BlazeFace and level them by their eyes.
 
-BlazeFace (Bazarevsky et al. 2019; the models in model/, Apache-2.0, see model/README.md) is a
-single-shot detector: one pass of a small network over the picture shrunk to its input size
+BlazeFace (Bazarevsky et al. 2019; the short-range model in model/, Apache-2.0, see
+model/FACE_FINDERS.md) is a single-shot detector: one pass of a small network over the picture
 scores a fixed grid of anchors and, for each, regresses a box and six keypoints (the two eyes,
-the nose tip, the mouth, the two ear tragions). Decoding those into faces (anchors, sigmoid
-scores, weighted non-maximum suppression) follows MediaPipe's own calculators
-(ssd_anchors_calculator, tensors_to_detections_calculator, non_max_suppression_calculator).
-It runs on the LiteRT interpreter the emotion model uses, without TensorFlow.
+the nose tip, the mouth, the two ear tragions). The network is convolutional: it runs on any
+input whose sides are multiples of 16, its anchor grids growing with the input. Decoding those
+into faces (anchors, sigmoid scores, weighted non-maximum suppression) follows MediaPipe's own
+calculators (ssd_anchors_calculator, tensors_to_detections_calculator,
+non_max_suppression_calculator). It runs on the LiteRT interpreter the emotion model uses,
+without TensorFlow.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -26,14 +29,14 @@ MODEL_DIR = Path(__file__).resolve().parent.parent.parent / "model"
 RAW_SCORE_LIMIT = 80.0  # logits are clipped here before the sigmoid (MediaPipe uses 100; float32 overflows)
 SUPPRESSION_IOU = 0.3  # detections overlapping the best one by more than this are merged into it
 DETECTOR_THREADS = 1  # per call: callers run in parallel (the webcam, the page), one core each
-# The smallest faces (FER2013 square's side, in model input pixels) each model finds reliably on
-# upscaled FER2013 faces and skimage's astronaut (scripts/benchmark_faces.py --sizes).
-SHORT_RANGE_MIN_FACE = 24
-FULL_RANGE_MIN_FACE = 20
-MAX_ASPECT = 3  # the short-range model's input is at most this many times longer than wide
-# The full-range model sees the whole picture when that is at most this much larger than needed.
-WHOLE_PICTURE_SLACK = 1.25
+# The smallest face (FER2013 square's side, in model input pixels) the model finds reliably, on
+# upscaled FER2013 faces and skimage's astronaut: the picture is scaled so that the smallest face
+# sought spans this many input pixels.
+MIN_INPUT_FACE = 24
+INPUT_STEP = 16  # the input's sides are multiples of the network's largest stride
+MAX_INPUT_SHAPES = 8  # interpreters are kept for this many input shapes (the webcam's, recent photos')
 REFINE_SCALE = 2.0  # the second look shows the face in a window this many times its side
+REFINE_INPUT_SIZE = 128  # pixels: the window shown to the model, the face spanning half of it
 REFINE_CENTER_TOLERANCE = 0.15  # and finds it again within this fraction of the window of its middle
 SURE_SCORE = 0.7  # first-look faces under this score must be confirmed by the second look
 
@@ -46,37 +49,24 @@ class FerFraming(NamedTuple):
     box_side: float  # BlazeFace's box side
 
 
-# Measured by scripts/benchmark_faces.py --framing: the medians over FER+ val faces that this
-# finder finds (upscaled to 144 px and border-extended), the square being FER2013's own crop.
-FER_FRAMING = FerFraming(eyes_y=0.387, eye_distance=0.363, box_side=0.866)
+# Measured by scripts/benchmark_faces.py --framing: the medians over the first 800 FER+ val faces
+# (upscaled to 144 px and border-extended) that this finder finds, the square being FER2013's own.
+FER_FRAMING = FerFraming(eyes_y=0.390, eye_distance=0.365, box_side=0.865)
 
 
 @dataclass(frozen=True)
 class AnchorSpec:
     """MediaPipe's SSD anchor options for one BlazeFace model (fixed anchor size 1)."""
 
-    input_size: int  # pixels; the side of the model's square RGB input
+    input_size: int  # pixels; the side of the square RGB input the model was trained on
     strides: tuple[int, ...]  # one per feature-map layer
     # 1.0 adds a second anchor per aspect ratio at each position (two per layer), 0.0 does not.
     interpolated_scale_aspect_ratio: float
 
 
-class BlazeFaceModel(NamedTuple):
-    file: str  # in MODEL_DIR
-    anchors: AnchorSpec
-    # Whether the network also runs on inputs of other sizes (multiples of its largest stride)
-    # than the square it was trained on, its anchors' grids growing with them.
-    any_input_shape: bool
-
-
 # face_detection_short_range_common.pbtxt: faces within about 2 m of the camera.
-SHORT_RANGE = BlazeFaceModel(
-    "face_detection_short_range.tflite", AnchorSpec(128, (8, 16, 16, 16), 1.0), any_input_shape=True
-)
-# face_detection_full_range_common.pbtxt: faces within about 5 m. XNNPACK prepares it for 192x192 only.
-FULL_RANGE = BlazeFaceModel(
-    "face_detection_full_range.tflite", AnchorSpec(192, (4,), 0.0), any_input_shape=False
-)
+SHORT_RANGE = AnchorSpec(128, (8, 16, 16, 16), 1.0)
+MODEL_FILE = MODEL_DIR / "face_detection_short_range.tflite"
 
 
 class RawFace(NamedTuple):
@@ -162,40 +152,42 @@ def weighted_suppression(
     return faces
 
 
-class _Runner:
-    """One BlazeFace model's interpreters, lent out one caller at a time (an interpreter is not
-    re-entrant) and kept per input shape (changing one's shape costs a new plan), with the
-    anchors of each shape."""
+class _Interpreters:
+    """The model's interpreters, lent out one caller at a time (an interpreter is not re-entrant)
+    and kept per input shape (changing one's shape costs a new plan), for the MAX_INPUT_SHAPES
+    shapes used last, with the anchors of each shape."""
 
-    def __init__(self, model: BlazeFaceModel):
-        self.model = model
-        self._free: dict[tuple[int, int], list] = {}
-        self._anchors: dict[tuple[int, int], np.ndarray] = {}
+    def __init__(self) -> None:
+        self._free: OrderedDict[tuple[int, int], list] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _new_interpreter(self, shape: tuple[int, int]):
+    def _new(self, shape: tuple[int, int]):
         from ai_edge_litert.interpreter import Interpreter
 
-        interpreter = Interpreter(model_path=str(MODEL_DIR / self.model.file), num_threads=DETECTOR_THREADS)
+        interpreter = Interpreter(model_path=str(MODEL_FILE), num_threads=DETECTOR_THREADS)
         input_index = interpreter.get_input_details()[0]["index"]
         interpreter.resize_tensor_input(input_index, (1, *shape, 3))
         interpreter.allocate_tensors()
         outputs = {detail["shape"][-1]: detail for detail in interpreter.get_output_details()}
-        anchors = generate_anchors(self.model.anchors, *shape)
+        anchors = generate_anchors(SHORT_RANGE, *shape)
         if sorted(outputs) != [1, 16] or outputs[16]["shape"][1] != len(anchors):
-            raise RuntimeError(f"{self.model.file} is not the BlazeFace model its anchors were made for")
+            raise RuntimeError(f"{MODEL_FILE.name} is not the BlazeFace model its anchors were made for")
         return interpreter, input_index, outputs[16]["index"], outputs[1]["index"], anchors
 
     def run(self, picture: np.ndarray, min_score: float) -> list[tuple[np.ndarray, float]]:
-        """A grayscale (H, W) uint8 input-sized picture -> [(detection (8, 2) in its pixels, score)]."""
+        """A grayscale (H, W) uint8 picture, sides multiples of INPUT_STEP -> its faces, best
+        first: [(detection (8, 2) in its pixels as `decode` gives it, score)]."""
         shape = picture.shape
         rgb = np.repeat(picture[None, :, :, None], 3, axis=3)  # (1, H, W, 3)
         tensor = rgb.astype(np.float32) / 127.5 - 1.0
         with self._lock:
             free = self._free.setdefault(shape, [])
+            self._free.move_to_end(shape)
+            while len(self._free) > MAX_INPUT_SHAPES:
+                self._free.popitem(last=False)
             runner = free.pop() if free else None
         if runner is None:
-            runner = self._new_interpreter(shape)
+            runner = self._new(shape)
         interpreter, input_index, regressors_index, logits_index, anchors = runner
         try:
             interpreter.set_tensor(input_index, tensor)
@@ -204,84 +196,29 @@ class _Runner:
             logits = interpreter.get_tensor(logits_index)[0]
         finally:
             with self._lock:
-                self._free[shape].append(runner)
+                self._free.setdefault(shape, []).append(runner)
         return weighted_suppression(*decode(regressors, logits, anchors, min_score))
 
 
-_RUNNERS: dict[str, _Runner] = {}
-_RUNNERS_LOCK = threading.Lock()
+_INTERPRETERS = _Interpreters()
 
 
-def _runner(model: BlazeFaceModel) -> _Runner:
-    with _RUNNERS_LOCK:
-        if model.file not in _RUNNERS:
-            _RUNNERS[model.file] = _Runner(model)
-        return _RUNNERS[model.file]
-
-
-def _input_shape(height: int, width: int, model: BlazeFaceModel) -> tuple[tuple[int, int], float]:
-    """The model input a picture is shown in, and the picture's scale in it.
-
-    A model that runs on any input shape sees the picture scaled so that its shorter side fills
-    the model's input size, the longer side rounded up to a multiple of the largest stride and
-    at most MAX_ASPECT times the size (a panorama's length is then scaled down further); a
-    square-only model sees it whole, letterboxed.
-    """
-    size = model.anchors.input_size
-    if not model.any_input_shape:
-        return (size, size), size / max(height, width)
-    scale = min(size / min(height, width), MAX_ASPECT * size / max(height, width))
-    step = max(model.anchors.strides)
-    shape = tuple(max(size, math.ceil(side * scale / step) * step) for side in (height, width))
-    return shape, scale
-
-
-def _detect(gray: np.ndarray, model: BlazeFaceModel, min_score: float) -> list[RawFace]:
-    """Faces in a grayscale (H, W) uint8 picture shown whole to the model (centred, on black)."""
+def _detect(gray: np.ndarray, scale: float, min_score: float) -> list[RawFace]:
+    """Faces in a grayscale (H, W) uint8 picture shown whole to the model at `scale`, its sides
+    padded (with black, right and below) to multiples of INPUT_STEP and at least the model's size."""
     height, width = gray.shape
-    shape, scale = _input_shape(height, width, model)
-    fitted = (min(shape[1], max(1, round(width * scale))), min(shape[0], max(1, round(height * scale))))
-    left, top = (shape[1] - fitted[0]) // 2, (shape[0] - fitted[1]) // 2
+    fitted = (max(1, round(width * scale)), max(1, round(height * scale)))
+    shape = tuple(
+        max(SHORT_RANGE.input_size, math.ceil(side / INPUT_STEP) * INPUT_STEP) for side in fitted[::-1]
+    )
     picture = np.zeros(shape, np.uint8)
     interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
-    resized = cv2.resize(gray, fitted, interpolation=interpolation)
-    picture[top : top + fitted[1], left : left + fitted[0]] = resized
+    picture[: fitted[1], : fitted[0]] = cv2.resize(gray, fitted, interpolation=interpolation)
     faces = []
-    for detection, score in _runner(model).run(picture, min_score):
-        points = (detection - (left, top)) / scale  # (8, 2) in the picture's pixels
+    for detection, score in _INTERPRETERS.run(picture, min_score):
+        points = detection / (fitted[0] / width, fitted[1] / height)  # (8, 2) in the picture's pixels
         faces.append(RawFace(points[:2].reshape(4), points[2:], score))
     return faces
-
-
-def _tiles(length: int, tile: int) -> list[int]:
-    """Starts of tiles of `tile` pixels covering `length`, overlapping by at least half a tile."""
-    if length <= tile:
-        return [0]
-    count = math.ceil((length - tile) / (tile / 2)) + 1
-    return [round(index * (length - tile) / (count - 1)) for index in range(count)]
-
-
-def _detect_small(gray: np.ndarray, min_face: float, min_score: float) -> list[RawFace]:
-    """Faces down to min_face pixels: the full-range model over a pyramid of tiles.
-
-    Each level shrinks the picture so that the smallest face it looks for spans FULL_RANGE_MIN_FACE
-    input pixels and tiles it with windows of the model's input size overlapping by half, so every
-    face under half a window lies whole in one of them; larger faces are whole in the next,
-    coarser level, the last of which shows the model the whole picture.
-    """
-    height, width = gray.shape
-    size = FULL_RANGE.anchors.input_size
-    scale = min(1.0, FULL_RANGE_MIN_FACE / min_face)
-    faces = []
-    while max(height, width) * scale > size * WHOLE_PICTURE_SLACK:
-        tile = round(size / scale)  # picture pixels
-        for top in _tiles(height, tile):
-            for left in _tiles(width, tile):
-                offset = np.array([left, top], np.float32)
-                for face in _detect(gray[top : top + tile, left : left + tile], FULL_RANGE, min_score):
-                    faces.append(RawFace(face.box + np.tile(offset, 2), face.keypoints + offset, face.score))
-        scale /= 2.0
-    return faces + _detect(gray, FULL_RANGE, min_score)
 
 
 class KeypointFrame(NamedTuple):
@@ -317,26 +254,23 @@ def _refined(gray: np.ndarray, face: RawFace, min_score: float) -> RawFace | Non
     search of the whole picture gives.
 
     A face the first look was unsure of (under SURE_SCORE) must be seen again near the middle,
-    and the geometric mean of both looks' scores reach min_score: the first look's weakest
-    finds are often patterns on clothes or walls. None if it is not; a face the first look was
-    sure of is kept as it was when the second look misses it.
+    at min_score: the first look's weakest finds are often patterns on clothes or walls. None
+    if it is not; a face the first look was sure of is kept as it was when the second look
+    misses it.
     """
     frame = keypoint_frame(face)
     center, side = fer_square(frame)
-    size = SHORT_RANGE.anchors.input_size
+    size = REFINE_INPUT_SIZE
     window_side = REFINE_SCALE * side
     window = turned_square(gray, center, window_side, frame.angle, size)
     found = [
         (points / size, score)  # in 0-1 of the window
-        for points, score in _runner(SHORT_RANGE).run(window, min_score**2)
+        for points, score in _INTERPRETERS.run(window, min_score)
         if np.all(np.abs(points[:2].mean(axis=0) / size - 0.5) < REFINE_CENTER_TOLERANCE)
     ]
-    sure = face.score >= SURE_SCORE
     if not found:
-        return face if sure else None
-    points, score = max(found, key=lambda item: item[1])
-    if not sure and math.sqrt(score * face.score) < min_score:
-        return None
+        return face if face.score >= SURE_SCORE else None
+    points, _ = max(found, key=lambda item: item[1])
     cos, sin = math.cos(math.radians(frame.angle)), math.sin(math.radians(frame.angle))
     offsets = (points - 0.5) * window_side  # (8, 2) along the face's axes
     turned = np.stack(
@@ -355,24 +289,16 @@ def _refined(gray: np.ndarray, face: RawFace, min_score: float) -> RawFace | Non
 def locate(gray: np.ndarray, settings: DetectorSettings) -> list[RawFace]:
     """Faces with their keypoints in a grayscale (H, W) uint8 image, upright or turned.
 
-    The short-range model sees the whole picture, its shorter side scaled to the model's input
-    size (faces from about a fifth of that side up); where smaller faces are sought, the
-    full-range model searches a pyramid of tiles too.
-    Overlapping finds are merged and each face is looked at again, upright (`_refined`).
+    The model sees the whole picture once, scaled so that the smallest face sought spans
+    MIN_INPUT_FACE pixels (and the shorter side at least the model's own size), but never
+    longer than settings.max_detection_side; then each face is looked at again, upright
+    (`_refined`).
     """
     height, width = gray.shape
     min_face = settings.min_face(height, width)  # input px
-    raw = _detect(gray, SHORT_RANGE, settings.min_score)
-    if min_face * _input_shape(height, width, SHORT_RANGE)[1] < SHORT_RANGE_MIN_FACE:
-        raw += _detect_small(gray, min_face, settings.min_score)
-    if not raw:
-        return []
-    points = np.stack([np.concatenate([face.box.reshape(2, 2), face.keypoints]) for face in raw])
-    merged = weighted_suppression(points, np.array([face.score for face in raw], np.float32))
-    refined = [
-        _refined(gray, RawFace(face_points[:2].reshape(4), face_points[2:], score), settings.min_score)
-        for face_points, score in merged
-    ]
+    scale = max(SHORT_RANGE.input_size / min(height, width), MIN_INPUT_FACE / min_face)
+    found = _detect(gray, min(scale, settings.max_detection_side / max(height, width)), settings.min_score)
+    refined = [_refined(gray, face, settings.min_score) for face in found]
     return [face for face in refined if face is not None]
 
 

@@ -76,6 +76,8 @@ class DetectorSettings:
     min_face_pixels: and never smaller than this many input pixels: below ~64 px a face has
         little more detail than the model's 48 px input, and the smallest faces cost the most
         time to search for (64 rather than 48 halves the Haar detection time at 640x480).
+    max_detection_side: cap on the longer side of the image a finder scans (on a large photo,
+        the smallest face found is then about 24 / 640 of its longer side, whatever the minimum).
 
     BlazeFace only:
     min_score: how sure the network must be that a face is there (0-1; MediaPipe uses 0.5).
@@ -88,7 +90,6 @@ class DetectorSettings:
         false alarms rare (1 box in 36 face-free photos of skimage.data at 640x480 and
         1600x1200) while finding more blurry faces than OpenCV's default cascade does at
         (1.1, 5): 318 of 600 upscaled FER2013 val faces against 303, with 9 false boxes.
-    max_detection_side: cap on the longer side of the image the cascade scans.
     equalize_histogram: spread the grey levels before detecting, so that dark and
         low-contrast faces are found (the crop for the classifier is taken unequalised).
     padding: fraction of the box side added on each side (see FACE_PADDING).
@@ -97,10 +98,10 @@ class DetectorSettings:
     finder: str = DEFAULT_FINDER
     min_size_fraction: float = 0.05
     min_face_pixels: int = 64  # input pixels
+    max_detection_side: int = 640  # pixels
     min_score: float = 0.5
     scale_factor: float = 1.15
     min_neighbors: int = 3
-    max_detection_side: int = 640  # pixels
     equalize_histogram: bool = True
     padding: float = FACE_PADDING
 
