@@ -35,9 +35,11 @@ logger = get_logger(__name__)  # Streamlit's: its handler writes to the server's
 
 # Figures from scripts/benchmark_faces.py (README, "Face finders").
 FINDER_HELP = (
-    "BlazeFace (a small neural network with eye keypoints) finds upright and turned faces and "
-    "levels each face by its eyes before reading it: HELP_FIGURES_BLAZEFACE. "
-    "The Haar cascade finds only upright, frontal faces: HELP_FIGURES_HAAR."
+    "BlazeFace, a small neural network that also finds the eyes, finds upright and turned faces "
+    "and levels each face by its eyes before reading it: of 600 FER+ faces it found 95 % "
+    "upright and 94 % turned by 30 degrees, and read 82 % and 81 % of them right. The Haar "
+    "cascade finds only upright, frontal faces: 69 % upright (62 % read right), 7 % at 30 "
+    "degrees. Both take about 8 ms of CPU per 640x480 picture."
 )
 
 
