@@ -34,7 +34,11 @@ DETECTOR_THREADS = 1  # per call: callers run in parallel (the webcam, the page)
 # sought spans this many input pixels.
 MIN_INPUT_FACE = 24
 INPUT_STEP = 16  # the input's sides are multiples of the network's largest stride
-MAX_INPUT_SHAPES = 8  # interpreters are kept for this many input shapes (the webcam's, recent photos')
+# Interpreters are kept for reuse for this many input shapes (the webcam's, recent photos'), and
+# only for inputs up to this size: an interpreter's buffers take about 1 KB per input pixel (60 MB
+# at 640x480), and making one costs about as much as running it once.
+MAX_INPUT_SHAPES = 4
+MAX_KEPT_INPUT_PIXELS = 320 * 240
 REFINE_SCALE = 2.0  # the second look shows the face in a window this many times its side
 REFINE_INPUT_SIZE = 128  # pixels: the window shown to the model, the face spanning half of it
 REFINE_CENTER_TOLERANCE = 0.15  # and finds it again within this fraction of the window of its middle
@@ -155,7 +159,7 @@ def weighted_suppression(
 class _Interpreters:
     """The model's interpreters, lent out one caller at a time (an interpreter is not re-entrant)
     and kept per input shape (changing one's shape costs a new plan), for the MAX_INPUT_SHAPES
-    shapes used last, with the anchors of each shape."""
+    small shapes used last, with the anchors of each shape."""
 
     def __init__(self) -> None:
         self._free: OrderedDict[tuple[int, int], list] = OrderedDict()
@@ -174,18 +178,23 @@ class _Interpreters:
             raise RuntimeError(f"{MODEL_FILE.name} is not the BlazeFace model its anchors were made for")
         return interpreter, input_index, outputs[16]["index"], outputs[1]["index"], anchors
 
+    def _borrow(self, shape: tuple[int, int]):
+        """A free interpreter for this shape, or None; forgets the shapes used longest ago."""
+        with self._lock:
+            free = self._free.setdefault(shape, [])
+            self._free.move_to_end(shape)
+            while len(self._free) > MAX_INPUT_SHAPES:
+                self._free.popitem(last=False)
+            return free.pop() if free else None
+
     def run(self, picture: np.ndarray, min_score: float) -> list[tuple[np.ndarray, float]]:
         """A grayscale (H, W) uint8 picture, sides multiples of INPUT_STEP -> its faces, best
         first: [(detection (8, 2) in its pixels as `decode` gives it, score)]."""
         shape = picture.shape
         rgb = np.repeat(picture[None, :, :, None], 3, axis=3)  # (1, H, W, 3)
         tensor = rgb.astype(np.float32) / 127.5 - 1.0
-        with self._lock:
-            free = self._free.setdefault(shape, [])
-            self._free.move_to_end(shape)
-            while len(self._free) > MAX_INPUT_SHAPES:
-                self._free.popitem(last=False)
-            runner = free.pop() if free else None
+        kept = shape[0] * shape[1] <= MAX_KEPT_INPUT_PIXELS
+        runner = self._borrow(shape) if kept else None
         if runner is None:
             runner = self._new(shape)
         interpreter, input_index, regressors_index, logits_index, anchors = runner
@@ -195,8 +204,9 @@ class _Interpreters:
             regressors = interpreter.get_tensor(regressors_index)[0]
             logits = interpreter.get_tensor(logits_index)[0]
         finally:
-            with self._lock:
-                self._free.setdefault(shape, []).append(runner)
+            if kept:
+                with self._lock:
+                    self._free.setdefault(shape, []).append(runner)
         return weighted_suppression(*decode(regressors, logits, anchors, min_score))
 
 
