@@ -48,9 +48,10 @@ def about_the_model(classifier: EmotionClassifier) -> None:
     metrics = metadata.get("metrics") or {}
     with st.expander("About the model"):
         st.markdown(
-            "A small convolutional network reads each face (48x48 grayscale, found with OpenCV's "
-            "Haar cascade) as one of seven expressions: " + ", ".join(EMOTIONS) + ". It learnt "
-            "from FER2013's faces, each read by ten people (Microsoft's FER+ votes)."
+            "A small convolutional network reads each face (48x48 grayscale, found by the face "
+            "finder chosen in the sidebar) as one of seven expressions: "
+            + ", ".join(EMOTIONS)
+            + ". It learnt from FER2013's faces, each read by ten people (Microsoft's FER+ votes)."
         )
         st.markdown(
             "**What the numbers mean.** The probabilities are calibrated to how many people would "
