@@ -35,8 +35,8 @@ DETECTOR_THREADS = 1  # per call: callers run in parallel (the webcam, the page)
 MIN_INPUT_FACE = 24
 INPUT_STEP = 16  # the input's sides are multiples of the network's largest stride
 # Interpreters are kept for reuse for this many input shapes (the webcam's, recent photos'), and
-# only for inputs up to this size: an interpreter's buffers take about 1 KB per input pixel (60 MB
-# at 640x480), and making one costs about as much as running it once.
+# only for inputs up to this size: an interpreter's buffers take about 200 bytes per input pixel
+# (60 MB at 640x480), and making one costs more than running it once.
 MAX_INPUT_SHAPES = 4
 MAX_KEPT_INPUT_PIXELS = 320 * 240
 REFINE_SCALE = 2.0  # the second look shows the face in a window this many times its side
@@ -214,8 +214,9 @@ _INTERPRETERS = _Interpreters()
 
 
 def _detect(gray: np.ndarray, scale: float, min_score: float) -> list[RawFace]:
-    """Faces in a grayscale (H, W) uint8 picture shown whole to the model at `scale`, its sides
-    padded (with black, right and below) to multiples of INPUT_STEP and at least the model's size."""
+    """Faces in a grayscale (H, W) uint8 picture shown whole to the model at `scale`, padded with
+    black on the right and below to sides that are multiples of INPUT_STEP and at least the
+    model's own size."""
     height, width = gray.shape
     fitted = (max(1, round(width * scale)), max(1, round(height * scale)))
     shape = tuple(
