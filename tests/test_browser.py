@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from scripts import samples
 from scripts.browser import (
     EMOTION_PATTERN,
     browser_missing_reason,
@@ -91,7 +92,8 @@ def write_png(path: Path, rgb: np.ndarray) -> Path:
 def test_photo_upload_shows_annotated_face_and_recovers_from_a_corrupt_file(app_url, playwright, tmp_path):
     from skimage import data
 
-    astronaut = write_png(tmp_path / "astronaut.png", data.astronaut())
+    # Her head leans 30 degrees: the default face finder finds it, and the box stays upright.
+    astronaut = write_png(tmp_path / "astronaut.png", samples.turned_astronaut(30))
     mirrored = write_png(tmp_path / "mirrored.png", data.astronaut()[:, ::-1].copy())
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"definitely not the rest of a PNG")
