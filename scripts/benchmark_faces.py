@@ -1,7 +1,7 @@
 """Each face finder on turned faces, through the whole photo pipeline: prints figures, asserts nothing.
 
     python scripts/benchmark_faces.py [--data ../shared/data/ferplus] [--faces 600] [--finder NAME]
-        [--angles 0,30] [--face-side 160] [--framing]
+        [--angles 0,30] [--face-side 160] [--framing] [--false-alarms]
 
 FER+ val faces with a majority label are upscaled (bicubic) to FACE_SIDE pixels (--face-side) and
 set in the middle of a 640x480 picture whose border repeats the face's edge, then the picture is turned
@@ -10,6 +10,9 @@ emotion.analyze_image with each finder. A face counts as found when a face's box
 face's centre, and as right when its emotion is the FER+ majority (a face not found is wrong).
 Time per 640x480 frame is the median process CPU time and wall time of analyze_image on these
 pictures (the classifier's threads included).
+
+--false-alarms counts the boxes each finder puts on FACE_FREE_IMAGES, skimage's pictures without
+a person (two of them show a cat), each resized to 640x480 and 1600x1200; it needs no data.
 
 --framing measures where FER2013 puts a face in its square, as the BlazeFace finder sees it
 (emotion.faces.blazeface.FER_FRAMING): each val face upscaled to 144 px and border-extended by
@@ -40,6 +43,12 @@ FRAME_SIZE = (640, 480)  # (width, height)
 FACE_SIDE = 160  # pixels: a third of the frame's height, as a webcam shows a face at about a metre
 ANGLES = (0, 15, -15, 30, -30, 45, -45)  # degrees, counterclockwise
 FRAMING_SIDE = 144  # pixels: the face's side in the framing measurement
+FACE_FREE_IMAGES = (  # skimage.data's pictures without a person that scikit-image ships
+    "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "moon", "page", "text",
+    "coins", "horse", "grass", "gravel", "brick", "clock", "checkerboard", "retina", "colorwheel",
+    "logo", "cell", "binary_blobs", "microaneurysms", "shepp_logan_phantom", "cat",
+)  # fmt: skip
+FALSE_ALARM_SIZES = ((640, 480), (1600, 1200))
 
 
 def picture(face: np.ndarray, angle: float, side: int = FACE_SIDE) -> np.ndarray:
@@ -92,6 +101,30 @@ def accuracy_table(
             )
 
 
+def false_alarms() -> None:
+    from skimage import data
+    from skimage.util import img_as_ubyte
+
+    from emotion.faces import detect_faces
+
+    pictures = {}  # "name WxH" -> RGB uint8
+    for name in FACE_FREE_IMAGES:
+        image = img_as_ubyte(getattr(data, name)())
+        image = image[..., :3] if image.ndim == 3 else np.stack([image] * 3, axis=-1)
+        for width, height in FALSE_ALARM_SIZES:
+            pictures[f"{name} {width}x{height}"] = cv2.resize(
+                image, (width, height), interpolation=cv2.INTER_AREA
+            )
+    print(f"false alarms on {len(FACE_FREE_IMAGES)} pictures without a person, each at 640x480 and 1600x1200")
+    for finder in FINDER_NAMES:
+        settings = replace(PHOTO_DETECTOR, finder=finder)
+        counts = {label: len(detect_faces(picture, settings)) for label, picture in pictures.items()}
+        boxed = [label for label, count in counts.items() if count]
+        print(
+            f"  {finder}: {sum(counts.values())} boxes on {len(boxed)} of {len(pictures)}: {', '.join(boxed)}"
+        )
+
+
 def framing(images: np.ndarray) -> None:
     from emotion.faces import blazeface
 
@@ -119,7 +152,11 @@ def main() -> None:
     parser.add_argument("--angles", type=lambda text: [int(a) for a in text.split(",")], default=ANGLES)
     parser.add_argument("--face-side", type=int, default=FACE_SIDE, help="pixels (default: %(default)s)")
     parser.add_argument("--framing", action="store_true", help="measure FER2013's framing instead")
+    parser.add_argument("--false-alarms", action="store_true", help="count boxes on pictures without faces")
     args = parser.parse_args()
+    if args.false_alarms:
+        false_alarms()
+        return
     path = args.data / "val.npz"
     if not path.is_file():
         print(f"no FER+ val faces at {path} (--data): nothing to measure")
