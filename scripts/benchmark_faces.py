@@ -1,13 +1,14 @@
 """Each face finder on turned faces, through the whole photo pipeline: prints figures, asserts nothing.
 
     python scripts/benchmark_faces.py [--data ../shared/data/ferplus] [--faces 600] [--finder NAME]
-        [--angles 0,30] [--face-side 160] [--framing] [--false-alarms]
+        [--angles 0,30] [--face-side 160] [--sensitivity balanced] [--framing] [--false-alarms]
 
-FER+ val faces with a majority label are upscaled (bicubic) to FACE_SIDE pixels (--face-side) and
-set in the middle of a 640x480 picture whose border repeats the face's edge, then the picture is turned
-about the face's centre by 0, +-15, +-30 and +-45 degrees. Each picture goes through
-emotion.analyze_image with each finder. A face counts as found when a face's box holds the
-face's centre, and as right when its emotion is the FER+ majority (a face not found is wrong).
+FER+ val faces with a majority label are upscaled (bicubic) to FACE_SIDE pixels (--face-side)
+and set in the middle of a 640x480 picture whose border repeats the face's edge, then the
+picture is turned about the face's centre by 0, +-15, +-30 and +-45 degrees. Each picture goes
+through emotion.analyze_image with each finder, at the photo preset and the sensitivity. A face
+counts as found when a face's box holds the face's centre, and as right when its emotion is the
+FER+ majority (a face not found is wrong).
 Time per 640x480 frame is the median process CPU time and wall time of analyze_image on these
 pictures (the classifier's threads included).
 
@@ -27,7 +28,6 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -36,7 +36,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from emotion.faces import FINDER_NAMES, PHOTO_DETECTOR  # noqa: E402  (needs the repository on the path)
+from emotion.faces import (  # noqa: E402  (needs the repository on the path)
+    FINDER_NAMES,
+    PHOTO_DETECTOR,
+    SENSITIVITIES,
+    detector_settings,
+)
 from emotion.labels import EMOTIONS  # noqa: E402
 
 FRAME_SIZE = (640, 480)  # (width, height)
@@ -71,17 +76,25 @@ def found_face(faces, center: tuple[float, float]):
 
 
 def accuracy_table(
-    images: np.ndarray, labels: np.ndarray, finders: Sequence[str], angles: Sequence[int], side: int
+    images: np.ndarray,
+    labels: np.ndarray,
+    finders: Sequence[str],
+    angles: Sequence[int],
+    side: int,
+    sensitivity: str,
 ) -> None:
     import emotion
 
     classifier = emotion.load_classifier()
     center = (FRAME_SIZE[0] / 2.0, FRAME_SIZE[1] / 2.0)
-    print(f"{len(images)} FER+ val faces at {side} px in {FRAME_SIZE[0]}x{FRAME_SIZE[1]} pictures")
+    width, height = FRAME_SIZE
+    print(
+        f"{len(images)} FER+ val faces at {side} px in {width}x{height} pictures; sensitivity {sensitivity}"
+    )
     print("| finder | angle | faces found | emotion right | CPU ms per frame | wall ms per frame |")
     print("|---|---|---|---|---|---|")
     for finder in finders:
-        settings = replace(PHOTO_DETECTOR, finder=finder)
+        settings = detector_settings("photo", sensitivity, finder=finder)
         for angle in angles:
             found = right = 0
             cpu, wall = [], []
@@ -101,7 +114,7 @@ def accuracy_table(
             )
 
 
-def false_alarms() -> None:
+def false_alarms(sensitivity: str) -> None:
     from skimage import data
     from skimage.util import img_as_ubyte
 
@@ -117,7 +130,7 @@ def false_alarms() -> None:
             )
     print(f"false alarms on {len(FACE_FREE_IMAGES)} pictures without a person, each at 640x480 and 1600x1200")
     for finder in FINDER_NAMES:
-        settings = replace(PHOTO_DETECTOR, finder=finder)
+        settings = detector_settings("photo", sensitivity, finder=finder)
         counts = {label: len(detect_faces(picture, settings)) for label, picture in pictures.items()}
         boxed = [label for label, count in counts.items() if count]
         print(
@@ -151,11 +164,14 @@ def main() -> None:
     parser.add_argument("--finder", choices=FINDER_NAMES, action="append", help="only this one (repeatable)")
     parser.add_argument("--angles", type=lambda text: [int(a) for a in text.split(",")], default=ANGLES)
     parser.add_argument("--face-side", type=int, default=FACE_SIDE, help="pixels (default: %(default)s)")
+    parser.add_argument(
+        "--sensitivity", choices=SENSITIVITIES, default="balanced", help="(default: %(default)s)"
+    )
     parser.add_argument("--framing", action="store_true", help="measure FER2013's framing instead")
     parser.add_argument("--false-alarms", action="store_true", help="count boxes on pictures without faces")
     args = parser.parse_args()
     if args.false_alarms:
-        false_alarms()
+        false_alarms(args.sensitivity)
         return
     path = args.data / "val.npz"
     if not path.is_file():
@@ -167,7 +183,9 @@ def main() -> None:
     if args.framing:
         framing(images)
     else:
-        accuracy_table(images, labels, args.finder or FINDER_NAMES, args.angles, args.face_side)
+        accuracy_table(
+            images, labels, args.finder or FINDER_NAMES, args.angles, args.face_side, args.sensitivity
+        )
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ FINDER_HELP = (
     "BlazeFace, a small neural network that also finds the eyes, finds upright and turned faces "
     "and levels each face by its eyes before reading it: of 600 FER+ faces it found 95 % "
     "upright and 94 % turned by 30 degrees, and read 82 % and 81 % of them right. The Haar "
-    "cascade finds only upright, frontal faces: 69 % upright (62 % read right), 7 % at 30 "
+    "cascade finds only upright, frontal faces: 69 % upright (62 % read right), 6 % at 30 "
     "degrees. Both take about 8 ms of CPU per 640x480 picture."
 )
 
