@@ -162,7 +162,7 @@ class VideoJobs:
         return counts
 
     def submit(self, video: BinaryIO, *, settings: LiveSettings, name: str = "", owner: str = "") -> Job:
-        """Queue an uploaded video (an open file, read from its start) for `owner`.
+        """Check an uploaded video (an open file, read from its start) and queue a copy for `owner`.
 
         Raises QueueFull, TooManyKept, or InvalidVideo for a file process_video would refuse.
         """
@@ -171,13 +171,13 @@ class VideoJobs:
             self._check_room(owner)  # before copying a large file for nothing
         job_id = secrets.token_hex(16)  # 128 random bits: not guessable
         job = _Job(job_id, self.folder / job_id, name, owner, settings, frames_total=0)
+        info = probe_video(video)
+        job.frames_total = -(-info.frames // info.step)  # analysed, as process_video counts them
         job.folder.mkdir()
         try:
             video.seek(0)
             with open(job.folder / UPLOAD_FILE, "wb") as file:
                 shutil.copyfileobj(video, file)
-            info = probe_video(job.folder / UPLOAD_FILE)
-            job.frames_total = -(-info.frames // info.step)  # analysed, as process_video counts them
             with self._lock:
                 self._check_room(owner)  # again: others may have submitted meanwhile
                 self._jobs[job.id] = job

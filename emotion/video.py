@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import av
 import cv2
@@ -237,8 +237,10 @@ def track_video(
             yield TrackedFrame(index, time_s, frame.shape[1], frame.shape[0], faces)
 
 
-def probe_video(source: str | Path | bytes) -> VideoInfo:
-    """Size, frame rate, frame count and duration, after the checks process_video makes first."""
+def probe_video(source: str | Path | bytes | BinaryIO) -> VideoInfo:
+    """Size, frame rate, frame count and duration, after the checks process_video makes first.
+
+    source: a path, the file's bytes, or an open binary file (read from its start, not into memory)."""
     with _open(source) as container:
         return _check(container, container.streams.video[0])
 
@@ -282,11 +284,17 @@ def _analysed_frames(
         )
 
 
-def _open(source: str | Path | bytes):
+def _open(source: str | Path | bytes | BinaryIO):
     if isinstance(source, bytes | bytearray | memoryview):
         if len(source) == 0:
             raise InvalidVideo("The file is empty")
         file = io.BytesIO(source)
+        name = "The file"
+    elif not isinstance(source, str | Path):  # an open binary file, read from its start
+        if source.seek(0, io.SEEK_END) == 0:
+            raise InvalidVideo("The file is empty")
+        source.seek(0)
+        file = source
         name = "The file"
     else:
         path = Path(source)

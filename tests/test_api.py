@@ -424,7 +424,7 @@ def test_a_video_that_fails_while_analysed_is_a_failed_job_that_says_why(client)
 @pytest.mark.parametrize(
     ("data", "query", "media_type", "status", "message"),
     [
-        (b"not a video at all", "", "video/mp4", 400, "clip.mp4: "),
+        (b"not a video at all", "", "video/mp4", 400, "clip.mp4: The file is not a video file we can read"),
         (b"GIF89a", "", "image/gif", 415, "not a video"),
         (None, "?detect_every=0", "video/mp4", 422, "query.detect_every"),
     ],

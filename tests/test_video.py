@@ -260,6 +260,14 @@ def test_a_video_in_a_codec_ffmpeg_does_not_know_is_refused(classifier):
         process_video(data, classifier)
 
 
+def test_an_open_file_is_probed_where_it_is(face_clip, tmp_path):
+    with open(face_clip, "rb") as file:
+        file.seek(100)
+        assert probe_video(file) == probe_video(face_clip)
+    with open(tmp_path / "empty.mp4", "wb+") as empty, pytest.raises(InvalidVideo, match="The file is empty"):
+        probe_video(empty)
+
+
 def test_paths_that_are_empty_or_missing_are_refused(classifier, tmp_path):
     empty = tmp_path / "empty.mp4"
     empty.touch()
