@@ -144,8 +144,9 @@ def open_app(page, url: str) -> None:
     page.get_by_text("Upload a photo with a face").wait_for(timeout=RESULT_TIMEOUT_MS)
 
 
-def upload_photo(page, path: Path) -> None:
-    page.locator(".st-key-photos input[type=file]").set_input_files(str(path))
+def upload_photo(page, *paths: Path) -> None:
+    """Choose the files in the Photo tab's uploader, in place of those chosen before."""
+    page.locator(".st-key-photos input[type=file]").set_input_files([str(path) for path in paths])
 
 
 def photo_results(page):
@@ -177,19 +178,26 @@ def start_webcam(page):
     return streamer
 
 
+def stop_webcam(page) -> None:
+    """Press STOP in the Webcam tab and wait for the session's summary."""
+    streamer = page.frame_locator("iframe[title*='webrtc']")
+    streamer.get_by_role("button", name=re.compile("stop", re.IGNORECASE)).click()
+    page.get_by_text("Session summary").wait_for()
+
+
 def shown_webcam_rate(page, stream_s: float) -> tuple[str, str]:
     """Press START, let the fake camera play for stream_s seconds: (FPS shown, frames analysed)."""
     start_webcam(page)
     stats = page.locator(".st-key-live-stats")
-    frames = live_metric(stats, "Frames analysed")
+    frames = metric_value(stats, "Frames analysed")
     frames.wait_for()
     page.wait_for_timeout(1000 * stream_s)
-    return live_metric(stats, "FPS").inner_text(), frames.inner_text()
+    return metric_value(stats, "FPS").inner_text(), frames.inner_text()
 
 
-def live_metric(stats, label: str):
-    """The value element of the live panel's metric named `label`."""
-    metric = stats.locator("[data-testid='stMetric']").filter(has_text=label)
+def metric_value(container, label: str):
+    """The value element of the metric named `label` in `container` (the live panel, History's results)."""
+    metric = container.locator("[data-testid='stMetric']").filter(has_text=label)
     return metric.locator("[data-testid='stMetricValue']")
 
 

@@ -105,7 +105,7 @@ def frames_analysed(visitor: Visitor) -> int:
     stats = visitor.page.locator(".st-key-live-stats")
     for _ in range(20):
         with contextlib.suppress(Exception):
-            shown = web.live_metric(stats, "Frames analysed").inner_text(timeout=2000)
+            shown = web.metric_value(stats, "Frames analysed").inner_text(timeout=2000)
             return int(shown.replace(",", ""))
         time.sleep(0.25)
     raise RuntimeError("the live panel shows no frame count")
@@ -113,7 +113,7 @@ def frames_analysed(visitor: Visitor) -> int:
 
 def shown_fps(visitor: Visitor) -> str:
     with contextlib.suppress(Exception):
-        return web.live_metric(visitor.page.locator(".st-key-live-stats"), "FPS").inner_text(timeout=2000)
+        return web.metric_value(visitor.page.locator(".st-key-live-stats"), "FPS").inner_text(timeout=2000)
     return "-"
 
 

@@ -3,7 +3,8 @@ the benchmarks alike.
 
 Faces come from skimage.data.astronaut() (Eileen Collins, a NASA photo in the public domain),
 which scikit-image ships: 48x48 crops of her face, and a moving clip made from the photo with
-PyAV. Used by tests/conftest.py and the benchmark scripts.
+PyAV; and from skimage.data.lfw_subset() (faces of many people from Labeled Faces in the Wild):
+a group photo. Used by tests/conftest.py and the benchmark scripts.
 """
 
 from __future__ import annotations
@@ -63,6 +64,23 @@ def turned_astronaut(angle: float) -> np.ndarray:
     rgb = data.astronaut()
     turn = cv2.getRotationMatrix2D(ASTRONAUT_FACE[:2], angle, 1.0)
     return cv2.warpAffine(rgb, turn, rgb.shape[1::-1], borderMode=cv2.BORDER_REPLICATE)
+
+
+def group_photo(first: int, rows: int = 2, columns: int = 3) -> np.ndarray:
+    """rows x columns people's faces from lfw_subset(), from face `first` on, each scaled up
+    from 25x25 to 120x120 on a pale wall with room around it: (rows*160, columns*160, 3) uint8
+    RGB. Faces of different people, with different expressions, in every part of the picture."""
+    tile, face_side = 160, 120
+    faces = (data.lfw_subset()[first : first + rows * columns] * 255).round().astype(np.uint8)  # (N, 25, 25)
+    photo = np.full((rows * tile, columns * tile), 226, dtype=np.uint8)
+    margin = (tile - face_side) // 2
+    for index, face in enumerate(faces):
+        row, column = divmod(index, columns)
+        top, left = row * tile + margin, column * tile + margin
+        photo[top : top + face_side, left : left + face_side] = cv2.resize(
+            face, (face_side, face_side), interpolation=cv2.INTER_CUBIC
+        )
+    return cv2.cvtColor(photo, cv2.COLOR_GRAY2RGB)
 
 
 def clip_frames() -> Iterator[np.ndarray]:

@@ -23,19 +23,23 @@ from scripts.browser import (
     browser_missing_reason,
     chromium,
     fake_camera_args,
-    live_metric,
+    metric_value,
     open_app,
     photo_results,
     serve_app,
+    shown_webcam_rate,
     start_webcam,
+    stop_webcam,
     switch_on_detection_log,
     upload_photo,
     write_y4m,
 )
+from scripts.samples import group_photo
 from tests.conftest import REPO
 
 LIVE_TIMEOUT_MS = 20_000  # from pressing START to the first live statistics
 STREAM_MORE_MS = 5_000  # then the stream runs this much longer before the FPS figure is read
+WEBCAM_SESSION_S = 6  # the History test's webcam session, once its first frames are analysed
 DOCS = REPO / "docs"
 
 pytestmark = pytest.mark.browser
@@ -145,7 +149,7 @@ def test_webcam_streams_annotated_video_and_live_statistics(app_url, playwright,
         while time.monotonic() < deadline:
             # The panel is redrawn every second: an element may vanish between two reads.
             with contextlib.suppress(PlaywrightError, ValueError):
-                value = live_metric(stats, "Frames analysed").inner_text(timeout=1000)
+                value = metric_value(stats, "Frames analysed").inner_text(timeout=1000)
                 frame_count = int(value.replace(",", ""))
                 if frame_count > 0 and EMOTION_PATTERN.search(stats.inner_text(timeout=1000)):
                     break
@@ -155,7 +159,7 @@ def test_webcam_streams_annotated_video_and_live_statistics(app_url, playwright,
 
         page.wait_for_timeout(STREAM_MORE_MS)  # so that the FPS figure covers a steady stream
         stats.locator("[data-testid='stVegaLiteChart'] :is(canvas, svg)").first.wait_for()
-        print("live FPS shown:", live_metric(stats, "FPS").inner_text())
+        print("live FPS shown:", metric_value(stats, "FPS").inner_text())
         assert streamer.locator("video").first.evaluate("video => video.videoWidth") > 0
         # Between two refreshes of the panel, so that nothing is drawn faded as stale.
         page.locator("[data-testid='stStatusWidget']").wait_for(state="hidden")
@@ -172,15 +176,14 @@ def test_webcam_streams_annotated_video_and_live_statistics(app_url, playwright,
             time.sleep(0.5)
         assert frames_analysed(stats) > shown_before
         assert streamer.locator("video").first.evaluate("video => !video.paused && video.videoWidth > 0")
-        streamer.get_by_role("button", name=re.compile("stop", re.IGNORECASE)).click()
-        page.get_by_text("Session summary").wait_for()
+        stop_webcam(page)
 
 
 def frames_analysed(stats) -> int:
     """The live panel's "Frames analysed"; 0 while it is not (or not yet) drawn."""
     # The panel is redrawn every second: an element may vanish between two reads.
     with contextlib.suppress(PlaywrightError, ValueError):
-        return int(live_metric(stats, "Frames analysed").inner_text(timeout=1000).replace(",", ""))
+        return int(metric_value(stats, "Frames analysed").inner_text(timeout=1000).replace(",", ""))
     return 0
 
 
@@ -197,20 +200,29 @@ def test_video_upload_shows_annotated_video_and_timeline(app_url, playwright, fa
         assert EMOTION_PATTERN.search(results.inner_text())
 
 
-def test_history_tab_shows_kept_detections_and_deletes_them(app_url, playwright, tmp_path):
+def test_history_tab_shows_a_sessions_detections_and_deletes_them(app_url, playwright, tmp_path, face_clip):
     from skimage import data
 
-    astronaut = write_png(tmp_path / "astronaut.png", data.astronaut())
-    with chromium(playwright, viewport=(900, 1800)) as page:
+    photos = [
+        write_png(tmp_path / "astronaut.png", data.astronaut()),
+        write_png(tmp_path / "people-1.png", group_photo(0)),
+        write_png(tmp_path / "people-2.png", group_photo(6)),
+    ]
+    clip = write_y4m(face_clip, tmp_path / "face_clip.y4m")
+    with chromium(playwright, extra_args=fake_camera_args(clip), viewport=(900, 1800)) as page:
         open_app(page, app_url)
         switch_on_detection_log(page)
-        upload_photo(page, astronaut)
-        photo_results(page).first.wait_for()
+        shown_webcam_rate(page, WEBCAM_SESSION_S)
+        stop_webcam(page)
+        page.get_by_role("tab", name="Photo").click()
+        upload_photo(page, *photos)
+        for index in range(len(photos)):
+            page.locator(f".st-key-photo-{index} [class*='st-key-suggestions-']").wait_for()
         page.get_by_role("tab", name="History").click()
         results = page.locator(".st-key-history-results")
         results.wait_for()
-        detections = results.locator("[data-testid='stMetric']").filter(has_text="Detections")
-        assert detections.locator("[data-testid='stMetricValue']").inner_text() == "1"
+        assert history_metric(results, "Sources") == len(photos) + 1  # the webcam's session and each photo
+        assert history_metric(results, "Detections") > len(photos)
         charts = results.locator("[data-testid='stVegaLiteChart']")
         charts.nth(2).wait_for()
         assert charts.count() == 3
@@ -220,7 +232,11 @@ def test_history_tab_shows_kept_detections_and_deletes_them(app_url, playwright,
         results.screenshot(path=str(screenshot_path(tmp_path, "screenshot-history.png")))
 
         page.get_by_role("button", name="Delete the history...").click()
-        page.get_by_text("Delete all 1 detections").wait_for()
+        page.get_by_text(re.compile(r"Delete all [\d,]+ detections")).wait_for()
         page.get_by_role("button", name="Delete everything").click()
         page.get_by_text("No detections are kept yet").wait_for()
         results.wait_for(state="detached")  # the charts are gone once the run has finished
+
+
+def history_metric(results, label: str) -> int:
+    return int(metric_value(results, label).inner_text().replace(",", ""))
