@@ -34,7 +34,6 @@ from scripts.browser import (
     upload_photo,
     write_y4m,
 )
-from scripts.samples import group_photo
 from tests.conftest import REPO
 
 LIVE_TIMEOUT_MS = 20_000  # from pressing START to the first live statistics
@@ -205,8 +204,8 @@ def test_history_tab_shows_a_sessions_detections_and_deletes_them(app_url, playw
 
     photos = [
         write_png(tmp_path / "astronaut.png", data.astronaut()),
-        write_png(tmp_path / "people-1.png", group_photo(0)),
-        write_png(tmp_path / "people-2.png", group_photo(6)),
+        write_png(tmp_path / "people-1.png", samples.group_photo(0)),
+        write_png(tmp_path / "people-2.png", samples.group_photo(6)),
     ]
     clip = write_y4m(face_clip, tmp_path / "face_clip.y4m")
     with chromium(playwright, extra_args=fake_camera_args(clip), viewport=(900, 1800)) as page:

@@ -137,8 +137,10 @@ def position_chart(positions: pd.DataFrame) -> alt.Chart:
     )
 
 
-def history_timeline(timeline: pd.DataFrame) -> alt.VConcatChart:
-    base = alt.Chart(timeline).encode(x=alt.X("time:T", title=None))
+def history_timeline(timeline: pd.DataFrame, bucket_s: int) -> alt.VConcatChart:
+    # No ticks between two buckets' starts: they would be labelled with fractions of a second.
+    time_axis = alt.Axis(tickMinStep=1000 * bucket_s)  # milliseconds
+    base = alt.Chart(timeline).encode(x=alt.X("time:T", title=None, axis=time_axis))
     detections = base.mark_bar().encode(y=alt.Y("detections:Q", title="detections")).properties(height=120)
     engagement = (
         base.mark_line(point=len(timeline) < 60)

@@ -76,7 +76,7 @@ def show() -> None:
             st.markdown("Where faces appear in the frame")
             st.altair_chart(position_chart(summary.positions), width="stretch")
             st.markdown(f"Detections and engagement over time (UTC, per {summary.bucket_s} s)")
-            st.altair_chart(history_timeline(summary.timeline), width="stretch")
+            st.altair_chart(history_timeline(summary.timeline, summary.bucket_s), width="stretch")
             st.markdown("Per source")
             st.dataframe(
                 summary.per_source,
