@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from emotion.faces import Box, Detection
+from emotion.faces import Box, Detection, crop_faces
 from emotion.labels import EMOTIONS
 from emotion.tracking import FaceTracker, TrackingSettings, iou_matrix, match_boxes
 
@@ -186,3 +186,33 @@ def test_a_change_of_frame_size_mid_stream_is_survived():
         faces = step(tracker, small)
         for face in faces:
             assert face.box.x + face.box.w <= 320 and face.box.y + face.box.h <= 240
+
+
+class CropRecorder(BrightnessClassifier):
+    def __init__(self):
+        super().__init__()
+        self.crops: list[np.ndarray] = []
+
+    def predict_proba(self, faces: np.ndarray) -> np.ndarray:
+        self.crops.append(faces.copy())
+        return super().predict_proba(faces)
+
+
+def test_a_turned_face_is_cropped_turned_upright_and_its_angle_smoothed():
+    box = Box(200, 150, 120, 120)
+    frame = frame_with_squares([box])
+    gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    angles = iter([30.0, 10.0])
+    recorder = CropRecorder()
+    tracker = FaceTracker(
+        recorder,
+        TrackingSettings(detect_every=1, box_smoothing=0.5),
+        detector=lambda gray: [Detection(box, next(angles, 10.0))],
+    )
+
+    tracker.update(gray)
+    tracker.update(gray)
+
+    np.testing.assert_array_equal(recorder.crops[0], crop_faces(gray, [Detection(box, 30.0)]))
+    # The second detection's angle is smoothed as its box is: halfway from 30 to 10 degrees.
+    np.testing.assert_array_equal(recorder.crops[1], crop_faces(gray, [Detection(box, 20.0)]))
