@@ -132,6 +132,14 @@ def classification_figures(probabilities: np.ndarray, labels: np.ndarray) -> dic
     }
 
 
+def recall_figures(probabilities: np.ndarray, labels: np.ndarray) -> dict:
+    """Accuracy, mean per-class recall and each present emotion's recall, on the labelled faces
+    (for sets without every emotion, such as posed faces, which have no neutral)."""
+    figures = classification_figures(probabilities, labels)
+    recall = {name: values["recall"] for name, values in figures["per_class"].items() if values["support"]}
+    return {"accuracy": figures["accuracy"], "mean_recall": figures["mean_recall"], "recall": recall}
+
+
 def split_figures(probabilities: np.ndarray, flipped: np.ndarray, faces) -> dict:
     """Figures for the model card from a model's (N, 7) answers on a labelled split
     (`emotion.training.train.Split`) and on its mirrored faces: accuracy, mean per-class recall,
