@@ -61,9 +61,12 @@ def about_the_model(classifier: EmotionClassifier) -> None:
         )
         runtime = metrics.get("runtime") if isinstance(metrics.get("runtime"), dict) else {}
         scored = runtime or metrics  # the app's own runtime, where the file has its figures
+        posed = scored.get("posed") if isinstance(scored.get("posed"), dict) else {}
         figures = {
             "Agreement with most people": scored.get("val_accuracy"),
             "Mean recall per emotion": scored.get("val_mean_recall"),
+            "Posed faces read as meant": posed.get("accuracy"),
+            "Posed faces: mean recall": posed.get("mean_recall"),
             "Distance from the vote shares": scored.get("ece_votes"),
             "Validation faces": scored.get("val_labelled_images"),
             "Training faces": metrics.get("train_images"),
@@ -81,12 +84,20 @@ def about_the_model(classifier: EmotionClassifier) -> None:
                 columns[index % len(columns)].metric(label, text)
         else:
             st.caption("This model file carries no evaluation figures.")
+        if posed:
+            st.markdown(
+                f"*Posed faces*: {posed.get('images', 'a set of')} photos of people acting six "
+                "emotions in a lab (CK+, none of them in the training data), read as the emotion they "
+                "acted."
+            )
         per_class = scored.get("per_class")
         if isinstance(per_class, dict) and per_class:
             table = pd.DataFrame(per_class).T.reindex([e for e in EMOTIONS if e in per_class])
+            if isinstance(posed.get("recall"), dict):
+                table["posed recall"] = pd.Series(posed["recall"], dtype="float64")
             st.markdown(
                 "Per emotion, on the validation faces, against what most of their ten readers "
-                "said (the model card has the details):"
+                "said, and on the posed faces (the model card has the details):"
             )
             st.dataframe(
                 table,
@@ -94,6 +105,7 @@ def about_the_model(classifier: EmotionClassifier) -> None:
                 column_config={
                     "precision": st.column_config.NumberColumn(format="percent"),
                     "recall": st.column_config.NumberColumn(format="percent"),
+                    "posed recall": st.column_config.NumberColumn(format="percent"),
                 },
             )
         st.markdown(

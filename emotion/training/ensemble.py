@@ -19,11 +19,13 @@ The head is set in one of two ways:
 
 Then a prior correction, logits - tau * log(training prior), is baked into the head's bias, and
 a temperature fitted to val's vote shares is baked in after it. The member weights (average) and
-tau are chosen on a grid: among the candidates whose val accuracy is within ACCURACY_KEPT of the
+tau are chosen on a grid: among the candidates whose val accuracy is within --accuracy-kept of the
 first member's, the one with the best val mean per-class recall, plus, with --posed (a labelled
 set of posed faces, used only to choose, never to fit), the posed faces' accuracy and mean
-per-class recall. The features come from each trunk's int8 conversion, as the app runs it;
---cache keeps them between runs.
+per-class recall. With --class-offsets, one more logit offset per emotion is chosen the same way
+(by coordinate ascent); seven numbers fitted to val fit it better than new faces, so leave
+--accuracy-kept a margin. The features come from each trunk's int8 conversion, as the app runs
+it; --cache keeps them between runs.
 """
 
 from __future__ import annotations
@@ -39,7 +41,13 @@ from pathlib import Path
 import numpy as np
 
 from emotion.labels import EMOTIONS
-from emotion.training.evaluate import ACCURACY_KEPT, fit_temperature, recall_figures, softmax
+from emotion.training.evaluate import (
+    ACCURACY_KEPT,
+    as_model_input,
+    fit_temperature,
+    recall_figures,
+    softmax,
+)
 from emotion.training.train import Recipe, Split, label_targets, load_split
 
 logger = logging.getLogger(__name__)
@@ -47,6 +55,8 @@ logger = logging.getLogger(__name__)
 FEATURE_LAYER = "relu_dense"  # each member's last hidden layer: what its own last layer reads
 WEIGHT_GRID = np.round(np.arange(0.0, 1.001, 0.1), 2)  # the first member's share, `average`
 TAU_GRID = np.round(np.arange(0.0, 1.001, 0.05), 2)  # strengths of the prior correction
+OFFSET_GRID = np.round(np.arange(-1.5, 1.501, 0.1), 1)  # steps of the per-emotion logit offsets
+OFFSET_SWEEPS = 3
 HEAD_EPOCHS = 30
 HEAD_BATCH = 512
 HEAD_LEARNING_RATE = 1e-3
@@ -59,6 +69,8 @@ class HeadRecipe:
     head: str = "retrain"  # "average" or "retrain"
     original_label_weight: float = 0.0  # retrain: share of the original FER2013 label in each target
     balance: float = 0.0  # retrain: sample weight = (class share) ** -balance
+    class_offsets: bool = False  # after the prior correction, one more logit offset per emotion
+    accuracy_kept: float = ACCURACY_KEPT  # val accuracy a choice may lose against the first member's
     seed: int = 1337
 
 
@@ -72,9 +84,14 @@ class Candidate:
         return features @ self.kernel + self.bias
 
     def corrected(self, tau: float, prior: np.ndarray) -> Candidate:
-        return Candidate(
-            self.kernel, self.bias - tau * np.log(prior), {**self.description, "tau": float(tau)}
-        )
+        """The prior correction: logits - tau * log(prior)."""
+        description = {**self.description, "tau": float(tau)}
+        return Candidate(self.kernel, self.bias - tau * np.log(prior), description)
+
+    def shifted(self, offsets: np.ndarray) -> Candidate:
+        """Each emotion's logit moved by its offset."""
+        description = {**self.description, "offsets": [round(float(value), 2) for value in offsets]}
+        return Candidate(self.kernel, self.bias + offsets, description)
 
 
 def trunk(model, name: str):
@@ -167,27 +184,42 @@ def retrained_head(
     return kernel.astype("float64"), bias.astype("float64")
 
 
-def choose(
-    candidates: list[Candidate],
-    val: tuple[np.ndarray, Split],
-    posed: tuple[np.ndarray, Split] | None,
-    floor: float,
-) -> tuple[Candidate, dict]:
-    """The candidate with the best val mean recall (+ posed accuracy and mean recall) among those
-    whose val accuracy is at least `floor` (the first, when none is), and its figures."""
-    best, best_row, best_score = candidates[0], {}, -np.inf
-    for candidate in candidates:
-        row = {
-            **candidate.description,
-            "val": recall_figures(softmax(candidate.logits(val[0])), val[1].labels),
-        }
-        score = row["val"]["mean_recall"]
-        if posed is not None:
-            row["posed"] = recall_figures(softmax(candidate.logits(posed[0])), posed[1].labels)
-            score += row["posed"]["accuracy"] + row["posed"]["mean_recall"]
-        if row["val"]["accuracy"] >= floor and score > best_score:
-            best, best_row, best_score = candidate, row, score
-    return best, best_row
+class Judge:
+    """Scores a head: its val mean per-class recall, plus, where there are posed faces, their
+    accuracy and mean per-class recall; minus infinity where its val accuracy is below `floor`."""
+
+    def __init__(self, val: tuple[np.ndarray, Split], posed: tuple[np.ndarray, Split] | None, floor: float):
+        self.val, self.posed, self.floor = val, posed, floor
+
+    def figures(self, candidate: Candidate) -> dict:
+        (features, faces), row = self.val, dict(candidate.description)
+        row["val"] = recall_figures(softmax(candidate.logits(features)), faces.labels)
+        if self.posed is not None:
+            features, faces = self.posed
+            row["posed"] = recall_figures(softmax(candidate.logits(features)), faces.labels)
+        return row
+
+    def score(self, candidate: Candidate) -> float:
+        row = self.figures(candidate)
+        if row["val"]["accuracy"] < self.floor:
+            return -np.inf
+        return row["val"]["mean_recall"] + sum(
+            row["posed"][key] for key in ("accuracy", "mean_recall") if "posed" in row
+        )
+
+
+def with_class_offsets(candidate: Candidate, judge: Judge) -> Candidate:
+    """The candidate with one more logit offset per emotion, found by coordinate ascent on
+    OFFSET_GRID: each emotion's offset in turn moves to its best value, OFFSET_SWEEPS times."""
+    offsets, best = np.zeros(len(EMOTIONS)), judge.score(candidate)
+    for _sweep, emotion in itertools.product(range(OFFSET_SWEEPS), range(len(EMOTIONS))):
+        for step in OFFSET_GRID:
+            trial = offsets.copy()
+            trial[emotion] += step
+            score = judge.score(candidate.shifted(trial))
+            if score > best + 1e-9:
+                offsets, best = trial, score
+    return candidate.shifted(offsets)
 
 
 def build_ensemble(members: list, kernel: np.ndarray, bias: np.ndarray, temperature: float):
@@ -253,25 +285,31 @@ def ensemble(
         bases = [Candidate(*retrained_head(train_features, targets, start, recipe), {})]
     alone = Candidate(*averaged_head(heads, [1.0] + [0.0] * (len(members) - 1)), {})
     first_member = recall_figures(softmax(alone.logits(val[0])), val_faces.labels)
-    candidates = [base.corrected(tau, prior) for base, tau in itertools.product(bases, TAU_GRID)]
-    chosen, row = choose(candidates, val, posed, floor=first_member["accuracy"] - ACCURACY_KEPT)
+    judge = Judge(val, posed, floor=first_member["accuracy"] - recipe.accuracy_kept)
+    chosen = max(
+        (base.corrected(tau, prior) for base, tau in itertools.product(bases, TAU_GRID)), key=judge.score
+    )
+    if recipe.class_offsets:
+        chosen = with_class_offsets(chosen, judge)
     logits = chosen.logits(val[0])
     temperature = fit_temperature(logits, val_faces.targets)
-    logger.info("Chose %s, temperature %.3f", json.dumps(row), temperature)
+    logger.info("Chose %s, temperature %.3f", json.dumps(judge.figures(chosen)), temperature)
 
     final = build_ensemble(members, chosen.kernel, chosen.bias, temperature)
     metrics = evaluate_model(final, val_faces, uncalibrated_logits=logits)
     runtime = convert_to_tflite(final)
     classifier = EmotionClassifier(runtime, {}, out_path)
     metrics["runtime"] = evaluate_classifier(classifier, val_faces)
-    if posed_faces is not None:
-        metrics["posed"] = recall_figures(
-            final.predict(posed_faces.images[..., None].astype("float32"), verbose=0), posed_faces.labels
-        )
-        metrics["runtime"]["posed"] = recall_figures(
-            classifier.predict_proba(posed_faces.images), posed_faces.labels
-        )
-        metrics["posed"]["images"] = len(posed_faces.labels)
+    if posed_faces is not None:  # the posed faces' figures, of the Keras model and of its runtime
+        keras_answers = final.predict(as_model_input(posed_faces.images), verbose=0)
+        for figures, answers in (
+            (metrics, keras_answers),
+            (metrics["runtime"], classifier.predict_proba(posed_faces.images)),
+        ):
+            figures["posed"] = {
+                **recall_figures(answers, posed_faces.labels),
+                "images": len(posed_faces.labels),
+            }
     metrics.update(
         temperature=temperature,
         prior_correction=chosen.description["tau"],
@@ -285,7 +323,7 @@ def ensemble(
             for path in member_paths
         ],
         **asdict(recipe),
-        **{name: value for name, value in chosen.description.items()},
+        **chosen.description,
     }
     save_model(final, out_path, recipe={"ensemble": ensemble_recipe}, metrics=metrics, runtime=runtime)
     metrics["file_size_bytes"] = out_path.stat().st_size
@@ -313,10 +351,19 @@ def main(argv=None) -> None:
     parser.add_argument("--head", choices=["average", "retrain"], default=HeadRecipe.head)
     parser.add_argument("--original-label-weight", type=float, default=HeadRecipe.original_label_weight)
     parser.add_argument("--balance", type=float, default=HeadRecipe.balance)
+    parser.add_argument(
+        "--class-offsets", action="store_true", help="also choose one logit offset per emotion"
+    )
+    parser.add_argument("--accuracy-kept", type=float, default=HeadRecipe.accuracy_kept)
     parser.add_argument("--seed", type=int, default=HeadRecipe.seed)
     args = parser.parse_args(argv)
     recipe = HeadRecipe(
-        head=args.head, original_label_weight=args.original_label_weight, balance=args.balance, seed=args.seed
+        head=args.head,
+        original_label_weight=args.original_label_weight,
+        balance=args.balance,
+        class_offsets=args.class_offsets,
+        accuracy_kept=args.accuracy_kept,
+        seed=args.seed,
     )
     metrics = ensemble(args.data, args.member, args.out, recipe, args.posed, args.cache, args.threads)
     metrics_path = args.metrics or args.out.with_name("metrics.json")
