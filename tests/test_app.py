@@ -155,6 +155,9 @@ def test_about_the_model_says_what_the_numbers_mean_with_the_runtimes_figures(ap
     runtime = classifier.metadata["metrics"]["runtime"]
     assert shown["Agreement with most people"] == f"{runtime['val_accuracy']:.1%}"
     assert shown["Mean recall per emotion"] == f"{runtime['val_mean_recall']:.1%}"
+    assert shown["Posed faces read as meant"] == f"{runtime['posed']['accuracy']:.1%}"
+    assert shown["Posed faces: mean recall"] == f"{runtime['posed']['mean_recall']:.1%}"
+    assert "acting six emotions" in text
 
 
 def clip_frames(clip: Path, count: int) -> list[av.VideoFrame]:

@@ -266,7 +266,7 @@ def ensemble(
     heads = member_heads(members)
 
     if recipe.head == "average":
-        shares = [(weight, 1.0 - weight) for weight in WEIGHT_GRID] if len(members) == 2 else [None]
+        shares = [(weight, round(1.0 - weight, 2)) for weight in WEIGHT_GRID] if len(members) == 2 else [None]
         bases = [
             Candidate(
                 *averaged_head(heads, list(weights or [1.0 / len(members)] * len(members))),
@@ -289,7 +289,11 @@ def ensemble(
     chosen = max(
         (base.corrected(tau, prior) for base, tau in itertools.product(bases, TAU_GRID)), key=judge.score
     )
-    if recipe.class_offsets:
+    if judge.score(chosen) == -np.inf:
+        logger.warning(
+            "No head keeps val accuracy within %s of the first member's: kept the first", recipe.accuracy_kept
+        )
+    elif recipe.class_offsets:
         chosen = with_class_offsets(chosen, judge)
     logits = chosen.logits(val[0])
     temperature = fit_temperature(logits, val_faces.targets)
