@@ -196,6 +196,7 @@ FRAME_STAGES = (
             "RtpPacket.parse (",
             "Session.unprotect",
             "RTCDtlsTransport._recv_next",
+            "_SelectorDatagramTransport._read_ready",  # UDP: only WebRTC's packets
         ),
     ),
     (

@@ -1,4 +1,4 @@
-"""The webcam's VP8 encoder: aiortc's with the server's settings, a repeated frame sent once."""
+"""The webcam's encoders: aiortc's VP8 and H.264 with the server's settings, a repeated frame sent once."""
 
 from __future__ import annotations
 
@@ -6,14 +6,28 @@ import aiortc.rtcrtpsender
 import av
 import numpy as np
 import pytest
-from aiortc.codecs import get_capabilities, vp8_depayload
-from aiortc.codecs.h264 import H264Encoder
+from aiortc.codecs import get_capabilities, h264_depayload, vp8_depayload
+from aiortc.codecs.h264 import H264Decoder
+from aiortc.codecs.opus import OpusEncoder
 from aiortc.codecs.vpx import Vp8Decoder
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import VIDEO_TIME_BASE
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-from ui.encoder import VP8_OPTIONS, ServerVp8Encoder, server_encoder, use_server_encoders
+from ui.encoder import (
+    H264_OPTIONS,
+    VP8_OPTIONS,
+    ServerH264Encoder,
+    ServerVp8Encoder,
+    server_encoder,
+    use_server_encoders,
+)
+
+# Each server encoder, the receiver's decoder and depayloader, and the options it opens its codec with.
+ENCODERS = {
+    "vp8": (ServerVp8Encoder, Vp8Decoder, vp8_depayload, VP8_OPTIONS),
+    "h264": (ServerH264Encoder, H264Decoder, h264_depayload, H264_OPTIONS),
+}
 
 
 def camera_frames(count: int) -> list[av.VideoFrame]:
@@ -29,30 +43,36 @@ def camera_frames(count: int) -> list[av.VideoFrame]:
     return frames
 
 
-def decoded(payloads: list[bytes], timestamp: int) -> list[av.VideoFrame]:
-    data = b"".join(vp8_depayload(payload) for payload in payloads)
-    return Vp8Decoder().decode(JitterFrame(data, timestamp))
-
-
 def codec(mime_type: str) -> RTCRtpCodecParameters:
-    capability = next(c for c in get_capabilities("video").codecs if c.mimeType == mime_type)
-    return RTCRtpCodecParameters(mimeType=capability.mimeType, clockRate=capability.clockRate, payloadType=96)
+    capabilities = get_capabilities("audio" if mime_type.startswith("audio") else "video").codecs
+    capability = next(c for c in capabilities if c.mimeType == mime_type)
+    return RTCRtpCodecParameters(
+        mimeType=capability.mimeType,
+        clockRate=capability.clockRate,
+        channels=capability.channels,
+        payloadType=96,
+    )
 
 
-def test_each_frame_is_encoded_once_and_a_repeated_one_not_sent_again():
-    encoder = ServerVp8Encoder()
+@pytest.mark.parametrize("name", ENCODERS)
+def test_each_frame_is_encoded_once_and_a_repeated_one_not_sent_again(name):
+    encoder_class, decoder_class, depayload, _ = ENCODERS[name]
+    encoder = encoder_class()
     first, second = camera_frames(2)
 
     payloads, timestamp = encoder.encode(first)
-    [picture] = decoded(payloads, timestamp)
+    data = b"".join(depayload(payload) for payload in payloads)
+    [picture] = decoder_class().decode(JitterFrame(data, timestamp))
     assert (picture.width, picture.height) == (320, 240)
     assert encoder.encode(first) == ([], 0)  # the same frame again: nothing to send
     assert encoder.encode(second)[0]
     assert encoder.encode(second, force_keyframe=True)[0]  # a key frame asked for is sent
 
 
-def test_the_codec_has_the_servers_settings_whatever_the_bitrate():
-    encoder = ServerVp8Encoder()
+@pytest.mark.parametrize("name", ENCODERS)
+def test_the_codec_has_the_servers_settings_whatever_the_bitrate(name):
+    encoder_class, _, _, options = ENCODERS[name]
+    encoder = encoder_class()
     made = []
     new_codec = encoder._new_codec
     encoder._new_codec = lambda frame: made.append(new_codec(frame)) or made[-1]
@@ -67,8 +87,8 @@ def test_the_codec_has_the_servers_settings_whatever_the_bitrate():
     assert len(made) == 2 and encoder.codec is made[1]  # made again with the server's settings
     assert encoder.codec.bit_rate == encoder.target_bitrate
     rate = str(encoder.target_bitrate)
-    expected = {**VP8_OPTIONS, "bufsize": rate, "minrate": rate, "maxrate": rate}
-    assert new_codec(frames[0]).options == expected  # before libvpx opens (and consumes) them
+    expected = {**options, "bufsize": rate, "minrate": rate, "maxrate": rate} if name == "vp8" else options
+    assert new_codec(frames[0]).options == expected  # before the codec opens (and consumes) them
 
 
 @pytest.fixture
@@ -78,9 +98,10 @@ def aiortc_encoders():
     aiortc.rtcrtpsender.get_encoder = original
 
 
-def test_aiortc_senders_take_the_server_encoder_for_vp8_only(aiortc_encoders):
+def test_aiortc_senders_take_the_server_encoders_for_video(aiortc_encoders):
     use_server_encoders()
 
     assert aiortc.rtcrtpsender.get_encoder is server_encoder
     assert isinstance(server_encoder(codec("video/VP8")), ServerVp8Encoder)
-    assert isinstance(server_encoder(codec("video/H264")), H264Encoder)
+    assert isinstance(server_encoder(codec("video/H264")), ServerH264Encoder)
+    assert isinstance(server_encoder(codec("audio/opus")), OpusEncoder)
