@@ -5,7 +5,8 @@
 Measures: predict_proba per face (N = 1 and N = 32); analyze_image on a 640x480 webcam frame
 and on a 12-megapixel photo, with each face finder; LiveAnalyzer.process per frame of the face
 clip at 640x480, and a webcam frame in WebRTC's yuv420p analysed and drawn in that format or
-through BGR; video file throughput against real time; the engine's cold start (import, load the
+through BGR, and the webcam's VP8 and H.264 encoders, aiortc's against the server's (CPU a
+frame, PSNR); video file throughput against real time; the engine's cold start (import, load the
 model, first result) and peak resident memory in a fresh process. Then, where Chromium and
 Playwright are installed (the dev tools), the app itself: from `streamlit run app.py` to the first photo's
 result in a headless browser, the frame rate the Webcam tab shows with a fake camera playing
@@ -88,6 +89,49 @@ def clip_frames(clip: Path, size: tuple[int, int] = (640, 480)) -> list[np.ndarr
 
     with av.open(str(clip)) as container:
         return [cv2.resize(frame.to_ndarray(format="bgr24"), size) for frame in container.decode(video=0)]
+
+
+def webcam_encoder_figures(pictures: list) -> None:
+    """The webcam's encoders, aiortc's own against the server's (ui/encoder.py), at aiortc's
+    starting bitrates: CPU time a frame to encode (and packetise), and the luma PSNR of what
+    the browser decodes against the frame sent. pictures: yuv420p av.VideoFrames."""
+    from aiortc.codecs import h264_depayload, vp8_depayload
+    from aiortc.codecs.h264 import H264Decoder, H264Encoder
+    from aiortc.codecs.vpx import Vp8Decoder, Vp8Encoder
+    from aiortc.jitterbuffer import JitterFrame
+    from aiortc.mediastreams import VIDEO_TIME_BASE
+
+    from ui.encoder import ServerH264Encoder, ServerVp8Encoder
+
+    ticks = 3000  # of VIDEO_TIME_BASE (90 kHz) between frames: 30 fps
+    codecs = (
+        ("VP8", Vp8Decoder, vp8_depayload, Vp8Encoder, ServerVp8Encoder),
+        ("H.264", H264Decoder, h264_depayload, H264Encoder, ServerH264Encoder),
+    )
+    for codec, decoder_class, depayload, *encoder_classes in codecs:
+        for whose, encoder_class in zip(("aiortc's", "the server's"), encoder_classes, strict=True):
+            encoder, decoder = encoder_class(), decoder_class()
+            cpu_s, sent_bytes, psnrs = 0.0, 0, []
+            for index, picture in enumerate(pictures * 2):
+                picture.pts, picture.time_base = index * ticks, VIDEO_TIME_BASE
+                started = time.process_time()
+                payloads, timestamp = encoder.encode(picture)
+                cpu_s += time.process_time() - started
+                sent_bytes += sum(len(payload) for payload in payloads)
+                data = b"".join(depayload(payload) for payload in payloads)
+                for shown in decoder.decode(JitterFrame(data, timestamp)):
+                    sent = pictures[shown.pts // ticks % len(pictures)]
+                    error = np.mean(
+                        (shown.to_ndarray()[: shown.height].astype(float) - sent.to_ndarray()[: sent.height])
+                        ** 2
+                    )
+                    psnrs.append(10 * np.log10(255**2 / max(error, 1e-9)))
+            frames = 2 * len(pictures)
+            print(
+                f"webcam encoder {codec}, {whose}: "
+                f"{1000 * cpu_s / frames:.2f} ms of CPU a frame, luma PSNR {np.mean(psnrs):.1f} dB, "
+                f"{sent_bytes * 8 * 30 / frames / 1000:.0f} kbit/s"
+            )
 
 
 def app_figures(clip: Path, stream_s: float) -> None:
@@ -222,6 +266,7 @@ def measure(args: argparse.Namespace, faces: np.ndarray, clip: Path) -> None:
             step(frame)
         cpu_ms = 1000 * (time.process_time() - started) / (2 * len(webrtc_frames))
         print(f"webcam frame 640x480, yuv420p in and out, {name}: {cpu_ms:.2f} ms of CPU a frame (mean)")
+    webcam_encoder_figures(webrtc_frames)
 
     for every in (LiveSettings().detect_every, 1):
         started = time.perf_counter()
