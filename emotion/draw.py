@@ -1,7 +1,9 @@
 """Draw faces and their emotions on images: the photo result and the live video overlay.
 
-Every primitive draws in place on a uint8 (H, W, 3) array in either colour order: colours are
-given in the array's own order (`emotion_color(emotion, order="bgr")` for OpenCV/video frames).
+Every primitive draws in place on a `Canvas`: a uint8 (H, W, 3) array in either colour order
+(`ArrayCanvas`), or the planes of a yuv420p video frame (`I420Canvas`). Given a bare array, a
+primitive takes colours in the array's own order (`emotion_color(emotion, order="bgr")` for
+OpenCV/video frames); a canvas takes them in RGB.
 Line widths and text scale with the image, so labels read the same on a 200 px thumbnail and a
 4000 px photo.
 """
