@@ -201,7 +201,7 @@ class FaceTracker:
     def _detected(self, track: _Track, gray: np.ndarray, detection: Detection) -> None:
         """The finder found the track's face: move there, turn with it and renew the template."""
         self._move(track, detection.box)
-        kept = self.settings.box_smoothing if track.last_detected >= 0 else 0.0
+        kept = self.settings.box_smoothing
         turn = (detection.angle - track.angle + 180.0) % 360.0 - 180.0  # the short way round
         track.angle = (track.angle + (1 - kept) * turn + 180.0) % 360.0 - 180.0
         track.last_detected = self._frame_index
@@ -237,7 +237,8 @@ class FaceTracker:
         self._drop_lost_tracks()
         for detection_index, detection in enumerate(detections):
             if detection_index not in matched_detections and len(self._tracks) < settings.max_faces:
-                track = _Track(self._next_id, np.asarray(detection.box, dtype=np.float64), None, -1, -1)
+                box = np.asarray(detection.box, dtype=np.float64)
+                track = _Track(self._next_id, box, None, -1, -1, angle=detection.angle)
                 self._detected(track, gray, detection)
                 self._tracks.append(track)
                 self._next_id += 1
