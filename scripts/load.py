@@ -275,15 +275,15 @@ def print_frame_split(collapsed: Path, thread_cpu: dict[int, float], process_cpu
     Python (codec, OpenCV and TensorFlow Lite worker pools)."""
     seconds: collections.Counter[str] = collections.Counter()
     ended: collections.Counter[str] = collections.Counter()
-    for thread, stages in thread_stages(collapsed).items():
+    by_thread = thread_stages(collapsed)
+    for thread, stages in by_thread.items():
         if thread not in thread_cpu:
             ended.update(stages)
             continue
         busy = sum(stages.values())
         for stage, count in stages.items():
             seconds[stage] += thread_cpu[thread] * count / busy
-    seen = set(thread_stages(collapsed))
-    seconds[NATIVE_THREADS] += sum(cpu for thread, cpu in thread_cpu.items() if thread not in seen)
+    seconds[NATIVE_THREADS] += sum(cpu for thread, cpu in thread_cpu.items() if thread not in by_thread)
     leftover = max(0.0, process_cpu - sum(thread_cpu.values()))
     for stage, count in ended.items():
         seconds[stage] += leftover * count / sum(ended.values())
