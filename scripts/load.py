@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -254,17 +255,24 @@ def frame_stage(frames: list[str]) -> str | None:
     return REST
 
 
+def busy_stacks(collapsed: Path) -> Iterator[tuple[str, list[str], int]]:
+    """py-spy's raw output with --threads, line by line: (its thread's entry, such as
+    "thread (123)", the stack's frames outermost first, the number of samples)."""
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if count.isdigit() and ";" in stack:
+            thread, *frames = stack.split(";")
+            yield thread, frames, int(count)
+
+
 def thread_stages(collapsed: Path) -> dict[int, collections.Counter[str]]:
     """Busy samples by thread id and stage, from py-spy's raw output with --threads."""
     by_thread: dict[int, collections.Counter[str]] = collections.defaultdict(collections.Counter)
-    for line in collapsed.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        thread = re.match(r"thread \((\d+)\)", stack)
-        if not count.isdigit() or thread is None or ";" not in stack:
-            continue
-        stage = frame_stage(stack.split(";")[1:])
-        if stage is not None:
-            by_thread[int(thread.group(1))][stage] += int(count)
+    for thread, frames, count in busy_stacks(collapsed):
+        thread_id = re.match(r"thread \((\d+)\)", thread)
+        stage = frame_stage(frames)
+        if thread_id is not None and stage is not None:
+            by_thread[int(thread_id.group(1))][stage] += count
     return by_thread
 
 
@@ -304,16 +312,13 @@ def print_profile(collapsed: Path) -> None:
     own: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
     total = 0
-    for line in collapsed.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not count.isdigit() or ";" not in stack:
-            continue
-        total += int(count)
-        frames = [re.sub(r" \((.*/)?([^/]+?)(:\d+)?\)$", r" (\2)", frame) for frame in stack.split(";")[1:]]
-        own[frames[-1]] += int(count)
+    for _thread, stack, count in busy_stacks(collapsed):
+        total += count
+        frames = [re.sub(r" \((.*/)?([^/]+?)(:\d+)?\)$", r" (\2)", frame) for frame in stack]
+        own[frames[-1]] += count
         for frame in set(frames):
             if not frame.endswith(tuple(f"({name})" for name in PLUMBING_FILES)):
-                inclusive[frame] += int(count)
+                inclusive[frame] += count
     print(f"server profile: {total} samples of busy threads ({PROFILE_RATE} per second and thread)")
     for title, counter in (("own time", own), ("inclusive time", inclusive)):
         print(f"  busiest functions, {title}:")
