@@ -116,7 +116,7 @@ def main() -> None:
     print("| figure | " + " | ".join(columns) + " |")
     print("| --- |" + " --- |" * len(columns))
     for title, key in rows:
-        print(f"| {title} | " + cells(columns, key) + " |")
+        print(f"| {title} | " + cells(columns.values(), key) + " |")
     for name in EMOTIONS:
         for measure in ("precision", "recall"):
             values = " | ".join(f"{column['per_class'][name][measure]:.2f}" for column in columns.values())
@@ -138,9 +138,8 @@ def main() -> None:
 
 
 def cells(columns, key: str) -> str:
-    """One table row's cells: `key` of each column's figures (a dict of columns, or a list)."""
-    figures = columns.values() if isinstance(columns, dict) else columns
-    return " | ".join(f"{column[key]:.3f}" for column in figures)
+    """One table row's cells: `key` of each column's figures."""
+    return " | ".join(f"{column[key]:.3f}" for column in columns)
 
 
 if __name__ == "__main__":
