@@ -17,9 +17,7 @@ import streamlit as st
 
 from emotion import EMOTIONS
 from emotion.draw import emotion_color
-from emotion.history import (
-    POSITION_BINS,
-)
+from emotion.history import POSITION_BINS
 
 CHART_POINTS = 2000  # at most this many points per chart; longer series are thinned
 # The charts use the overlay's colour for each emotion.
@@ -42,10 +40,6 @@ def share_chart(values, title: str) -> None:
 def engagement_chart(table: pd.DataFrame) -> None:
     """Engagement (0-100 %) over time_s seconds."""
     st.vega_lite_chart(table, engagement_spec(points=len(table) < 120), width="stretch")
-
-
-# The charts' Vega-Lite specifications are made once, without data: st.altair_chart would check
-# and convert an Altair chart on every run, most of the time a live panel's refresh takes.
 
 
 def vega_lite(chart: alt.Chart) -> dict:
