@@ -152,8 +152,7 @@ def sidebar() -> PageSettings:
             "History tab, and can delete it. Off stops the keeping from the next frame."
         )
         detection_log = open_detection_log(str(config.path)) if keep_log and not locked else None
-        if detection_log is not None and detection_log.status().warning:
-            st.warning(detection_log.status().warning)
+        show_log_warning(detection_log)
     min_size_fraction = min_face_percent / 100
     return PageSettings(
         detector=detector_settings("photo", sensitivity, min_size_fraction, finder),
@@ -169,6 +168,13 @@ def sidebar() -> PageSettings:
 def open_detection_log(path: str) -> DetectionLog:
     """The detection log at HISTORY_PATH, shared by every visitor and the webcam threads."""
     return DetectionLog(path)
+
+
+def show_log_warning(log: DetectionLog | None) -> None:
+    """The trouble the detection log has had, if it is on and has any."""
+    warning = None if log is None else log.status().warning
+    if warning:
+        st.warning(warning)
 
 
 def event_source(kind: str, name: str, classifier: EmotionClassifier, settings: PageSettings) -> EventSource:

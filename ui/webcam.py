@@ -16,7 +16,7 @@ from emotion import EmotionClassifier
 from emotion.history import DetectionLog
 from emotion.live import LiveAnalyzer, LiveRecorder
 from ui.charts import distribution_chart, engagement_chart
-from ui.context import PageSettings, SessionValue, event_source, live_settings
+from ui.context import PageSettings, SessionValue, event_source, live_settings, show_log_warning
 from ui.encoder import use_server_encoders
 from ui.ice import ice_server_cache
 from ui.widgets import Download, download_row, percent, suggestion_block
@@ -98,8 +98,7 @@ def show(classifier: EmotionClassifier, settings: PageSettings, visible: bool) -
 def live_panel(analyzer: LiveAnalyzer, playing: bool, session: int, log: DetectionLog | None) -> None:
     """The session's statistics, redrawn every second while the camera plays, and any trouble
     the detection log has meanwhile."""
-    if log is not None and log.status().warning:
-        st.warning(log.status().warning)
+    show_log_warning(log)
     snapshot = analyzer.snapshot()
     if not playing and snapshot.frames == 0:
         st.caption(
