@@ -92,8 +92,7 @@ class DetectionLog:
         self.max_bytes = max_bytes
         self._interval_s = interval_s
         self._queue: queue.Queue = queue.Queue(maxsize=queue_items)
-        self._lock = threading.RLock()  # the connection, and the counts below
-        self._connection: duckdb.DuckDBPyConnection | None = None
+        self._lock = threading.RLock()  # the file, and the counts below
         self._written = 0
         self._dropped = 0
         self._warning: str | None = None
@@ -158,16 +157,14 @@ class DetectionLog:
     def read(self, query: Query[T]) -> T:
         """query(connection) with the log's rows as `events`; an empty table before the first write."""
         with self._lock:
-            if self._connection is None and not self.path.exists():
+            if not self.path.exists():
                 return _query_empty(query)
             try:
                 connection = self._connect()
             except (duckdb.Error, OSError, HistoryError) as error:
                 raise HistoryError(f"The detection log cannot be opened: {_reason(error)}") from error
-            try:
+            with connection:
                 return query(connection)
-            finally:
-                self._disconnect()
 
     # --- The writer thread ---------------------------------------------------------------
 
@@ -188,8 +185,6 @@ class DetectionLog:
                 try:
                     if item.action == "delete":
                         self._delete()
-                    elif item.action == "stop":
-                        self._disconnect()
                 except (duckdb.Error, OSError) as error:
                     item.errors.append(HistoryError(f"The history could not be deleted: {_reason(error)}"))
                 item.done.set()
@@ -216,36 +211,29 @@ class DetectionLog:
                 )
                 return
             try:
-                connection = self._connect()
-                connection.register("batch", batch)
-                try:
+                with self._connect() as connection:
+                    connection.register("batch", batch)
                     connection.execute("INSERT INTO events SELECT * FROM batch").fetchall()
-                finally:
-                    connection.unregister("batch")
             except (duckdb.Error, OSError, HistoryError) as error:
                 self._dropped += batch.num_rows
                 self._warning = (
                     f"The detection log could not be written ({_reason(error)}); detections are not kept."
                 )
                 logger.warning("Dropped %d detection events", batch.num_rows)
-                self._disconnect()  # the next batch opens the file afresh
                 return
-            finally:
-                self._disconnect()
             self._written += batch.num_rows
             self._warning = None
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
-        if self._connection is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            connection = duckdb.connect(str(self.path))
-            try:
-                _create_events_table(connection)
-            except BaseException:
-                connection.close()
-                raise
-            self._connection = connection
-        return self._connection
+        """The file, opened afresh with its table; the caller closes it (`with`) when done."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = duckdb.connect(str(self.path))
+        try:
+            _create_events_table(connection)
+        except BaseException:
+            connection.close()
+            raise
+        return connection
 
     def _size(self) -> int:
         """The bytes the log takes on disk, its write-ahead log included."""
@@ -255,15 +243,8 @@ class DetectionLog:
             if path.exists()
         )
 
-    def _disconnect(self) -> None:
-        with self._lock:
-            if self._connection is not None:
-                connection, self._connection = self._connection, None
-                connection.close()
-
     def _delete(self) -> None:
         with self._lock:
-            self._disconnect()
             for path in (self.path, self.path.with_name(self.path.name + ".wal")):
                 path.unlink(missing_ok=True)
             logger.info("Deleted the detection log %s", self.path)
