@@ -170,9 +170,8 @@ class VideoJobs:
         with self._lock:
             self._check_room(owner)  # before copying a large file for nothing
         job_id = secrets.token_hex(16)  # 128 random bits: not guessable
-        job = _Job(job_id, self.folder / job_id, name, owner, settings, frames_total=0)
-        info = probe_video(video)
-        job.frames_total = -(-info.frames // info.step)  # analysed, as process_video counts them
+        frames_total = probe_video(video).analysed_frames
+        job = _Job(job_id, self.folder / job_id, name, owner, settings, frames_total)
         job.folder.mkdir()
         try:
             video.seek(0)

@@ -127,6 +127,11 @@ class VideoInfo(NamedTuple):
     def analysed_fps(self) -> Fraction:
         return self.fps / self.step
 
+    @property
+    def analysed_frames(self) -> int:
+        """Every step-th of `frames`, the first included: the frames analysed (estimated as `frames` is)."""
+        return -(-self.frames // self.step)
+
 
 def output_size(width: int, height: int, max_side: int = PROCESSING_MAX_SIDE) -> tuple[int, int]:
     """(width, height) scaled down to max_side if larger, rounded down to even (yuv420p needs it)."""
@@ -260,7 +265,7 @@ def _analysed_frames(
     annotated unless draw is False. progress(done, total) follows each analysed frame."""
     width, height = output_size(info.width, info.height)
     decoded = frames = 0
-    total = -(-info.frames // info.step)
+    total = info.analysed_frames
     for frame in _decode(container, stream):
         index, decoded = decoded, decoded + 1
         time_s = index / float(info.fps)
@@ -345,9 +350,10 @@ def _check(container, stream, *, limit_length: bool = True) -> VideoInfo:
     fps = Fraction(fps)
     frames = int(stream.frames or (round(duration_s * float(fps)) if duration_s else 0))
     step = max(1, math.ceil(fps / MAX_ANALYSED_FPS))
-    if limit_length and (frames > MAX_DECODED_FRAMES or -(-frames // step) > MAX_ANALYSED_FRAMES):
+    info = VideoInfo(width, height, fps, frames, duration_s, step)
+    if limit_length and (frames > MAX_DECODED_FRAMES or info.analysed_frames > MAX_ANALYSED_FRAMES):
         raise InvalidVideo(_too_long_message(f"{frames:,} frames at {float(fps):.4g} fps"))
-    return VideoInfo(width, height, fps, frames, duration_s, step)
+    return info
 
 
 def _too_long_message(length: str | None) -> str:
