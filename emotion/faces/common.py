@@ -19,12 +19,12 @@ import numpy as np
 
 from emotion.labels import FACE_SIZE
 
-FINDER_NAMES = ("blazeface", "haar")  # emotion.faces.FINDERS maps each to its module's `find`
-DEFAULT_FINDER = "blazeface"
 # What each finder finds, in a few words, for the page, the command line and the HTTP API.
 FINDER_SUMMARIES = MappingProxyType(
     {"blazeface": "BlazeFace: upright and turned faces", "haar": "Haar cascade: upright faces only"}
 )
+FINDER_NAMES = tuple(FINDER_SUMMARIES)  # emotion.faces.FINDERS maps each to its module's `find`
+DEFAULT_FINDER = "blazeface"
 
 # FER2013 faces are tight crops from the brows/forehead to the chin. Measured on real faces, that
 # framing is the Haar box itself, give or take a few percent. Running the Haar finder (padding 0) on
