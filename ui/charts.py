@@ -1,9 +1,11 @@
 """The page's charts: one bar per emotion, engagement over time, the video's timeline, and the
 History tab's heat map and timeline.
 
-The Vega-Lite specifications are made once, without data (st.altair_chart would check and convert
-an Altair chart on every run, most of the time a live panel's refresh takes); each drawing brings
-its own data, thinned to at most CHART_POINTS points."""
+The charts drawn on every refresh (the live panel's and the video's) have Vega-Lite specifications
+made once, without data (st.altair_chart would check and convert an Altair chart on every run, most
+of the time a live panel's refresh takes); each drawing brings its own data, thinned to at most
+CHART_POINTS points. The History tab's heat map and timeline, drawn only when it is open, are
+Altair charts."""
 
 from __future__ import annotations
 
