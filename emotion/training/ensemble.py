@@ -291,7 +291,8 @@ def ensemble(
     )
     if judge.score(chosen) == -np.inf:
         logger.warning(
-            "No head keeps val accuracy within %s of the first member's: kept the first", recipe.accuracy_kept
+            "No head keeps val accuracy within %s of the first member's: kept the first tried, uncorrected",
+            recipe.accuracy_kept,
         )
     elif recipe.class_offsets:
         chosen = with_class_offsets(chosen, judge)
