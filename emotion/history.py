@@ -235,17 +235,17 @@ class DetectionLog:
             raise
         return connection
 
+    def _files(self) -> tuple[Path, Path]:
+        """The database file and its write-ahead log."""
+        return self.path, self.path.with_name(self.path.name + ".wal")
+
     def _size(self) -> int:
         """The bytes the log takes on disk, its write-ahead log included."""
-        return sum(
-            path.stat().st_size
-            for path in (self.path, self.path.with_name(self.path.name + ".wal"))
-            if path.exists()
-        )
+        return sum(path.stat().st_size for path in self._files() if path.exists())
 
     def _delete(self) -> None:
         with self._lock:
-            for path in (self.path, self.path.with_name(self.path.name + ".wal")):
+            for path in self._files():
                 path.unlink(missing_ok=True)
             logger.info("Deleted the detection log %s", self.path)
 
