@@ -167,7 +167,18 @@ def profiled(pid: int, seconds: float, enabled: bool, folder: Path):
         yield None
         return
     output = folder / "profile.txt"
-    command = ["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds)), "--format", "raw"]
+    # The py-spy installed beside this python, so that a venv's python run by path finds it too.
+    py_spy = Path(sys.executable).parent / "py-spy"
+    command = [
+        str(py_spy) if py_spy.exists() else "py-spy",
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(int(seconds)),
+        "--format",
+        "raw",
+    ]
     command += ["--rate", str(PROFILE_RATE), "--threads", "--nonblocking", "--output", str(output)]
     recorder = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
