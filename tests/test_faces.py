@@ -18,6 +18,7 @@ from emotion.faces import (
     detector_settings,
     square_box,
 )
+from emotion.faces.common import block_average, shrink
 from scripts import samples
 
 HAAR = DetectorSettings(finder="haar")
@@ -286,6 +287,35 @@ def test_a_turned_crop_of_a_turned_pattern_is_the_upright_pattern():
     expected = cv2.resize(pattern, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_AREA)
     assert np.abs(crop.astype(int) - expected)[4:-4, 4:-4].mean() < 6
     assert correlation(crop, expected) > 0.97
+
+
+def test_block_average_is_the_mean_of_each_whole_block():
+    image = np.random.default_rng(2).integers(0, 256, (103, 98), dtype=np.uint8)
+
+    averaged = block_average(image, 5)
+
+    assert averaged.shape == (20, 19)  # the last 3 rows and 3 columns dropped
+    means = image[:100, :95].reshape(20, 5, 19, 5).mean(axis=(1, 3))
+    assert np.abs(averaged - means).max() <= 0.5
+    np.testing.assert_array_equal(block_average(image, 1), image)
+    assert block_average(image[:4, :4], 5).shape == (0, 0)
+
+
+@pytest.mark.parametrize("size", [(49, 37), (64, 48), (213, 160), (640, 480)])
+def test_shrink_averages_to_the_size_asked_keeping_where_things_are(size):
+    image = np.full((480, 640), 40, np.uint8)
+    image[300:340, 100:140] = 240  # a bright square 40 px wide
+
+    shrunk = shrink(image, size)
+
+    assert shrunk.shape == (size[1], size[0])
+    scale_x, scale_y = size[0] / 640, size[1] / 480
+    ys, xs = np.nonzero(shrunk > 140)
+    assert abs(xs.mean() - 119.5 * scale_x) <= 1.0 and abs(ys.mean() - 319.5 * scale_y) <= 1.0
+    # The square's brightness is averaged, not lost or aliased: the total light is kept.
+    assert (shrunk.astype(float) - 40).sum() * (640 * 480) / (size[0] * size[1]) == pytest.approx(
+        200 * 40 * 40, rel=0.05
+    )
 
 
 def test_crops_of_faces_at_the_edge_repeat_the_edge():

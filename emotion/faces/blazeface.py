@@ -23,7 +23,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from emotion.faces.common import Detection, DetectorSettings, square_box, turned_square
+from emotion.faces.common import Detection, DetectorSettings, shrink, square_box, turned_square
 
 MODEL_DIR = Path(__file__).resolve().parent.parent.parent / "model"
 RAW_SCORE_LIMIT = 80.0  # logits are clipped here before the sigmoid (MediaPipe uses 100; float32 overflows)
@@ -223,8 +223,9 @@ def _detect(gray: np.ndarray, scale: float, min_score: float) -> list[RawFace]:
         max(SHORT_RANGE.input_size, math.ceil(side / INPUT_STEP) * INPUT_STEP) for side in fitted[::-1]
     )
     picture = np.zeros(shape, np.uint8)
-    interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
-    picture[: fitted[1], : fitted[0]] = cv2.resize(gray, fitted, interpolation=interpolation)
+    picture[: fitted[1], : fitted[0]] = (
+        shrink(gray, fitted) if scale < 1.0 else cv2.resize(gray, fitted, interpolation=cv2.INTER_LINEAR)
+    )
     faces = []
     for detection, score in _INTERPRETERS.run(picture, min_score):
         points = detection / (fitted[0] / width, fitted[1] / height)  # (8, 2) in the picture's pixels

@@ -142,6 +142,31 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     raise ValueError(f"image must be RGB (H, W, 3) or grayscale (H, W), got shape {image.shape}")
 
 
+def block_average(image: np.ndarray, k: int) -> np.ndarray:
+    """The image averaged in blocks of k x k pixels (k >= 1), the last width % k columns and
+    height % k rows dropped: pixel (u, v) of the result covers the image's pixels from (k u, k v).
+    OpenCV does this whole-block averaging fast, and area-resizes by any other ratio about ten
+    times more slowly (1 ms for a 600-pixel face shrunk to 64 here)."""
+    height, width = image.shape[:2]
+    if k == 1 or height < k or width < k:
+        return image[: height // k, : width // k]  # itself, or empty
+    height, width = height - height % k, width - width % k
+    return cv2.resize(image[:height, :width], (width // k, height // k), interpolation=cv2.INTER_AREA)
+
+
+def shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The image averaged down to `size` (width, height), each no larger than the image's: first
+    in the largest whole blocks that keep it at least `size` (`block_average`, which drops under
+    one block of the far edges), then area-resized by the ratio left, under 2. A little softer
+    than one area resize, which takes ten times longer: for the face finders' input, not for the
+    crops the classifier reads."""
+    height, width = image.shape[:2]
+    image = block_average(image, max(1, min(width // size[0], height // size[1])))
+    if image.shape[1] == size[0] and image.shape[0] == size[1]:
+        return image
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
 def square_box(
     x: float, y: float, w: float, h: float, image_width: int, image_height: int, padding: float = FACE_PADDING
 ) -> Box:
@@ -163,8 +188,9 @@ def turned_square(
     """The square of `side` pixels around `center`, turned by `angle` degrees (see
     Detection.angle), cut out upright at size x size pixels -> uint8 (size, size).
 
-    Only the square's neighbourhood is read: it is first shrunk by area averaging to the output's
-    scale (so a large face is averaged, not aliased), then turned with bilinear interpolation.
+    Only the square's neighbourhood is read: it is first averaged in the largest whole blocks
+    that keep it at least the output's scale (so a large face is averaged, not aliased), then
+    turned with bilinear interpolation.
     Parts outside the image repeat its edge.
     """
     height, width = gray.shape
@@ -175,19 +201,17 @@ def turned_square(
     bottom = min(math.ceil(center[1] + reach), height)
     if right <= left or bottom <= top:
         raise ValueError(f"the face at {center} lies outside the {width}x{height} image")
-    region = gray[top:bottom, left:right]
-    if side > size:
-        shrunk_size = tuple(max(1, round(length * size / side)) for length in region.shape[::-1])
-        region = cv2.resize(region, shrunk_size, interpolation=cv2.INTER_AREA)
-    scale_x, scale_y = region.shape[1] / (right - left), region.shape[0] / (bottom - top)
+    block = max(1, math.floor(side / size))
+    region = block_average(gray[top:bottom, left:right], block)
+    scale = 1.0 / block
     # Output pixel (u, v) reads the image at center + step * ((u - middle) * eye_axis + (v - middle) *
     # down_axis), eye_axis = (cos, sin) and down_axis = (-sin, cos); then in the region's pixels, whose
     # centres sit at whole coordinates (hence the half pixel).
     step, middle = side / size, (size - 1) / 2.0
     matrix = np.array(
         [
-            [step * cos * scale_x, -step * sin * scale_x, (center[0] - left) * scale_x - 0.5],
-            [step * sin * scale_y, step * cos * scale_y, (center[1] - top) * scale_y - 0.5],
+            [step * cos * scale, -step * sin * scale, (center[0] - left) * scale - 0.5],
+            [step * sin * scale, step * cos * scale, (center[1] - top) * scale - 0.5],
         ]
     )
     matrix[:, 2] -= matrix[:, :2] @ (middle, middle)

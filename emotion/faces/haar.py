@@ -18,7 +18,7 @@ from contextlib import contextmanager
 import cv2
 import numpy as np
 
-from emotion.faces.common import CASCADE_WINDOW, Detection, DetectorSettings, square_box
+from emotion.faces.common import CASCADE_WINDOW, Detection, DetectorSettings, shrink, square_box
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def find(gray: np.ndarray, settings: DetectorSettings) -> list[Detection]:
     if min(detection_size) < CASCADE_WINDOW:
         return []  # no face of the minimum size fits
     # INTER_AREA averages the pixels it drops, so small faces keep their features.
-    small = cv2.resize(gray, detection_size, interpolation=cv2.INTER_AREA) if scale < 1.0 else gray
+    small = shrink(gray, detection_size) if scale < 1.0 else gray
     if settings.equalize_histogram:
         small = cv2.equalizeHist(small)
     min_side = max(CASCADE_WINDOW, round(min_face * scale))
