@@ -115,8 +115,9 @@ def test_a_moving_face_keeps_its_id_and_its_smoothed_box_follows():
         assert tracker.detector.calls == (40 if detect_every == 1 else 14)
 
 
-def test_between_detections_the_face_is_followed_not_left_behind():
-    boxes = [Box(100 + 5 * index, 150 + 2 * index, 120, 120) for index in range(10)]
+@pytest.mark.parametrize("side", [120, 310])  # followed at a quarter and a tenth of its size
+def test_between_detections_the_face_is_followed_not_left_behind(side):
+    boxes = [Box(100 + 5 * index, 150 - 2 * index, side, side) for index in range(10)]
     tracker = tracker_for([[boxes[0]]], detect_every=10)
     for index in range(10):
         faces = step(tracker, frame_with_squares([boxes[index]]))
