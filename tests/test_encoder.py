@@ -1,7 +1,9 @@
-"""The webcam's encoders: aiortc's VP8 and H.264 with the server's settings, a repeated frame sent once."""
+"""The webcam's codecs: aiortc's VP8 and H.264 with the server's settings, a repeated frame sent once, and
+the bitrates the server sends and asks for."""
 
 from __future__ import annotations
 
+import aiortc.rtcrtpreceiver
 import aiortc.rtcrtpsender
 import av
 import numpy as np
@@ -12,15 +14,19 @@ from aiortc.codecs.opus import OpusEncoder
 from aiortc.codecs.vpx import Vp8Decoder
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import VIDEO_TIME_BASE
+from aiortc.rate import RemoteBitrateEstimator
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from ui.encoder import (
     H264_OPTIONS,
+    RECEIVE_MAX_BITRATE,
+    SEND_MAX_BITRATE,
     VP8_OPTIONS,
+    ServerBitrateEstimator,
     ServerH264Encoder,
     ServerVp8Encoder,
     server_encoder,
-    use_server_encoders,
+    use_server_codecs,
 )
 
 # Each server encoder, the receiver's decoder and depayloader, and the options it opens its codec with.
@@ -81,7 +87,7 @@ def test_the_codec_has_the_servers_settings_whatever_the_bitrate(name):
     encoder.encode(frames[0])
     encoder.encode(frames[1])
     assert made == [encoder.codec]  # one codec while nothing changes
-    encoder.target_bitrate = 2 * encoder.target_bitrate  # the receiver has bandwidth to spare
+    encoder.target_bitrate = encoder.target_bitrate // 2  # the receiver's bandwidth estimate fell
     encoder.encode(frames[2])
 
     assert len(made) == 2 and encoder.codec is made[1]  # made again with the server's settings
@@ -91,16 +97,46 @@ def test_the_codec_has_the_servers_settings_whatever_the_bitrate(name):
     assert new_codec(frames[0]).options == expected  # before the codec opens (and consumes) them
 
 
+@pytest.mark.parametrize("name", ENCODERS)
+def test_the_encoders_send_at_most_the_servers_bitrate_whatever_the_receiver_allows(name):
+    encoder = ENCODERS[name][0]()
+    encoder.target_bitrate = 10 * SEND_MAX_BITRATE
+
+    assert encoder.target_bitrate == SEND_MAX_BITRATE
+    encoder.encode(camera_frames(1)[0])
+    assert encoder.codec.bit_rate == SEND_MAX_BITRATE
+
+
+def last_estimate(estimator: RemoteBitrateEstimator, bitrate: int) -> tuple[int, list[int]]:
+    """The last bandwidth estimate of a receiver given 4 s of 1200-byte packets at `bitrate` (aiortc's
+    estimator gives its first after 3 s)."""
+    estimate = None
+    interval_ms = 1200 * 8 * 1000 / bitrate
+    for index in range(round(4000 / interval_ms)):
+        sent_ms = index * interval_ms
+        abs_send_time = int(sent_ms / 1000 * (1 << 18)) & 0xFFFFFF  # 6.18 fixed-point seconds
+        estimate = estimator.add(int(sent_ms) + 20, abs_send_time, 1200, 1) or estimate
+    return estimate
+
+
+def test_the_receivers_ask_browsers_for_at_most_the_servers_bitrate():
+    assert last_estimate(RemoteBitrateEstimator(), 3_000_000)[0] > 2 * RECEIVE_MAX_BITRATE  # aiortc's own
+    assert last_estimate(ServerBitrateEstimator(), 3_000_000) == (RECEIVE_MAX_BITRATE, [1])
+    slow = RECEIVE_MAX_BITRATE // 2
+    assert last_estimate(ServerBitrateEstimator(), slow) == last_estimate(RemoteBitrateEstimator(), slow)
+
+
 @pytest.fixture
-def aiortc_encoders():
-    original = aiortc.rtcrtpsender.get_encoder
+def aiortc_codecs():
+    encoder, estimator = aiortc.rtcrtpsender.get_encoder, aiortc.rtcrtpreceiver.RemoteBitrateEstimator
     yield
-    aiortc.rtcrtpsender.get_encoder = original
+    aiortc.rtcrtpsender.get_encoder, aiortc.rtcrtpreceiver.RemoteBitrateEstimator = encoder, estimator
 
 
-def test_aiortc_senders_take_the_server_encoders_for_video(aiortc_encoders):
-    use_server_encoders()
+def test_aiortc_senders_take_the_server_encoders_for_video(aiortc_codecs):
+    use_server_codecs()
 
+    assert aiortc.rtcrtpreceiver.RemoteBitrateEstimator is ServerBitrateEstimator
     assert aiortc.rtcrtpsender.get_encoder is server_encoder
     assert isinstance(server_encoder(codec("video/VP8")), ServerVp8Encoder)
     assert isinstance(server_encoder(codec("video/H264")), ServerH264Encoder)

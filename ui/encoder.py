@@ -1,12 +1,19 @@
-"""The webcam's video encoders on the server: aiortc's, set for a server that encodes one stream
-per visitor, and not sending again a frame they have just sent.
+"""The webcam's video codecs on the server: aiortc's encoders, set for a server that encodes one
+stream per visitor and not sending again a frame they have just sent, and the bitrates the
+server asks for and sends.
 
 streamlit-webrtc hands the sender a frame for every camera frame; while the analysis of a newer
 one is not finished, that is the last analysed frame again, which aiortc would encode and send
 again. The server's encoders skip it (the browser shows the frame until the next one comes), so
-the video shows the frames analysed, each encoded once. `use_server_encoders` makes aiortc's
+the video shows the frames analysed, each encoded once. `use_server_codecs` makes aiortc's
 senders take them for the two codecs browsers send: VP8 (which Chrome and Firefox offer first)
 and H.264 (Safari's first).
+
+Bitrates: on a fast link aiortc lets a browser send a 640x480 camera at about 2.7 Mbit/s and
+sends back at up to 1.5 (VP8) or 3 Mbit/s (H.264); every bit is received, decrypted, decoded
+or encoded on the server, per visitor. The server asks browsers for at most RECEIVE_MAX_BITRATE
+(in the bandwidth estimate its receivers send back, REMB, which browsers take as the most to
+send) and sends at most SEND_MAX_BITRATE.
 """
 
 from __future__ import annotations
@@ -14,20 +21,25 @@ from __future__ import annotations
 import fractions
 import multiprocessing
 
+import aiortc.rtcrtpreceiver
 import aiortc.rtcrtpsender
 import av
 from aiortc.codecs import get_encoder
 from aiortc.codecs.base import Encoder
 from aiortc.codecs.h264 import MAX_FRAME_RATE, H264Encoder
 from aiortc.codecs.vpx import Vp8Encoder, number_of_threads
+from aiortc.rate import RemoteBitrateEstimator
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
+RECEIVE_MAX_BITRATE = 1_000_000  # bit/s a browser is asked to send at most
+SEND_MAX_BITRATE = 1_000_000  # bit/s the server's encoders send at most
+
 # aiortc's realtime settings for libvpx (aiortc.codecs.vpx.Vp8Encoder.encode), with two changed:
-# no temporal denoiser (noise-sensitivity 4 in aiortc) and a faster speed step (cpu-used -6 in aiortc).
-# On the face clip at 640x480 and 500 kbps, 3.0 -> 1.9 ms of CPU a frame, luma PSNR 38.1 -> 37.7 dB.
+# no temporal denoiser (noise-sensitivity 4 in aiortc) and libvpx's fastest speed step (cpu-used -6
+# in aiortc). `scripts/benchmark.py` measures both on the face clip (README, Performance).
 # bufsize, minrate and maxrate are the target bitrate (minrate = maxrate: constant bitrate).
 VP8_OPTIONS = {
-    "cpu-used": "-12",
+    "cpu-used": "-16",
     "deadline": "realtime",
     "lag-in-frames": "0",
     "noise-sensitivity": "0",
@@ -53,6 +65,15 @@ class _OncePerFrame:
     def __init__(self) -> None:
         super().__init__()
         self._last_frame: av.VideoFrame | None = None
+
+    @property
+    def target_bitrate(self) -> int:
+        return super().target_bitrate
+
+    @target_bitrate.setter
+    def target_bitrate(self, bitrate: int) -> None:
+        """What the receiver's bandwidth estimate allows, but at most SEND_MAX_BITRATE."""
+        super(_OncePerFrame, type(self)).target_bitrate.fset(self, min(bitrate, SEND_MAX_BITRATE))
 
     def encode(self, frame: av.VideoFrame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
         if frame is self._last_frame and not force_keyframe:
@@ -122,6 +143,21 @@ def server_encoder(codec: RTCRtpCodecParameters) -> Encoder:
     return encoder() if encoder is not None else get_encoder(codec)
 
 
-def use_server_encoders() -> None:
-    """aiortc's senders take their encoders from `server_encoder` from now on."""
+class ServerBitrateEstimator(RemoteBitrateEstimator):
+    """aiortc's receiver's bandwidth estimate, at most RECEIVE_MAX_BITRATE."""
+
+    def add(
+        self, arrival_time_ms: int, abs_send_time: int, payload_size: int, ssrc: int
+    ) -> tuple[int, list[int]] | None:
+        estimate = super().add(arrival_time_ms, abs_send_time, payload_size, ssrc)
+        if estimate is None:
+            return None
+        bitrate, ssrcs = estimate
+        return min(bitrate, RECEIVE_MAX_BITRATE), ssrcs
+
+
+def use_server_codecs() -> None:
+    """aiortc's senders take their encoders from `server_encoder`, and its receivers estimate
+    bandwidth with `ServerBitrateEstimator`, from now on."""
     aiortc.rtcrtpsender.get_encoder = server_encoder
+    aiortc.rtcrtpreceiver.RemoteBitrateEstimator = ServerBitrateEstimator

@@ -17,7 +17,7 @@ from emotion.history import DetectionLog
 from emotion.live import LiveAnalyzer, LiveRecorder
 from ui.charts import distribution_chart, engagement_chart
 from ui.context import PageSettings, SessionValue, event_source, live_settings, show_log_warning
-from ui.encoder import use_server_encoders
+from ui.encoder import use_server_codecs
 from ui.ice import ice_server_cache
 from ui.widgets import Download, download_row, percent, suggestion_block
 
@@ -64,7 +64,7 @@ def show(classifier: EmotionClassifier, settings: PageSettings, visible: bool) -
         "Press START and allow the camera. Frames are analysed on the server as they arrive "
         "and are not stored."
     )
-    use_server_encoders()  # for the stream this starts: each analysed frame encoded once, faster
+    use_server_codecs()  # for the stream this starts: frames encoded once, faster, at capped bitrates
     context = webrtc_streamer(
         key="webcam",
         mode=WebRtcMode.SENDRECV,
