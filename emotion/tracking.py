@@ -47,8 +47,12 @@ class TrackingSettings:
 
     detector: DetectorSettings = LIVE_DETECTOR  # the full-frame search
     detect_every: int = 10  # search the whole frame on every Nth frame (new faces appear within N)
-    # How much a face's probabilities keep from earlier frames (an exponential moving average):
-    # 0 = none, the newest frame alone; higher is steadier, lower reacts faster.
+    # Read each face's emotion on every Nth frame (a new face's at once); its box follows it on
+    # every frame, and its label keeps the probabilities read last.
+    classify_every: int = 1
+    # How much a face's probabilities keep from one frame to the next (an exponential moving
+    # average, the same in time whatever classify_every): 0 = none, the newest reading alone;
+    # higher is steadier, lower reacts faster.
     smoothing: float = 0.65
     box_smoothing: float = 0.4  # the same for its box: boxes may follow faster than labels
     iou_threshold: float = 0.3  # a detection continues a track if their boxes overlap this much
@@ -56,8 +60,9 @@ class TrackingSettings:
     max_faces: int = 5  # the largest faces of a crowd; each face costs classifier time
 
     def __post_init__(self):
-        if self.detect_every < 1:
-            raise ValueError(f"detect_every must be at least 1, got {self.detect_every}")
+        for name in ("detect_every", "classify_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("smoothing", "box_smoothing"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
@@ -156,14 +161,16 @@ class FaceTracker:
         # Only faces found in this frame are classified: a lingering track (its face lost for a
         # few frames) keeps its last probabilities instead of learning from whatever is now
         # behind its box.
-        if found:
-            detections = [Detection(track.rounded_box(width, height), track.angle) for track in found]
+        reading = self._frame_index % settings.classify_every == 0
+        read = [track for track in found if reading or track.probabilities is None]
+        if read:
+            detections = [Detection(track.rounded_box(width, height), track.angle) for track in read]
             probabilities = self.classifier.predict_proba(crop_faces(gray, detections))  # (N, 7)
-            for track, new in zip(found, probabilities, strict=True):
+            kept = settings.smoothing**settings.classify_every  # what N frames of smoothing keep
+            for track, new in zip(read, probabilities, strict=True):
                 if track.probabilities is None:
                     track.probabilities = new.astype(np.float32)
                 else:
-                    kept = settings.smoothing
                     track.probabilities = kept * track.probabilities + (1 - kept) * new
         faces = []
         for track in self._tracks:

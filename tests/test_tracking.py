@@ -103,6 +103,24 @@ def test_a_single_odd_frame_does_not_flip_the_label():
             assert faces[0].emotion == "angry"
 
 
+def test_emotions_read_every_other_frame_change_as_fast_as_those_read_every_frame():
+    box = Box(200, 150, 120, 120)
+    happy, sad = frame_with_squares([box]), frame_with_squares([box], values=[90])
+    probabilities = {}
+    for classify_every in (1, 2):
+        tracker = tracker_for([[box]], detect_every=100, classify_every=classify_every)
+        shown = [step(tracker, happy if index < 10 else sad) for index in range(20)]
+        assert all(len(faces) == 1 for faces in shown)  # the face is drawn on every frame
+        probabilities[classify_every] = [faces[0].probabilities for faces in shown]
+        assert tracker.classifier.calls == 20 // classify_every
+    # The smoothing is the same in time: a reading on every other frame counts for two frames.
+    for index in range(0, 18, 2):
+        np.testing.assert_allclose(probabilities[2][index], probabilities[1][index + 1], atol=1e-6)
+    assert probabilities[2][18][EMOTIONS.index("sad")] > 0.5
+    # In between, the label keeps the probabilities read last.
+    np.testing.assert_array_equal(probabilities[2][11], probabilities[2][10])
+
+
 def test_a_moving_face_keeps_its_id_and_its_smoothed_box_follows():
     boxes = [Box(100 + 6 * index, 120 + 2 * index, 120, 120) for index in range(40)]
     for detect_every in (1, 3):
