@@ -1,14 +1,16 @@
 """Each face finder on turned faces, through the whole photo pipeline: prints figures, asserts nothing.
 
     python scripts/benchmark_faces.py [--data ../shared/data/ferplus] [--faces 600] [--finder NAME]
-        [--angles 0,30] [--face-side 160] [--sensitivity balanced] [--framing] [--false-alarms]
+        [--angles 0,30] [--face-side 160] [--sensitivity balanced] [--posed] [--framing] [--false-alarms]
 
-FER+ val faces with a majority label are upscaled (bicubic) to FACE_SIDE pixels (--face-side)
-and set in the middle of a 640x480 picture whose border repeats the face's edge, then the
-picture is turned about the face's centre by 0, +-15, +-30 and +-45 degrees. Each picture goes
-through emotion.analyze_image with each finder, at the photo preset and the sensitivity. A face
-counts as found when a face's box holds the face's centre, and as right when its emotion is the
-FER+ majority (a face not found is wrong).
+FER+ val faces with a majority label (faces from the web, some hard to see at any angle), or with
+--posed the posed development set's faces (../posed/ckplus_dev.npz beside --data: people acting
+six emotions in a lab, facing the camera, as in posed photos), are upscaled (bicubic) to
+FACE_SIDE pixels (--face-side) and set in the middle of a 640x480 picture whose border repeats
+the face's edge, then the picture is turned about the face's centre by 0, +-15, +-30 and +-45
+degrees. Each picture goes through emotion.analyze_image with each finder, at the photo preset
+and the sensitivity. A face counts as found when a face's box holds the face's centre, and as
+right when its emotion is the FER+ majority or the posed label (a face not found is wrong).
 Time per 640x480 frame is the median process CPU time and wall time of analyze_image on these
 pictures (the classifier's threads included).
 
@@ -76,6 +78,7 @@ def found_face(faces, center: tuple[float, float]):
 
 
 def accuracy_table(
+    name: str,
     images: np.ndarray,
     labels: np.ndarray,
     finders: Sequence[str],
@@ -88,9 +91,7 @@ def accuracy_table(
     classifier = emotion.load_classifier()
     center = (FRAME_SIZE[0] / 2.0, FRAME_SIZE[1] / 2.0)
     width, height = FRAME_SIZE
-    print(
-        f"{len(images)} FER+ val faces at {side} px in {width}x{height} pictures; sensitivity {sensitivity}"
-    )
+    print(f"{len(images)} {name} at {side} px in {width}x{height} pictures; sensitivity {sensitivity}")
     print("| finder | angle | faces found | emotion right | CPU ms per frame | wall ms per frame |")
     print("|---|---|---|---|---|---|")
     for finder in finders:
@@ -160,31 +161,33 @@ def framing(images: np.ndarray) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "ferplus")
-    parser.add_argument("--faces", type=int, default=600, help="the first N val faces with a majority label")
+    parser.add_argument("--faces", type=int, default=600, help="the first N labelled faces")
     parser.add_argument("--finder", choices=FINDER_NAMES, action="append", help="only this one (repeatable)")
     parser.add_argument("--angles", type=lambda text: [int(a) for a in text.split(",")], default=ANGLES)
     parser.add_argument("--face-side", type=int, default=FACE_SIDE, help="pixels (default: %(default)s)")
     parser.add_argument(
         "--sensitivity", choices=SENSITIVITIES, default="balanced", help="(default: %(default)s)"
     )
+    parser.add_argument("--posed", action="store_true", help="the posed development set's faces instead")
     parser.add_argument("--framing", action="store_true", help="measure FER2013's framing instead")
     parser.add_argument("--false-alarms", action="store_true", help="count boxes on pictures without faces")
     args = parser.parse_args()
     if args.false_alarms:
         false_alarms(args.sensitivity)
         return
-    path = args.data / "val.npz"
+    path = args.data.parent / "posed" / "ckplus_dev.npz" if args.posed else args.data / "val.npz"
     if not path.is_file():
-        print(f"no FER+ val faces at {path} (--data): nothing to measure")
+        print(f"no faces at {path} (--data): nothing to measure")
         return
-    val = np.load(path)
-    labelled = val["labels"] >= 0
-    images, labels = val["images"][labelled][: args.faces], val["labels"][labelled][: args.faces]
+    faces = np.load(path)
+    labelled = faces["labels"] >= 0
+    images, labels = faces["images"][labelled][: args.faces], faces["labels"][labelled][: args.faces]
+    name = "posed faces" if args.posed else "FER+ val faces"
     if args.framing:
         framing(images)
     else:
         accuracy_table(
-            images, labels, args.finder or FINDER_NAMES, args.angles, args.face_side, args.sensitivity
+            name, images, labels, args.finder or FINDER_NAMES, args.angles, args.face_side, args.sensitivity
         )
 
 
