@@ -15,7 +15,9 @@ Time per 640x480 frame is the median process CPU time and wall time of analyze_i
 pictures (the classifier's threads included).
 
 --false-alarms counts the boxes each finder puts on FACE_FREE_IMAGES, skimage's pictures without
-a person (two of them show a cat), each resized to 640x480 and 1600x1200; it needs no data.
+a person (two of them show a cat), each resized to 640x480, 1600x1200 and 4000x3000 (a phone's
+12 megapixels); and the boxes beside the one face in skimage's two photos of a person
+(PEOPLE_IMAGES), each enlarged one to eight times. It needs no data.
 
 --framing measures where FER2013 puts a face in its square, as the BlazeFace finder sees it
 (emotion.faces.blazeface.FER_FRAMING): each val face upscaled to 144 px and border-extended by
@@ -55,7 +57,9 @@ FACE_FREE_IMAGES = (  # skimage.data's pictures without a person that scikit-ima
     "coins", "horse", "grass", "gravel", "brick", "clock", "checkerboard", "retina", "colorwheel",
     "logo", "cell", "binary_blobs", "microaneurysms", "shepp_logan_phantom", "cat",
 )  # fmt: skip
-FALSE_ALARM_SIZES = ((640, 480), (1600, 1200))
+FALSE_ALARM_SIZES = ((640, 480), (1600, 1200), (4000, 3000))
+PEOPLE_IMAGES = {"astronaut": (222, 114), "camera": (226, 161)}  # name -> the face's centre (x, y)
+PEOPLE_SCALES = (1, 2, 4, 8)
 
 
 def picture(face: np.ndarray, angle: float, side: int = FACE_SIDE) -> np.ndarray:
@@ -115,27 +119,52 @@ def accuracy_table(
             )
 
 
-def false_alarms(sensitivity: str) -> None:
+def skimage_picture(name: str) -> np.ndarray:
+    """skimage.data's picture `name` as RGB uint8 (its random blobs always the same ones)."""
     from skimage import data
     from skimage.util import img_as_ubyte
 
+    image = img_as_ubyte(data.binary_blobs(rng=0) if name == "binary_blobs" else getattr(data, name)())
+    return image[..., :3] if image.ndim == 3 else np.stack([image] * 3, axis=-1)
+
+
+def false_alarms(sensitivity: str) -> None:
     from emotion.faces import detect_faces
 
     pictures = {}  # "name WxH" -> RGB uint8
     for name in FACE_FREE_IMAGES:
-        image = img_as_ubyte(getattr(data, name)())
-        image = image[..., :3] if image.ndim == 3 else np.stack([image] * 3, axis=-1)
+        image = skimage_picture(name)
         for width, height in FALSE_ALARM_SIZES:
             pictures[f"{name} {width}x{height}"] = cv2.resize(
                 image, (width, height), interpolation=cv2.INTER_AREA
             )
-    print(f"false alarms on {len(FACE_FREE_IMAGES)} pictures without a person, each at 640x480 and 1600x1200")
+    sizes = ", ".join(f"{width}x{height}" for width, height in FALSE_ALARM_SIZES)
+    print(f"false alarms on {len(FACE_FREE_IMAGES)} pictures without a person, each at {sizes}")
     for finder in FINDER_NAMES:
         settings = detector_settings("photo", sensitivity, finder=finder)
         counts = {label: len(detect_faces(picture, settings)) for label, picture in pictures.items()}
         boxed = [label for label, count in counts.items() if count]
         print(
             f"  {finder}: {sum(counts.values())} boxes on {len(boxed)} of {len(pictures)}: {', '.join(boxed)}"
+        )
+    scales = ", ".join(f"{scale}x" for scale in PEOPLE_SCALES)
+    print(f"boxes beside the face in skimage's {', '.join(PEOPLE_IMAGES)}, each enlarged {scales}")
+    for finder in FINDER_NAMES:
+        settings = detector_settings("photo", sensitivity, finder=finder)
+        extra, found, boxed = 0, 0, []
+        for name, (x, y) in PEOPLE_IMAGES.items():
+            image = skimage_picture(name)
+            for scale in PEOPLE_SCALES:
+                faces = detect_faces(cv2.resize(image, None, fx=scale, fy=scale), settings)
+                face = found_face(faces, (x * scale, y * scale))
+                found += face is not None
+                extra += len(faces) - (face is not None)
+                if len(faces) > (face is not None):
+                    boxed.append(f"{name} {scale}x")
+        pictures_count = len(PEOPLE_IMAGES) * len(PEOPLE_SCALES)
+        print(
+            f"  {finder}: the face found in {found} of {pictures_count}; {extra} boxes beside it, "
+            f"on {len(boxed)}: {', '.join(boxed)}"
         )
 
 
