@@ -113,6 +113,17 @@ def test_no_faces_in_blank_noise_or_tiny_images(finder):
     assert detect_faces(np.zeros((1, 5000), dtype=np.uint8), settings) == []
 
 
+@pytest.mark.parametrize("scale", [2, 4])
+def test_a_large_photo_gets_no_box_on_patterns_beside_the_face(astronaut_rgb, scale):
+    # Enlarged, the photo is searched for faces a twentieth of its side, as small as the
+    # reflections in her collar, which the first look finds unsure and the looks after must not confirm.
+    large = cv2.resize(astronaut_rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+
+    (box,) = boxes_of(large)
+
+    assert contains(box, (ASTRONAUT_FACE_CENTER[0] * scale, ASTRONAUT_FACE_CENTER[1] * scale))
+
+
 @pytest.mark.parametrize("finder", FINDER_NAMES)
 def test_faces_smaller_than_the_minimum_are_not_sought(astronaut_rgb, finder):
     assert detect_faces(astronaut_rgb, DetectorSettings(finder=finder, min_face_pixels=200)) == []

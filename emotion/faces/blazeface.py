@@ -43,6 +43,11 @@ REFINE_SCALE = 2.0  # the second look shows the face in a window this many times
 REFINE_INPUT_SIZE = 128  # pixels: the window shown to the model, the face spanning half of it
 REFINE_CENTER_TOLERANCE = 0.15  # and finds it again within this fraction of the window of its middle
 SURE_SCORE = 0.7  # first-look faces under this score must be confirmed by the second look
+# An unsure face is confirmed when the mean score of three looks (the first, the second and the
+# second's window mirrored) reaches the settings' min_score plus this: 0.62 at the default 0.5.
+# Chosen with scripts/benchmark_faces.py (--false-alarms, and the FER+ faces found): patterns
+# on clothes and walls in large photos score as high as a face once, rarely three times.
+CONFIRM_MARGIN = 0.12
 
 
 class FerFraming(NamedTuple):
@@ -260,13 +265,25 @@ def fer_square(frame: KeypointFrame) -> tuple[tuple[float, float], float]:
     return (frame.eyes_center[0] - sin * down, frame.eyes_center[1] + cos * down), side
 
 
+def _centred(window: np.ndarray, min_score: float) -> list[tuple[np.ndarray, float]]:
+    """The faces the model finds near the middle of a square grayscale window:
+    [(detection (8, 2) in 0-1 of the window, score)]."""
+    size = window.shape[0]
+    return [
+        (points / size, score)
+        for points, score in _INTERPRETERS.run(window, min_score)
+        if np.all(np.abs(points[:2].mean(axis=0) / size - 0.5) < REFINE_CENTER_TOLERANCE)
+    ]
+
+
 def _refined(gray: np.ndarray, face: RawFace, min_score: float) -> RawFace | None:
     """The face found again in its own neighbourhood, turned upright and shown REFINE_SCALE times
     larger than the face to the short-range model: keypoints a few times more precise than a
     search of the whole picture gives.
 
-    A face the first look was unsure of (under SURE_SCORE) must be seen again near the middle,
-    at min_score: the first look's weakest finds are often patterns on clothes or walls. None
+    A face the first look was unsure of (under SURE_SCORE) must be seen again near the middle
+    of the window, and of the window mirrored, the three looks' mean score reaching min_score +
+    CONFIRM_MARGIN: the first look's weakest finds are often patterns on clothes or walls. None
     if it is not; a face the first look was sure of is kept as it was when the second look
     misses it.
     """
@@ -275,13 +292,16 @@ def _refined(gray: np.ndarray, face: RawFace, min_score: float) -> RawFace | Non
     size = REFINE_INPUT_SIZE
     window_side = REFINE_SCALE * side
     window = turned_square(gray, center, window_side, frame.angle, size)
-    found = [
-        (points / size, score)  # in 0-1 of the window
-        for points, score in _INTERPRETERS.run(window, min_score)
-        if np.all(np.abs(points[:2].mean(axis=0) / size - 0.5) < REFINE_CENTER_TOLERANCE)
-    ]
+    found = _centred(window, min_score)
+    if face.score < SURE_SCORE:
+        mirrored = _centred(np.ascontiguousarray(window[:, ::-1]), min_score)
+        looks = [face.score] + [
+            max((score for _, score in faces), default=0.0) for faces in (found, mirrored)
+        ]
+        if sum(looks) / len(looks) < min_score + CONFIRM_MARGIN:
+            return None
     if not found:
-        return face if face.score >= SURE_SCORE else None
+        return face
     points, _ = max(found, key=lambda item: item[1])
     cos, sin = math.cos(math.radians(frame.angle)), math.sin(math.radians(frame.angle))
     offsets = (points - 0.5) * window_side  # (8, 2) along the face's axes
