@@ -37,10 +37,10 @@ logger = get_logger(__name__)  # Streamlit's: its handler writes to the server's
 FINDER_HELP = (
     "BlazeFace, a small neural network that also finds the eyes, finds upright and turned faces "
     "and levels each face by its eyes before reading it: it found all of 474 posed faces, "
-    "upright and turned by 30 degrees, and of 600 harder FER+ faces 94 % both ways, reading "
+    "upright and turned by 30 degrees, and of 600 harder FER+ faces 93 % both ways, reading "
     "as many right turned as upright. The Haar cascade finds only upright, frontal faces: at "
-    "30 degrees it found under 5 % of the posed faces and 7 % of the FER+ ones. BlazeFace takes "
-    "about 6 ms of CPU per 640x480 picture, Haar 7-9 ms."
+    "30 degrees it found under 5 % of the posed faces and 8 % of the FER+ ones. BlazeFace takes "
+    "about 7 ms of CPU per 640x480 picture, Haar 8-11 ms."
 )
 
 
