@@ -157,9 +157,10 @@ def false_alarms(sensitivity: str) -> None:
             for scale in PEOPLE_SCALES:
                 faces = detect_faces(cv2.resize(image, None, fx=scale, fy=scale), settings)
                 face = found_face(faces, (x * scale, y * scale))
+                beside = len(faces) - (face is not None)
                 found += face is not None
-                extra += len(faces) - (face is not None)
-                if len(faces) > (face is not None):
+                extra += beside
+                if beside:
                     boxed.append(f"{name} {scale}x")
         pictures_count = len(PEOPLE_IMAGES) * len(PEOPLE_SCALES)
         print(

@@ -42,7 +42,7 @@ MAX_KEPT_INPUT_PIXELS = 320 * 240
 REFINE_SCALE = 2.0  # the second look shows the face in a window this many times its side
 REFINE_INPUT_SIZE = 128  # pixels: the window shown to the model, the face spanning half of it
 REFINE_CENTER_TOLERANCE = 0.15  # and finds it again within this fraction of the window of its middle
-SURE_SCORE = 0.7  # first-look faces under this score must be confirmed by the second look
+SURE_SCORE = 0.7  # first-look faces under this score must be confirmed by the looks after
 # An unsure face is confirmed when the mean score of three looks (the first, the second and the
 # second's window mirrored) reaches the settings' min_score plus this: 0.62 at the default 0.5.
 # Chosen with scripts/benchmark_faces.py (--false-alarms, and the FER+ faces found): patterns
