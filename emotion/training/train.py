@@ -76,6 +76,12 @@ class Recipe:
     max_shift_px: float = option(4.0, "augmentation: shift up to this many pixels")
     erase_probability: float = option(0.5, "share of faces given a rectangle of noise (random erasing)")
     max_erase_area: float = option(0.25, "random erasing: area drawn from [0.02, this] of the image")
+    max_log_gamma: float = option(0.0, "augmentation: gamma drawn from exp([-this, this]); 0 = none")
+    max_log_contrast: float = option(
+        0.0, "augmentation: contrast about the face's mean scaled by exp([-this, this]); 0 = none"
+    )
+    max_blur: float = option(0.0, "augmentation: share of a 3x3 box blur mixed in, drawn from [0, this]")
+    max_noise: float = option(0.0, "augmentation: Gaussian noise of [0, this] grey levels")
     original_label_weight: float = option(
         0.0, "with FER+ votes: share of the face's original FER2013 label in its target"
     )
