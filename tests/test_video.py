@@ -183,6 +183,24 @@ def test_grey_keeps_its_level_in_a_video_that_says_how_its_colours_are_coded(cla
     assert np.abs(rgb - level).max() <= 1  # FFmpeg's conversion back to RGB rounds down
 
 
+@pytest.mark.parametrize("level", [40, 128, 200])
+def test_grey_keeps_its_level_through_ffmpegs_own_conversion_to_rgb(classifier, level):
+    # `ffmpeg -i out.mp4 -pix_fmt rgb24` converts in a filter graph that reads the frames' range
+    # and matrix tags. The status banner across the top (no face here) darkens the frame's mean,
+    # so the level is read below it.
+    result = process_video(make_video([np.full((240, 320, 3), level, np.uint8)] * 3), classifier)
+    with av.open(io.BytesIO(result.video)) as container:
+        graph = av.filter.Graph()
+        source = graph.add_buffer(template=container.streams.video[0])
+        to_rgb, sink = graph.add("format", "rgb24"), graph.add("buffersink")
+        source.link_to(to_rgb)
+        to_rgb.link_to(sink)
+        graph.configure()
+        graph.push(next(container.decode(video=0)))
+        rgb = graph.pull().to_ndarray(format="rgb24")  # (240, 320, 3)
+    assert np.abs(np.median(rgb[120:], axis=(0, 1)) - level).max() <= 1
+
+
 def test_output_size_is_even_and_within_the_limit():
     assert output_size(720, 480) == (720, 480)
     assert output_size(721, 481) == (720, 480)
