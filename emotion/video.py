@@ -21,7 +21,11 @@ the frames it has, not by the duration its container declares, which a file can 
 - Videos larger than PROCESSING_MAX_SIDE (a 4K video, say) are downscaled to it for processing
   and output: the detector works on a downscaled image anyway and an annotated 4K MP4 would only
   be slower to encode and to send. Videos above MAX_INPUT_PIXELS (beyond 4K) are refused:
-  decoding alone would take too long.
+  decoding alone would take too long. The limit holds for every frame, not only the size the
+  container gives: a stream may change its picture size later (a new JPEG in MJPEG, a new
+  sequence header in H.264). FFmpeg's decoder is told the limit (its max_pixels), so that it
+  allocates no larger frame, in the probe as while decoding, and each decoded frame is checked
+  again before it is converted.
 """
 
 from __future__ import annotations
@@ -267,6 +271,8 @@ def _analysed_frames(
     decoded = frames = 0
     total = info.analysed_frames
     for frame in _decode(container, stream):
+        if frame.width * frame.height > MAX_INPUT_PIXELS:  # the picture size may change after the first
+            raise InvalidVideo(_too_large_message(frame.width, frame.height, f"Frame {decoded + 1}"))
         index, decoded = decoded, decoded + 1
         time_s = index / float(info.fps)
         if limit_length and (time_s > MAX_DURATION_S or decoded > MAX_DECODED_FRAMES):
@@ -312,6 +318,8 @@ def _open(source: str | Path | bytes | BinaryIO):
     options = {
         "format_whitelist": ",".join(VIDEO_FORMATS + STILL_IMAGE_FORMATS),
         "protocol_whitelist": "file",
+        # Also given to the decoders the probe (avformat_find_stream_info) runs on the first frames.
+        "max_pixels": str(MAX_INPUT_PIXELS),
     }
     try:
         container = av.open(file, "r", options=options)
@@ -323,6 +331,9 @@ def _open(source: str | Path | bytes | BinaryIO):
     if not container.streams.video:
         container.close()
         raise InvalidVideo(f"{name} has no video stream")
+    codec_context = container.streams.video[0].codec_context
+    if codec_context is not None:  # None: an unknown codec, which _check refuses
+        codec_context.options = {"max_pixels": str(MAX_INPUT_PIXELS)}  # read when it opens
     return container
 
 
@@ -331,11 +342,13 @@ def _check(container, stream, *, limit_length: bool = True) -> VideoInfo:
         raise InvalidVideo("The video is in a format (codec) we cannot decode")
     width, height = stream.codec_context.width, stream.codec_context.height
     if width < 1 or height < 1:
-        raise InvalidVideo("The video has no picture size: the file looks damaged")
-    if width * height > MAX_INPUT_PIXELS:
+        # Also what FFmpeg leaves of a stream whose first frames its probe refused over max_pixels.
         raise InvalidVideo(
-            f"The video is {width}x{height}: too large, at most 4K ({MAX_INPUT_PIXELS / 1e6:.1f} megapixels)"
+            "The video has no picture size that can be read: the file is damaged, or its frames are "
+            f"larger than 4K ({MAX_INPUT_PIXELS / 1e6:.1f} megapixels)"
         )
+    if width * height > MAX_INPUT_PIXELS:
+        raise InvalidVideo(_too_large_message(width, height))
     fps = stream.average_rate or stream.guessed_rate or stream.base_rate
     if not fps or fps <= 0:
         logger.warning("No frame rate in the video; assuming %s fps", DEFAULT_FPS)
@@ -356,6 +369,10 @@ def _check(container, stream, *, limit_length: bool = True) -> VideoInfo:
     return info
 
 
+def _too_large_message(width: int, height: int, where: str = "The video") -> str:
+    return f"{where} is {width}x{height}: too large, at most 4K ({MAX_INPUT_PIXELS / 1e6:.1f} megapixels)"
+
+
 def _too_long_message(length: str | None) -> str:
     length = f" ({length})" if length is not None else ""
     return (
@@ -367,8 +384,10 @@ def _too_long_message(length: str | None) -> str:
 def _decode(container, stream):
     try:
         yield from container.decode(stream)
-    except av.error.FFmpegError as error:
-        raise InvalidVideo(f"The video is damaged and cannot be decoded ({error})") from error
+    except av.error.FFmpegError as error:  # also a frame over max_pixels, which FFmpeg does not tell apart
+        raise InvalidVideo(
+            f"The video is damaged, or has a frame larger than 4K, and cannot be decoded ({error})"
+        ) from error
 
 
 def _to_bgr(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:

@@ -16,7 +16,7 @@ from emotion.labels import EMOTIONS
 from emotion.live import LiveSettings
 from emotion.results import CSV_COLUMNS
 from emotion.video import InvalidVideo, output_size, probe_video, process_video
-from scripts import samples
+from scripts import hostile, samples
 
 
 def make_video(frames_rgb, fps: int = 10, rotation: int = 0) -> bytes:
@@ -302,6 +302,9 @@ def test_too_long_and_too_large_videos_are_refused(classifier, monkeypatch, face
     monkeypatch.setattr(video, "MAX_DURATION_S", 120.0)
     monkeypatch.setattr(video, "MAX_INPUT_PIXELS", 640 * 480)
     with pytest.raises(InvalidVideo, match="720x480: too large"):
+        process_video(make_video([np.zeros((480, 720, 3), np.uint8)] * 2), classifier)
+    # An MJPEG's size comes from decoding its first frame, which the probe's decoder refuses.
+    with pytest.raises(InvalidVideo, match="larger than 4K"):
         process_video(face_clip, classifier)
 
 
@@ -391,3 +394,40 @@ def test_track_video_follows_faces_without_drawing_and_any_length_when_asked(
     with pytest.raises(InvalidVideo, match="too long"):
         list(video.track_video(face_clip, classifier))
     assert len(list(video.track_video(face_clip, classifier, limit_length=False))) == 71
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        hostile.growing_mjpeg_avi,
+        hostile.growing_h264,
+        lambda sizes: hostile.growing_h264(sizes, "matroska"),
+    ],
+    ids=["mjpeg-avi", "h264-mp4", "h264-mkv"],
+)
+def test_frames_larger_than_the_limit_after_a_small_first_one_are_refused_before_they_are_decoded(
+    classifier, monkeypatch, make
+):
+    monkeypatch.setattr(video, "MAX_INPUT_PIXELS", 64 * 48)
+    data = make([(64, 48)] + [(640, 480)] * 3)
+    decoded, converted = [], []
+    decode, to_bgr = video._decode, video._to_bgr
+
+    def decode_spy(container, stream):
+        for frame in decode(container, stream):
+            decoded.append(frame.width * frame.height)
+            yield frame
+
+    monkeypatch.setattr(video, "_decode", decode_spy)
+    monkeypatch.setattr(
+        video, "_to_bgr", lambda frame, *size: converted.append(frame.width) or to_bgr(frame, *size)
+    )
+    for analyse in (
+        lambda: process_video(data, classifier),
+        lambda: list(video.track_video(data, classifier)),
+        lambda: probe_video(data) and process_video(data, classifier),
+    ):
+        with pytest.raises(InvalidVideo, match=r"640x480: too large|larger than 4K"):
+            analyse()
+    assert max(decoded, default=0) <= 64 * 48  # FFmpeg allocated no larger frame
+    assert set(converted) <= {64}
