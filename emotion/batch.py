@@ -27,6 +27,7 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -55,6 +56,12 @@ from emotion.results import FaceRow
 logger = logging.getLogger(__name__)
 
 ENGINES = ("local", "spark")
+# PySpark 4.3 warns on every run, in this process and in each worker, that it "does not yet fully
+# support pandas >= 3.0.0". The Spark engine hands pandas only flat Arrow batches of bytes, strings,
+# numbers and timestamps (mapInPandas, both ways), and tests/test_batch.py finds Spark's tables
+# identical to the local engine's under the pandas 3 that requirements.txt installs; so the
+# warning is silenced, by its message alone.
+PANDAS_3_WARNING = "PySpark does not yet fully support pandas >= 3"
 PACKAGE = Path(__file__).resolve().parent
 
 Progress = Callable[[str], None]  # one line per file analysed
@@ -328,6 +335,7 @@ def _analyse_paths(batches, model_name: str, preset: str, detect_every: int, det
     """mapInPandas over local files: each batch holds rows (path,), the path as file-system bytes."""
     from pyspark import SparkFiles
 
+    _accept_pandas_3()
     model = SparkFiles.get(model_name)
     for batch in batches:
         for path in batch["path"]:
@@ -340,6 +348,7 @@ def _analyse_contents(batches, model_name: str, preset: str, detect_every: int, 
     import pandas as pd
     from pyspark import SparkFiles
 
+    _accept_pandas_3()
     model = SparkFiles.get(model_name)
     for batch in batches:
         for path, modified, content in zip(
@@ -360,8 +369,14 @@ def _package_zip(folder: Path) -> Path:
     return archive
 
 
+def _accept_pandas_3() -> None:
+    """Silence PySpark's warning about pandas 3 in this process (see PANDAS_3_WARNING)."""
+    warnings.filterwarnings("ignore", message=PANDAS_3_WARNING, category=FutureWarning)
+
+
 def spark_session(master: str | None = None):
     """The active SparkSession (spark-submit's), or a new one; `master` overrides spark-submit's."""
+    _accept_pandas_3()
     try:
         from pyspark.sql import SparkSession
     except ImportError as error:

@@ -181,6 +181,17 @@ def test_spark_engine_writes_the_same_rows_as_the_local_engine(inputs, tmp_path,
     assert sorted(path.name for path in tmp_path.iterdir()) == ["local", "spark"]  # no temporary folder left
 
 
+def test_spark_runs_without_pysparks_warning_about_pandas_3(inputs, tmp_path, spark):
+    # In a process of its own: the warning is given once in this one, and by each Spark worker.
+    result = run_emotion(
+        "batch",
+        inputs / "astronaut.png",
+        *("--out", tmp_path / "out", "--engine", "spark", "--master", "local[1]"),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "pandas >= 3" not in result.stderr
+
+
 def test_cli_batch_reports_failures_in_its_exit_status(inputs, tmp_path, capsys):
     assert (
         main(["batch", str(inputs / "astronaut.png"), "--out", str(tmp_path / "one"), "--processes", "1"])
