@@ -99,13 +99,19 @@ class SessionStats:
             self._elapsed_s = 0.0
             self._faces: tuple[Face, ...] = ()
 
-    def record(self, time_s: float, faces: Sequence[Face], latency_s: float) -> None:
-        """Add one processed frame: its time in the session, its tracked faces and how long it took."""
+    def record(
+        self, time_s: float, faces: Sequence[Face], latency_s: float, *, frame_clock_s: float | None = None
+    ) -> None:
+        """Add one processed frame: its time in the session, its tracked faces and how long it took.
+
+        frame_clock_s: when the frame was analysed, on a steady clock, for the frame rate; None
+        is now (perf_counter). Frames analysed elsewhere and recorded in batches give their own.
+        """
         with self._lock:
             frame = self._frames
             self._frames += 1
             self._elapsed_s = max(self._elapsed_s, time_s)
-            self._frame_times.append(time.perf_counter())
+            self._frame_times.append(time.perf_counter() if frame_clock_s is None else frame_clock_s)
             self._latencies_s.append(latency_s)
             self._faces = tuple(faces)
             live_ids = {face.id for face in faces}
