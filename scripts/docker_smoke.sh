@@ -21,6 +21,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The test photo, the JSON to compare with and the browser run are made here by the `python` on
+# PATH: before anything is installed or built, check that it has what they import.
+DEV_MODULES=(PIL skimage cv2 av ai_edge_litert playwright)  # requirements-dev.txt's, as imported
+if ! missing=$(python -c 'import importlib.util, sys
+print(" ".join(name for name in sys.argv[1:] if importlib.util.find_spec(name) is None))' "${DEV_MODULES[@]}"); then
+    echo "docker smoke test: no working \`python\` on PATH" >&2
+    exit 1
+fi
+if [ -n "$missing" ]; then
+    echo "docker smoke test: the \`python\` on PATH ($(command -v python)) lacks $missing;" \
+        "install the dev requirements into it (python -m pip install -r requirements-dev.txt)" \
+        "or put the bin folder of an environment that has them first on PATH" >&2
+    exit 1
+fi
+
 IMAGE=emotion-lens:smoke
 BASE_IMAGE=emotion-lens-base:bookworm
 BASE_PACKAGES=python3,python3-venv,ca-certificates,passwd  # passwd: useradd
@@ -62,7 +77,7 @@ now() { date +%s.%N; }
 since() { awk -v start="$1" -v end="$(now)" 'BEGIN { printf "%.1f", end - start }'; }
 
 free_port() {
-    python -c 'import sys; sys.path.insert(0, "scripts"); from browser import free_port; print(free_port())'
+    python -c 'from scripts.browser import free_port; print(free_port())'
 }
 
 # Wait until $2 answers 200 while container $1 runs; prints the seconds since $3.
@@ -165,8 +180,7 @@ python - "http://127.0.0.1:$page_port" "$work/astronaut.png" <<'EOF' || fail "th
 import os
 import sys
 
-sys.path.insert(0, "scripts")
-from browser import EMOTION_PATTERN, browser_missing_reason, chromium, open_app, photo_results, upload_photo
+from scripts.browser import EMOTION_PATTERN, browser_missing_reason, chromium, open_app, photo_results, upload_photo
 
 reason = browser_missing_reason()
 if reason is not None:
