@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.resources
 import logging
 import multiprocessing
 import os
@@ -62,7 +63,7 @@ ENGINES = ("local", "spark")
 # identical to the local engine's under the pandas 3 that requirements.txt installs; so the
 # warning is silenced, by its message alone.
 PANDAS_3_WARNING = "PySpark does not yet fully support pandas >= 3"
-PACKAGE = Path(__file__).resolve().parent
+PACKAGE = Path(str(importlib.resources.files("emotion")))  # its modules travel to Spark's executors
 
 Progress = Callable[[str], None]  # one line per file analysed
 

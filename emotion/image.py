@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,12 @@ MAX_PIXELS = 50_000_000  # 50 megapixels: above any phone camera; checked before
 # the RGB one and the array returned; 16-bit, 32-bit and float images are converted a band of rows
 # at a time): MAX_PIXELS bound it to 650 MB a photo. tests/test_image.py measures it per mode.
 PEAK_BYTES_PER_PIXEL = 13
+# A progressive JPEG's decoder passes over the whole picture once a scan, and a scan can be a few
+# bytes: counted before decoding. libjpeg writes 10 scans for a progressive colour photo, 6 for grey
+# and 18 for CMYK (jpeg_simple_progression); a baseline JPEG has one. On a busy 2-core machine a
+# 49-megapixel grey JPEG of 2,005 scans (334 KB) took 127 s; of 50 scans 3.6 s, of 6 scans 1.0 s.
+MAX_JPEG_SCANS = 50
+MAX_JPEG_MARKERS = 10_000  # a photo has tens (tables, metadata, a table or two a scan)
 # What Pillow may decode ("JPEG" includes the MPO JPEGs many cameras write).
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 SUPPORTED = "JPEG, PNG, WebP, GIF, BMP, TIFF"  # the same, as a person reads it
@@ -44,6 +51,11 @@ _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 _WIDE_MODES = ("I", "F")  # 32-bit integers, 32-bit floats
 _BAND_PIXELS = 1 << 18  # pixels of a wide image converted at a time: 2 MB as float64
 _TRANSPARENT_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+# A JPEG marker: 0xFF (any fill bytes) and a code; not a stuffed 0xFF 0x00 inside a scan's data,
+# nor a restart marker (0xD0-0xD7), which a scan may have thousands of and which starts nothing.
+_JPEG_MARKER = re.compile(rb"\xff+([^\x00\xff\xd0-\xd7])")
+_JPEG_PARAMETERLESS = frozenset(b"\x01\xd8\xd9")  # TEM, SOI, EOI: no length follows
+_JPEG_SOS = 0xDA  # start of scan
 
 
 class InvalidImage(ValueError):
@@ -83,6 +95,8 @@ def load_image(data: bytes | str | Path | BinaryIO, max_pixels: int = MAX_PIXELS
             raise InvalidImage(_too_large_message((width, height), max_pixels))
         if width < 1 or height < 1:
             raise InvalidImage(f"This image is {width} x {height} pixels: it has no picture in it.")
+        if image.format in ("JPEG", "MPO"):
+            _check_jpeg_scans(data)
         try:
             image.load()  # the first frame of an animation
         except Image.DecompressionBombError as error:  # a frame larger than the header said
@@ -133,6 +147,33 @@ def _read_bytes(data: bytes | str | Path | BinaryIO) -> bytes:
     if isinstance(data, bytes):
         return data
     raise TypeError(f"load_image takes bytes, a path or a binary file, not {type(data).__name__}")
+
+
+def _check_jpeg_scans(data: bytes) -> None:
+    """Raise InvalidImage for a JPEG of more than MAX_JPEG_SCANS scans (or MAX_JPEG_MARKERS markers).
+
+    The markers are read as a decoder reads them: a segment's length is skipped (what a metadata
+    segment holds is no marker), a scan's data runs to the next marker. Every image of an MPO counts.
+    """
+    scans = markers = 0
+    position = 2  # after SOI
+    while (marker := _JPEG_MARKER.search(data, position)) is not None:
+        markers += 1
+        if markers > MAX_JPEG_MARKERS:
+            raise InvalidImage(
+                f"This JPEG has more than {MAX_JPEG_MARKERS:,} markers: it is damaged and cannot be read."
+            )
+        code, position = marker.group(1)[0], marker.end()
+        if code in _JPEG_PARAMETERLESS:
+            continue
+        if code == _JPEG_SOS:
+            scans += 1
+            if scans > MAX_JPEG_SCANS:
+                raise InvalidImage(
+                    f"This JPEG has more than {MAX_JPEG_SCANS} scans, each a pass over the whole picture: "
+                    "it would take too long to decode (photos have at most a few tens)."
+                )
+        position += int.from_bytes(data[position : position + 2], "big")  # the length counts itself
 
 
 def _too_large_message(size: tuple[int, int] | None, max_pixels: int) -> str:

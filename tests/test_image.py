@@ -19,6 +19,7 @@ from PIL import Image, ImageFile
 from emotion import DetectorSettings, InvalidImage, detect_faces, load_image
 from emotion import image as image_module
 from emotion.image import MAX_PIXELS, PEAK_BYTES_PER_PIXEL
+from scripts import hostile
 from scripts.samples import REPO
 
 NOT_AN_IMAGE = r"not an image we can read \(JPEG, PNG, WebP, GIF, BMP, TIFF\)"
@@ -458,3 +459,32 @@ def test_memory_per_pixel_is_bounded_whatever_the_mode(tmp_path, mode, format):
         cwd=REPO,
     )
     assert float(measured.stdout) <= PEAK_BYTES_PER_PIXEL
+
+
+def test_a_jpeg_with_more_scans_than_an_encoder_writes_is_refused_before_decoding(monkeypatch):
+    decoded = []
+    load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda image: decoded.append(image.size) or load(image))
+    limit = image_module.MAX_JPEG_SCANS
+    too_many = hostile.many_scans_jpeg(64, 48, limit - 4)  # a grey progressive JPEG has 6 scans
+    assert too_many.count(b"\xff\xda") == limit + 1
+    with pytest.raises(InvalidImage, match=rf"more than {limit} scans"):
+        load_image(too_many)
+    assert decoded == []
+    at_the_limit = hostile.many_scans_jpeg(64, 48, limit - 5)
+    assert load_image(at_the_limit).shape == (48, 64, 3)
+    # Markers that start nothing count too: a flood of them is no way round the count.
+    flood = b"\xff\x01" * image_module.MAX_JPEG_MARKERS
+    with pytest.raises(InvalidImage, match="damaged"):
+        load_image(at_the_limit[:-2] + flood + at_the_limit[-2:])
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "CMYK"])
+def test_progressive_jpegs_as_encoders_write_them_load(mode):
+    rgb = Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    photo = encode(rgb.convert(mode), "JPEG", progressive=True, exif=rgb.getexif())
+    assert load_image(photo).shape == (48, 64, 3)
+    # Scan markers' bytes inside a metadata segment are not scans.
+    comment = b"\xff\xda" * 4000
+    with_comment = photo[:2] + b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment + photo[2:]
+    assert load_image(with_comment).shape == (48, 64, 3)

@@ -17,15 +17,14 @@ import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import cv2
 import numpy as np
 
 from emotion.faces.common import Detection, DetectorSettings, shrink, square_box, turned_square
+from emotion.model_file import shipped_file
 
-MODEL_DIR = Path(__file__).resolve().parent.parent.parent / "model"
 RAW_SCORE_LIMIT = 80.0  # logits are clipped here before the sigmoid (MediaPipe uses 100; float32 overflows)
 SUPPRESSION_IOU = 0.3  # detections overlapping the best one by more than this are merged into it
 DETECTOR_THREADS = 1  # per call: callers run in parallel (the webcam, the page), one core each
@@ -75,7 +74,7 @@ class AnchorSpec:
 
 # face_detection_short_range_common.pbtxt: faces within about 2 m of the camera.
 SHORT_RANGE = AnchorSpec(128, (8, 16, 16, 16), 1.0)
-MODEL_FILE = MODEL_DIR / "face_detection_short_range.tflite"
+MODEL_FILE = shipped_file("face_detection_short_range.tflite")
 
 
 class RawFace(NamedTuple):
