@@ -44,10 +44,9 @@ from emotion.events import (
     BATCH_SCHEMA,
     ERROR_SCHEMA,
     PARTITION_COLUMNS,
-    EventSource,
+    VideoFaces,
     events_table,
-    photo_frames,
-    video_frames,
+    result_events,
     with_date,
 )
 from emotion.faces import DEFAULT_FINDER
@@ -126,36 +125,30 @@ def analyse_file(
 
     modified_ms: the file's modification time, in milliseconds since the epoch (what Hadoop
     file systems give). The model file is loaded once per process. detector: the face finder
-    (emotion.faces.FINDER_NAMES).
+    (emotion.faces.FINDERS).
     """
-    from emotion.faces import detector_settings
     from emotion.image import InvalidImage
-    from emotion.live import LiveSettings
     from emotion.pipeline import photo_faces
+    from emotion.request import AnalysisRequest
     from emotion.video import InvalidVideo, track_video
 
     kind = media_kind(source)
-    modified_s = modified_ms / 1000
     try:
+        request = AnalysisRequest.of(
+            finder=detector, engagement_preset=preset, detect_every=detect_every, origin="batch"
+        )
         classifier = _classifier(model)
         if kind == "photo":
-            photo = photo_faces(data, classifier, detector_settings("photo", finder=detector))
-            frames = photo_frames(photo.faces, photo.width, photo.height, modified_s)
-            analysed = 1
+            result, analysed = photo_faces(data, classifier, request.detector).released(), 1
         else:
-            settings = LiveSettings(  # as `video`
-                detector=detector_settings("live", finder=detector),
-                detect_every=detect_every,
-                engagement_preset=preset,
-            )
             rows: list[FaceRow] = []
             analysed = width = height = 0
-            for frame in track_video(data, classifier, settings=settings, limit_length=False):
+            for frame in track_video(data, classifier, settings=request.live_settings(), limit_length=False):
                 analysed += 1
                 width, height = frame.width, frame.height
                 rows.extend(FaceRow(frame.index, frame.time_s, face) for face in frame.faces)
-            frames = video_frames(rows, width, height, modified_s)
-        events = events_table(EventSource(kind, source, "batch", preset, classifier.sha256).check(), frames)
+            result = VideoFaces(rows, width, height)
+        events = events_table(*result_events(result, source, request, classifier.sha256, modified_ms / 1000))
     except (InvalidImage, InvalidVideo, OSError) as error:
         return FileResult(source, kind, 0, None, str(error) or type(error).__name__)
     except Exception as error:  # one file must not end the batch: it is an error row like the others

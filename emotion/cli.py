@@ -144,9 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def predict_command(
     paths: Sequence[Path], model: Path | None, as_json: bool = False, detector: str = DEFAULT_FINDER
 ) -> int:
-    from emotion.faces import detector_settings
     from emotion.image import InvalidImage
-    from emotion.pipeline import analyze_photo, photo_json
+    from emotion.pipeline import photo_faces
+    from emotion.request import AnalysisRequest
     from emotion.results import photo_record
 
     files = list(find_media(paths, PHOTO_EXTENSIONS))
@@ -156,27 +156,23 @@ def predict_command(
     loaded = _resolve_model(model)
     if loaded is None:
         return EXIT_USAGE
-    classifier = loaded.classifier
-    settings = detector_settings("photo", finder=detector)
+    request = AnalysisRequest.of(finder=detector)
     table = _Table(max(len(str(file)) for file, _ in files)) if not as_json else None
     failed = False
     for file, problem in files:
-        if as_json:
-            if problem is None:
-                record = photo_json(str(file), file, classifier, settings)
-            else:
-                record = photo_record(str(file), [], detector, problem)
-            failed = failed or "error" in record
-            print(json.dumps(record), flush=True)
-            continue
-        faces = []
+        photo = None
         if problem is None:
             try:
-                faces = analyze_photo(file, classifier, settings)
+                photo = photo_faces(file, loaded.classifier, request.detector).released()
             except InvalidImage as error:
                 problem = str(error)
         failed = failed or problem is not None
-        table.print_file(file, faces, problem)
+        if as_json:
+            name = str(file)
+            record = photo_record(name, [], request.finder, problem) if photo is None else photo.record(name)
+            print(json.dumps(record), flush=True)
+        else:
+            table.print_file(file, [] if photo is None else photo.faces, problem)
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -188,7 +184,7 @@ def video_command(
     model: Path | None,
     detector: str = DEFAULT_FINDER,
 ) -> int:
-    from emotion.faces import detector_settings
+    from emotion.request import AnalysisRequest
     from emotion.video import InvalidVideo, probe_video, process_video
 
     for path in (out, csv_path):
@@ -206,9 +202,7 @@ def video_command(
     progress = _ProgressBar()
     try:
         # The live detector, as the page's Video tab.
-        settings = LiveSettings(
-            detector=detector_settings("live", finder=detector), detect_every=detect_every
-        )
+        settings = AnalysisRequest.of(finder=detector, detect_every=detect_every).live_settings()
         result = process_video(source, loaded.classifier, settings=settings, progress=progress)
     except InvalidVideo as error:
         progress.finish()

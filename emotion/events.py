@@ -7,13 +7,14 @@ moment: which webcam session, video or photo it came from, when in UTC, how larg
 was, the engagement under which preset, and the model that read it. EVENT_SCHEMA is the one
 definition of the columns; the README documents them under "Detection events", and
 SCHEMA_VERSION changes whenever a column does. `photo_frames` and `video_frames` turn a photo's
-or a video's face results into the frames of events, for the page and the batch command alike.
+or a video's face results into the frames of events; `result_events` turns any result (a photo,
+`VideoFaces`) into its source and frames, for the page, the API and the batch command alike.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, ClassVar, NamedTuple, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -22,6 +23,9 @@ import pyarrow.compute as pc
 from emotion.engagement import get_preset
 from emotion.labels import EMOTIONS
 from emotion.results import CSV_COLUMNS, Face, FaceRow, numbered
+
+if TYPE_CHECKING:
+    from emotion.request import AnalysisRequest
 
 SCHEMA_VERSION = 1
 SOURCE_KINDS = ("webcam", "video", "photo")
@@ -110,6 +114,36 @@ def video_frames(rows: Iterable[FaceRow], width: int, height: int, started_utc: 
             frames[row.frame] = FrameFaces(row.frame, row.time_s, utc_time, width, height, [])
         frames[row.frame].faces.append(row.face)
     return list(frames.values())
+
+
+class VideoFaces(NamedTuple):
+    """A video's faces, one row per (frame, face) in frame order, in frames of width x height."""
+
+    rows: Sequence[FaceRow]
+    width: int
+    height: int
+
+    kind = "video"  # of its detection events
+
+    def frames(self, utc_time: float) -> list[FrameFaces]:
+        """The rows as the frames of events of a video that began at `utc_time` (see `video_frames`)."""
+        return video_frames(self.rows, self.width, self.height, utc_time)
+
+
+class Detections(Protocol):
+    """A result whose faces become detection events: a photo (emotion.pipeline.Photo), a video."""
+
+    kind: ClassVar[str]  # one of SOURCE_KINDS
+
+    def frames(self, utc_time: float) -> list[FrameFaces]: ...
+
+
+def result_events(
+    result: Detections, name: str, request: AnalysisRequest, model_sha256: str, utc_time: float
+) -> tuple[EventSource, list[FrameFaces]]:
+    """The source and frames of one result's events: a photo analysed, or a video begun, at
+    `utc_time` (seconds since the epoch), named `name`, as `request` asked, by that model."""
+    return request.source(result.kind, name, model_sha256), result.frames(utc_time)
 
 
 def events_table(source: EventSource, frames: Iterable[FrameFaces]) -> pa.Table:

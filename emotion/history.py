@@ -1,16 +1,16 @@
 """The detection log and the history read from it: events kept in DuckDB, or a batch Parquet table.
 
-`DetectionLog` owns one DuckDB file (HISTORY_PATH). The page's webcam, video and photo paths call `submit`,
-which only puts the frames on a bounded queue and never blocks; a writer thread turns what has
-queued into one Arrow table and appends it within BATCH_INTERVAL_S (sooner past
-BATCH_MAX_EVENTS), so a live stream keeps its frame rate. Every visitor of an app process
-shares one log (the page caches it), so concurrent sessions write through the same thread. A
-failed write (a full disk, a file another process holds open) drops that batch, counts its
-events and becomes the log's `warning`; the next batch tries again. The file is opened for each
-batch and each read and closed after it, so between them another process can open it (DuckDB
-lets one process at a time hold a file). Past `max_bytes` (MAX_LOG_BYTES) the log keeps nothing
-more and says so, until the history is deleted. Its warnings name no server path: those go to
-the server's log.
+`DetectionLog` owns one DuckDB file (HISTORY_PATH). The webcam calls `submit` for each frame,
+and the page's and the API's photos and videos go through `log_result`; `submit` only puts the
+frames on a bounded queue and never blocks; a writer thread turns what has queued into one Arrow
+table and appends it within BATCH_INTERVAL_S (sooner past BATCH_MAX_EVENTS), so a live stream
+keeps its frame rate. Every visitor of an app process shares one log (the page caches it), so
+concurrent sessions write through the same thread. A failed write (a full disk, a file another
+process holds open) drops that batch, counts its events and becomes the log's `warning`; the
+next batch tries again. The file is opened for each batch and each read and closed after it, so
+between them another process can open it (DuckDB lets one process at a time hold a file). Past
+`max_bytes` (MAX_LOG_BYTES) the log keeps nothing more and says so, until the history is
+deleted. Its warnings name no server path: those go to the server's log.
 `flush` waits for what is queued, `close` (also run when the interpreter exits) flushes and
 stops the thread, and `delete_all` removes the database file itself, so no deleted row is left
 in it.
@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 import duckdb
 import pandas as pd
@@ -41,9 +41,12 @@ import pyarrow.compute
 import pyarrow.csv
 import pyarrow.parquet
 
-from emotion.events import EVENT_SCHEMA, EventSource, FrameFaces, events_table
+from emotion.events import EVENT_SCHEMA, Detections, EventSource, FrameFaces, events_table, result_events
 from emotion.labels import EMOTIONS
 from emotion.results import CSV_FORMULA_STARTS
+
+if TYPE_CHECKING:
+    from emotion.request import AnalysisRequest
 
 logger = logging.getLogger(__name__)
 
@@ -248,6 +251,29 @@ class DetectionLog:
             for path in self._files():
                 path.unlink(missing_ok=True)
             logger.info("Deleted the detection log %s", self.path)
+
+
+def log_result(
+    log: DetectionLog | None,
+    result: Detections,
+    *,
+    name: str,
+    request: AnalysisRequest,
+    model_sha256: str,
+    utc_time: float,
+    flush: bool = False,
+) -> None:
+    """A photo's or a video's faces to the detection log, when one is kept (None: it is off):
+    how the page and the API log every result. flush: wait until they are written, for the
+    History tab opened next."""
+    if log is None:
+        return
+    source, frames = result_events(result, name, request, model_sha256, utc_time)
+    if not any(frame.faces for frame in frames):
+        return
+    log.submit(source, frames)
+    if flush:
+        log.flush()
 
 
 def _create_events_table(connection: duckdb.DuckDBPyConnection) -> None:

@@ -12,9 +12,8 @@ import cv2
 import streamlit as st
 from streamlit.logger import get_logger
 
-from emotion import EmotionClassifier, resolve_model
+from emotion import resolve_model
 from emotion.engagement import DEFAULT_PRESET, PRESETS
-from emotion.events import EventSource
 from emotion.faces import (
     DEFAULT_FINDER,
     FINDER_NAMES,
@@ -22,12 +21,11 @@ from emotion.faces import (
     LIVE_DETECTOR,
     PHOTO_DETECTOR,
     SENSITIVITIES,
-    DetectorSettings,
-    detector_settings,
 )
 from emotion.history import DetectionLog
 from emotion.live import LiveSettings
 from emotion.remote import LoadedModel
+from emotion.request import AnalysisRequest
 from emotion.settings import history_settings
 
 T = TypeVar("T")
@@ -69,15 +67,11 @@ HISTORY_UNLOCKED = SessionValue("history_unlocked", bool)  # the visitor gave HI
 
 
 @dataclasses.dataclass(frozen=True)
-class PageSettings:
-    """What the sidebar chose."""
+class PageSettings(AnalysisRequest):
+    """What the sidebar chose: the request every tab analyses with, and how the page shows it."""
 
-    detector: DetectorSettings  # for photos
-    live_detector: DetectorSettings  # for the webcam and videos
-    show_probabilities: bool
-    engagement_preset: str
-    smoothing: float
-    detection_log: DetectionLog | None  # None unless the visitor switched the log on
+    show_probabilities: bool = True
+    detection_log: DetectionLog | None = None  # None unless the visitor switched the log on
 
 
 @st.cache_resource(show_spinner="Loading the emotion model...")
@@ -154,13 +148,13 @@ def sidebar() -> PageSettings:
         )
         detection_log = open_detection_log(str(config.path)) if keep_log and not locked else None
         show_log_warning(detection_log)
-    min_size_fraction = min_face_percent / 100
-    return PageSettings(
-        detector=detector_settings("photo", sensitivity, min_size_fraction, finder),
-        live_detector=detector_settings("live", sensitivity, min_size_fraction, finder),
-        show_probabilities=show_probabilities,
+    return PageSettings.of(
+        finder,
+        sensitivity,
+        min_face_percent / 100,
         engagement_preset=preset,
         smoothing=smoothing,
+        show_probabilities=show_probabilities,
         detection_log=detection_log,
     )
 
@@ -178,18 +172,11 @@ def show_log_warning(log: DetectionLog | None) -> None:
         st.warning(warning)
 
 
-def event_source(kind: str, name: str, classifier: EmotionClassifier, settings: PageSettings) -> EventSource:
-    return EventSource(kind, name, "app", settings.engagement_preset, classifier.sha256)
-
-
 def max_upload_size_mb() -> int:
     """The largest upload, per file: server.maxUploadSize, which the server enforces."""
     return int(st.get_option("server.maxUploadSize"))
 
 
 def live_settings(settings: PageSettings) -> LiveSettings:
-    return LiveSettings(
-        detector=settings.live_detector,
-        smoothing=settings.smoothing,
-        engagement_preset=settings.engagement_preset,
-    )
+    """How the webcam and the Video tab analyse, as the sidebar chose."""
+    return settings.live_settings()

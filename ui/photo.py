@@ -13,21 +13,21 @@ from pathlib import Path
 import streamlit as st
 
 from emotion import EmotionClassifier
-from emotion.events import photo_frames
 from emotion.faces import DetectorSettings
+from emotion.history import log_result
 from emotion.image import InvalidImage
 from emotion.media import PHOTO_EXTENSIONS
-from emotion.pipeline import PHOTO_BATCH_MAX, PHOTO_SLOTS, ProcessedPhoto, annotated_png, process_photo
-from emotion.results import Face, photo_csv, photo_record
+from emotion.pipeline import PHOTO_BATCH_MAX, Photo, annotated_png, photo_slot, process_photo
+from emotion.results import Face
 from ui.charts import share_chart
-from ui.context import PageSettings, SessionValue, event_source, max_upload_size_mb
+from ui.context import PageSettings, SessionValue, max_upload_size_mb
 from ui.widgets import Download, download_row, suggestion_block
 
 MANY_FACES = 8  # above this many faces in one photo, say that small faces are less reliable
 PHOTO_RESULTS_KEPT = 2 * PHOTO_BATCH_MAX  # remembered per visitor: a rerun recomputes none of a batch
 
 # Each photo analysed, by its content's SHA-256 and the detector's settings; the most recent last.
-PHOTO_RESULTS: SessionValue[OrderedDict[tuple[str, DetectorSettings], ProcessedPhoto]] = SessionValue(
+PHOTO_RESULTS: SessionValue[OrderedDict[tuple[str, DetectorSettings], Photo]] = SessionValue(
     "photo_results", OrderedDict
 )
 # An upload's rerun can start while the run before it still analyses the same photo: the lock
@@ -66,9 +66,7 @@ def show(classifier: EmotionClassifier, settings: PageSettings, visible: bool) -
             show_photo(photo.name, photo.file_id, photo.getvalue(), classifier, settings)
 
 
-def processed_photo(
-    name: str, data: bytes, classifier: EmotionClassifier, settings: PageSettings
-) -> ProcessedPhoto:
+def processed_photo(name: str, data: bytes, classifier: EmotionClassifier, settings: PageSettings) -> Photo:
     """The faces in a photo and its annotated preview; raises InvalidImage.
 
     Remembered per visitor by the photo's content, so the same photo uploaded again is not
@@ -79,22 +77,21 @@ def processed_photo(
     key = (hashlib.sha256(data).hexdigest(), settings.detector)
     with PHOTO_LOCK.get():
         if key not in results:
-            with photo_slots():
-                result = results[key] = process_photo(data, classifier, settings.detector)
+            with photo_slot():
+                photo = results[key] = process_photo(data, classifier, settings.detector)
             while len(results) > PHOTO_RESULTS_KEPT:
                 results.popitem(last=False)
-            if settings.detection_log is not None and result.faces:
-                frames = photo_frames(result.faces, *result.size, time.time())
-                settings.detection_log.submit(event_source("photo", name, classifier, settings), frames)
-                settings.detection_log.flush()  # so that the History tab, opened next, shows it
+            log_result(
+                settings.detection_log,
+                photo,
+                name=name,
+                request=settings,
+                model_sha256=classifier.sha256,
+                utc_time=time.time(),
+                flush=True,  # so that the History tab, opened next, shows it
+            )
     results.move_to_end(key)
     return results[key]
-
-
-@st.cache_resource(show_spinner=False)
-def photo_slots() -> threading.BoundedSemaphore:
-    """Shared by every visitor: at most PHOTO_SLOTS photos are decoded and analysed at once."""
-    return threading.BoundedSemaphore(PHOTO_SLOTS)
 
 
 def show_photo(
@@ -102,13 +99,14 @@ def show_photo(
 ) -> None:
     st.text(name)  # a file name is shown as it is, never read as Markdown
     try:
-        faces, preview, _ = processed_photo(name, data, classifier, settings)
+        photo = processed_photo(name, data, classifier, settings)
     except InvalidImage as error:
         st.error(str(error))
         return
     # Side by side on a wide screen; Streamlit stacks the columns on a phone.
     picture, details = st.columns([3, 2], gap="medium")
-    picture.image(preview, width="stretch", alt=f"{name} with the faces found marked")
+    faces = photo.faces
+    picture.image(photo.preview, width="stretch", alt=f"{name} with the faces found marked")
     with details:
         if not faces:
             st.info(
@@ -124,7 +122,7 @@ def show_photo(
         for number, face in enumerate(faces[:MANY_FACES], start=1):
             show_face(number, face, settings.show_probabilities)
     suggestion_block(file_id, faces[0].emotion, f"For the largest face ({faces[0].emotion}):")
-    show_downloads(name, file_id, data, faces, settings.detector.finder)
+    show_downloads(name, file_id, data, photo)
 
 
 def show_face(number: int, face: Face, show_probabilities: bool) -> None:
@@ -140,22 +138,22 @@ def show_face(number: int, face: Face, show_probabilities: bool) -> None:
         share_chart(face.probabilities, "probability")
 
 
-def show_downloads(name: str, file_id: str, data: bytes, faces: list[Face], finder: str) -> None:
+def show_downloads(name: str, file_id: str, data: bytes, photo: Photo) -> None:
     stem = Path(name).stem or "photo"
     download_row(
         Download(
             "Annotated PNG",
-            lambda: annotated_png(data, faces),  # full size: made only when it is downloaded
+            lambda: annotated_png(data, photo.faces),  # full size: made only when it is downloaded
             f"{stem}-emotions.png",
             "image/png",
             f"png-{file_id}",
         ),
         Download(
             "Results JSON",
-            json.dumps(photo_record(name, faces, finder), indent=2),
+            json.dumps(photo.record(name), indent=2),
             f"{stem}-emotions.json",
             "application/json",
             f"json-{file_id}",
         ),
-        Download("Results CSV", photo_csv(faces), f"{stem}-emotions.csv", "text/csv", f"csv-{file_id}"),
+        Download("Results CSV", photo.csv(), f"{stem}-emotions.csv", "text/csv", f"csv-{file_id}"),
     )

@@ -12,13 +12,14 @@ import pandas as pd
 import streamlit as st
 
 from emotion import EmotionClassifier
-from emotion.events import video_frames
+from emotion.events import VideoFaces
+from emotion.history import log_result
 from emotion.live import LiveSettings
 from emotion.media import VIDEO_EXTENSIONS
 from emotion.progress import ProgressPacer
 from emotion.video import MAX_ANALYSED_FPS, MAX_DURATION_S, InvalidVideo, VideoResult, process_video
 from ui.charts import distribution_chart, emotion_timeline, engagement_chart, thin
-from ui.context import PageSettings, SessionValue, event_source, live_settings, max_upload_size_mb
+from ui.context import PageSettings, SessionValue, max_upload_size_mb
 from ui.widgets import Download, download_row, percent, suggestion_block
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def show(classifier: EmotionClassifier, settings: PageSettings, visible: bool) -
         return
     if not visible:
         return
-    wanted = live_settings(settings)
+    wanted = settings.live_settings()
     analysis = VIDEO_ANALYSIS.get()
     analysed = None
     if analysis is None or analysis.file_id != upload.file_id:
@@ -62,13 +63,17 @@ def show(classifier: EmotionClassifier, settings: PageSettings, visible: bool) -
         st.info("The settings changed since this video was analysed.")
         if st.button("Analyse again", key="reanalyse-video"):
             analysed = analysis = analyse_video(upload.file_id, upload.getvalue(), classifier, wanted)
-    if analysed is not None and analysed.result is not None and settings.detection_log is not None:
-        source = event_source("video", upload.name, classifier, settings)
+    if analysed is not None and analysed.result is not None:
         result = analysed.result
-        settings.detection_log.submit(
-            source, video_frames(result.rows, result.width, result.height, analysed.started)
+        log_result(
+            settings.detection_log,
+            VideoFaces(result.rows, result.width, result.height),
+            name=upload.name,
+            request=settings,
+            model_sha256=classifier.sha256,
+            utc_time=analysed.started,
+            flush=True,  # so that the History tab, opened next, shows it
         )
-        settings.detection_log.flush()
     if analysis.error:
         st.error(analysis.error)
         return

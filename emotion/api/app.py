@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import anyio
 from fastapi import Depends, FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -23,7 +22,6 @@ from emotion.api.settings import ApiSettings
 from emotion.api.uploads import UploadBudget
 from emotion.history import DetectionLog
 from emotion.jobs import VideoJobs
-from emotion.pipeline import PHOTO_SLOTS
 from emotion.remote import LoadedModel, resolve_model
 from emotion.settings import read_secrets_file
 
@@ -35,8 +33,7 @@ METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")  # what a 405's Allo
 def create_app(settings: ApiSettings | None = None, model: LoadedModel | None = None) -> FastAPI:
     """The service, with its model loaded (None: as the page loads it). settings: None reads them
     as the page does. While the app runs (its lifespan) video jobs run, in a fresh folder each time,
-    at most PHOTO_SLOTS photos are analysed at once, and with settings.detection_log the faces
-    found go to that detection log."""
+    and with settings.detection_log the faces found go to that detection log."""
     secrets = read_secrets_file() if settings is None or model is None else None
     settings = settings or ApiSettings.from_settings(secrets)
     model = model or resolve_model(secrets)
@@ -53,7 +50,6 @@ def create_app(settings: ApiSettings | None = None, model: LoadedModel | None = 
         )
         jobs.start()
         app.state.jobs = jobs
-        app.state.photo_slots = anyio.CapacityLimiter(PHOTO_SLOTS)
         app.state.upload_budget = UploadBudget()
         app.state.detection_log = log
         try:

@@ -1,5 +1,5 @@
 """What the routes are given (FastAPI dependencies): the service's model and limits, the video
-jobs, the photo slots, the upload budget, the detection log, who is asking, the face finder a
+jobs, the upload budget, the detection log, who is asking, the face finder a
 request asks for, and the API key check.
 
 Dependencies are coroutines: FastAPI would run plain functions in its thread pool, a hop for nothing.
@@ -11,7 +11,6 @@ import hashlib
 import hmac
 from typing import Annotated, Literal, NamedTuple
 
-import anyio
 from fastapi import Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
@@ -43,10 +42,6 @@ async def _jobs(request: Request) -> VideoJobs:
     return request.app.state.jobs
 
 
-async def _photo_slots(request: Request) -> anyio.CapacityLimiter:
-    return request.app.state.photo_slots
-
-
 async def _detection_log(request: Request) -> DetectionLog | None:
     return request.app.state.detection_log
 
@@ -69,7 +64,6 @@ _bearer = HTTPBearer(auto_error=False, description="One of the keys in the API_K
 
 ServiceDep = Annotated[Service, Depends(_service)]
 JobsDep = Annotated[VideoJobs, Depends(_jobs)]
-PhotoSlotsDep = Annotated[anyio.CapacityLimiter, Depends(_photo_slots)]
 DetectionLogDep = Annotated[DetectionLog | None, Depends(_detection_log)]  # None: API_LOG_DETECTIONS off
 UploadBudgetDep = Annotated[UploadBudget, Depends(_upload_budget)]
 ClientDep = Annotated[str, Depends(_client)]

@@ -1,32 +1,27 @@
-"""POST /v1/photos: photos are analysed while the request waits, at most PHOTO_SLOTS at once."""
+"""POST /v1/photos: photos are analysed while the request waits, in the server's photo slots
+(emotion.pipeline.photo_slot)."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import anyio
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from emotion.api.dependencies import (
-    DetectionLogDep,
-    DetectorQuery,
-    PhotoSlotsDep,
-    Service,
-    ServiceDep,
-    UploadBudgetDep,
-)
+from emotion.api.dependencies import DetectionLogDep, DetectorQuery, ServiceDep, UploadBudgetDep
 from emotion.api.schemas import PhotoResults, error_responses, multipart_body
 from emotion.api.uploads import Upload, header_safe, receive_uploads
-from emotion.engagement import DEFAULT_PRESET
-from emotion.events import EventSource, photo_frames
-from emotion.faces import DEFAULT_FINDER, detector_settings
-from emotion.history import DetectionLog
+from emotion.faces import DEFAULT_FINDER
+from emotion.history import log_result
 from emotion.image import SUPPORTED, InvalidImage
-from emotion.pipeline import PHOTO_BATCH_MAX, PhotoFaces, annotated_png, photo_faces
-from emotion.results import photo_record
+from emotion.pipeline import PHOTO_BATCH_MAX, Photo, photo_faces, photo_slot
+from emotion.request import AnalysisRequest
+
+if TYPE_CHECKING:
+    from emotion.classifier import EmotionClassifier
 
 router = APIRouter()
 
@@ -48,7 +43,6 @@ router = APIRouter()
 async def post_photos(
     request: Request,
     service: ServiceDep,
-    slots: PhotoSlotsDep,
     log: DetectionLogDep,
     budget: UploadBudgetDep,
     annotated: Annotated[
@@ -56,45 +50,45 @@ async def post_photos(
     ] = False,
     detector: DetectorQuery = DEFAULT_FINDER,
 ) -> Response:
+    analysis = AnalysisRequest.of(finder=detector, origin="api")
     async with receive_uploads(request, "image", PHOTO_BATCH_MAX, service.upload_limit_mb, budget) as uploads:
-        return await _answer(uploads, service, slots, log, annotated, detector)
+        if annotated and len(uploads) != 1:
+            raise HTTPException(422, f"annotated=true takes exactly one photo, not {len(uploads)}.")
+        classifier = service.model.classifier
+        analysed, png = await anyio.to_thread.run_sync(_analyse, uploads, classifier, analysis, annotated)
+        analysed_utc = time.time()
+        for upload, photo in zip(uploads, analysed, strict=True):
+            log_result(
+                log,
+                photo,
+                name=upload.name,
+                request=analysis,
+                model_sha256=classifier.sha256,
+                utc_time=analysed_utc,
+            )
+        if png is not None:
+            stem = header_safe(Path(uploads[0].name).stem or "photo")
+            disposition = f'inline; filename="{stem}-emotions.png"'
+            return Response(png, media_type="image/png", headers={"Content-Disposition": disposition})
+        # Each photo's JSON is what `python -m emotion predict --json` prints for the file.
+        return JSONResponse(
+            {"results": [photo.record(upload.name) for upload, photo in zip(uploads, analysed, strict=True)]}
+        )
 
 
-async def _answer(
-    uploads: list[Upload],
-    service: Service,
-    slots: anyio.CapacityLimiter,
-    log: DetectionLog | None,
-    annotated: bool,
-    detector: str,
-) -> Response:
-    if annotated and len(uploads) != 1:
-        raise HTTPException(422, f"annotated=true takes exactly one photo, not {len(uploads)}.")
-    classifier = service.model.classifier
-    settings = detector_settings("photo", finder=detector)
-
-    def analyse(upload: Upload) -> PhotoFaces:
-        try:
-            return photo_faces(upload.read(), classifier, settings)
-        except InvalidImage as error:
-            raise HTTPException(400, f"{upload.name}: {error}") from None
-
-    analysed = await anyio.to_thread.run_sync(lambda: [analyse(upload) for upload in uploads], limiter=slots)
-    for upload, photo in zip(uploads, analysed, strict=True):
-        if log is not None and photo.faces:
-            source = EventSource("photo", upload.name, "api", DEFAULT_PRESET, classifier.sha256)
-            log.submit(source, photo_frames(photo.faces, photo.width, photo.height, time.time()))
-    if annotated:
-        upload, photo = uploads[0], analysed[0]
-        png = await anyio.to_thread.run_sync(lambda: annotated_png(upload.read(), photo.faces), limiter=slots)
-        disposition = f'inline; filename="{header_safe(Path(upload.name).stem or "photo")}-emotions.png"'
-        return Response(png, media_type="image/png", headers={"Content-Disposition": disposition})
-    # Each photo's JSON is what `python -m emotion predict --json` prints for the file.
-    return JSONResponse(
-        {
-            "results": [
-                photo_record(upload.name, photo.faces, detector)
-                for upload, photo in zip(uploads, analysed, strict=True)
-            ]
-        }
-    )
+def _analyse(
+    uploads: list[Upload], classifier: EmotionClassifier, analysis: AnalysisRequest, annotated: bool
+) -> tuple[list[Photo], bytes | None]:
+    """The uploads' photos, each decoded once, in one of the server's photo slots, and with
+    `annotated` the one photo's annotated PNG, drawn there too. A photo that cannot be read is a
+    400 that names it."""
+    with photo_slot():
+        analysed = []
+        for upload in uploads:
+            try:
+                photo = photo_faces(upload.read(), classifier, analysis.detector)
+            except InvalidImage as error:
+                raise HTTPException(400, f"{upload.name}: {error}") from None
+            analysed.append(photo)
+        png = analysed[0].annotated_png() if annotated else None
+        return [photo.released() for photo in analysed], png

@@ -14,11 +14,12 @@ from starlette.concurrency import run_in_threadpool
 from emotion.api.dependencies import ClientDep, DetectorQuery, JobsDep, ServiceDep, UploadBudgetDep
 from emotion.api.schemas import VideoJob, error_responses, multipart_body
 from emotion.api.uploads import receive_uploads
-from emotion.events import EventSource, video_frames
-from emotion.faces import DEFAULT_FINDER, detector_settings
-from emotion.history import DetectionLog
+from emotion.events import VideoFaces
+from emotion.faces import DEFAULT_FINDER
+from emotion.history import DetectionLog, log_result
 from emotion.jobs import Job, JobNotDone, JobNotFound, QueueFull, ResultFile, TooManyKept, VideoJobs
 from emotion.live import LiveSettings
+from emotion.request import AnalysisRequest
 from emotion.video import InvalidVideo, VideoResult
 
 RETRY_AFTER_S = 60  # suggested to a client whose video found the queue full
@@ -57,7 +58,7 @@ async def post_video(
 ) -> JSONResponse:
     if jobs.full():  # before reading a large upload for nothing
         raise _queue_full()
-    settings = LiveSettings(detector=detector_settings("live", finder=detector), detect_every=detect_every)
+    settings = AnalysisRequest.of(finder=detector, detect_every=detect_every, origin="api").live_settings()
     async with receive_uploads(request, "video", 1, service.upload_limit_mb, budget) as uploads:
         upload = uploads[0]
         try:
@@ -134,8 +135,14 @@ def log_video(
     started_utc: float,
 ) -> None:
     """A finished job's faces to the detection log (VideoJobs' on_result, with API_LOG_DETECTIONS on)."""
-    source = EventSource("video", name, "api", settings.engagement_preset, model_sha256)
-    log.submit(source, video_frames(result.rows, result.width, result.height, started_utc))
+    log_result(
+        log,
+        VideoFaces(result.rows, result.width, result.height),
+        name=name,
+        request=AnalysisRequest(engagement_preset=settings.engagement_preset, origin="api"),
+        model_sha256=model_sha256,
+        utc_time=started_utc,
+    )
 
 
 def _job(jobs: VideoJobs, job_id: str) -> Job:
