@@ -1,7 +1,8 @@
 """Video jobs for the HTTP API: a bounded queue, one job at a time per worker, results that expire.
 
 `submit` copies an uploaded video into the job's own folder, inside a temporary folder, checks
-it (`probe_video`) and queues it. A worker thread (one per core: a job keeps about one core
+it (`probe_video`, at most PROBE_SLOTS at once: a probe runs in the request's thread, outside
+the workers) and queues it. A worker thread (one per core: a job keeps about one core
 busy) annotates it with `process_video`, leaves its ResultFile(s) beside it and deletes the
 upload. Results are
 kept `result_ttl_s` after the job finished or failed, then removed; `close` removes them all.
@@ -39,6 +40,7 @@ PURGE_INTERVAL_S = 30.0  # an idle worker removes expired results this often
 UPLOAD_FILE = "upload"  # the video as uploaded, deleted once analysed
 MAX_KEPT = 64  # finished jobs whose results are kept, all owners together: each up to the upload limit
 MAX_KEPT_PER_OWNER = 16  # finished jobs kept per owner: one client cannot fill MAX_KEPT alone
+PROBE_SLOTS = 2  # uploads probed at once (each decodes a few frames of up to 4K); the others wait
 
 Status = Literal["queued", "running", "done", "failed"]
 # (the upload's file name, the job's settings, its result, when its analysis began in UTC seconds)
@@ -130,6 +132,7 @@ class VideoJobs:
             for number in range(workers)
         ]
         self._started = False
+        self._probe_slots = threading.BoundedSemaphore(PROBE_SLOTS)
 
     def start(self) -> None:
         for worker in self._workers:
@@ -170,7 +173,8 @@ class VideoJobs:
         with self._lock:
             self._check_room(owner)  # before copying a large file for nothing
         job_id = secrets.token_hex(16)  # 128 random bits: not guessable
-        frames_total = probe_video(video).analysed_frames
+        with self._probe_slots:
+            frames_total = probe_video(video).analysed_frames
         job = _Job(job_id, self.folder / job_id, name, owner, settings, frames_total)
         job.folder.mkdir()
         try:

@@ -275,6 +275,133 @@ def test_an_upload_the_client_abandons_is_one_info_line(client, caplog):
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
+class RawUpload:
+    """A POST /v1/photos sent straight to the app, one body chunk at a time, as a slow or departing
+    client sends it: `chunks` (bytes, or a number of seconds to wait), then, if `leave`, a disconnect."""
+
+    def __init__(self, client: TestClient, chunks, *, leave: bool = False, address: str = "127.0.0.1"):
+        self.messages = [{"type": "http.request", "body": chunk, "more_body": True} for chunk in chunks]
+        self.messages.append(
+            {"type": "http.disconnect"}
+            if leave
+            else {"type": "http.request", "body": b"", "more_body": False}
+        )
+        self.read = 0  # chunks the app asked for
+        self.sent = []
+        scope = {
+            "type": "http",
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/v1/photos",
+            "raw_path": b"/v1/photos",
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(b"content-type", b"multipart/form-data; boundary=b"), (b"host", b"testserver")],
+            "client": (address, 1234),
+            "server": ("testserver", 80),
+            "app": client.app,
+        }
+        client.portal.call(client.app, scope, self._receive, self._send)
+
+    async def _receive(self):
+        import anyio
+
+        while self.messages and not isinstance(self.messages[0].get("body", b""), bytes):
+            await anyio.sleep(self.messages.pop(0)["body"])
+        self.read += 1
+        if not self.messages:  # asked again after the end: the client waits for the answer
+            await anyio.sleep_forever()
+        return self.messages.pop(0)
+
+    async def _send(self, message):
+        self.sent.append(message)
+
+    @property
+    def status(self) -> int:
+        return self.sent[0]["status"]
+
+    @property
+    def detail(self) -> str:
+        return json.loads(b"".join(message.get("body", b"") for message in self.sent[1:]))["detail"]
+
+
+def part(name: str, filename: str | None = None, media_type: str = "image/png") -> bytes:
+    """A multipart part's boundary and headers, for RawUpload (boundary "b")."""
+    disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+    headers = f"Content-Disposition: {disposition}\r\n" + (
+        f"Content-Type: {media_type}\r\n" if filename else ""
+    )
+    return f"--b\r\n{headers}\r\n".encode()
+
+
+def spooled(temp_root) -> list[str]:
+    """The uploads' temporary files: what is in the temporary folder beside the video jobs' folder."""
+    return [name for name in os.listdir(temp_root) if not name.startswith("emotion-video-jobs-")]
+
+
+def test_a_part_without_a_filename_is_dropped_and_capped_as_it_streams(client, astronaut_rgb):
+    photo = ("a.png", encode_png(astronaut_rgb), "image/png")
+    small = client.post("/v1/photos", files={"files": photo}, data={"note": "x" * uploads.FIELD_BYTES})
+    assert small.status_code == 200
+    chunk = b"x" * (64 * 1024)
+    large = RawUpload(client, [part("note"), *[chunk] * 100])
+    assert large.status == 413 and "form field" in large.detail
+    assert large.read <= 3  # refused as its bytes passed the cap, not once 6 MB had come
+    assert client.app.state.upload_budget.held == 0
+
+
+def test_a_file_over_the_limit_is_refused_while_it_streams(start, temp_root):
+    client = start(upload_limit_mb=1)
+    chunk = b"\x00" * (256 * 1024)
+    upload = RawUpload(client, [part("files", "big.png"), *[chunk] * 40])  # 10 MB
+    assert upload.status == 413 and upload.detail == "big.png is larger than 1 MB, the limit per photo."
+    assert upload.read <= 7
+    assert spooled(temp_root) == []
+    typed = RawUpload(client, [part("files", "notes.txt", "text/plain"), *[chunk] * 40])
+    assert typed.status == 415 and typed.read <= 2  # refused as its headers ended
+
+
+@pytest.mark.parametrize("cut_by", ["client leaving", "budget"])
+def test_a_file_cut_off_while_it_arrives_is_removed_at_once(client, temp_root, monkeypatch, cut_by):
+    import gc
+
+    chunk = b"\x00" * (512 * 1024)
+    budget = client.app.state.upload_budget
+    if cut_by == "budget":
+        budget.held = budget.max_bytes - 4 * len(chunk)  # others' uploads, arriving
+    gc.disable()  # nothing is left for the garbage collector to remove
+    try:
+        upload = RawUpload(client, [part("files", "a.png"), *[chunk] * 8], leave=cut_by == "client leaving")
+        assert spooled(temp_root) == []
+    finally:
+        gc.enable()
+    assert upload.status == (400 if cut_by == "client leaving" else 503)
+    budget.held = 0
+
+
+def test_a_client_gets_a_share_of_the_upload_budget(client, astronaut_rgb):
+    large = encode_png(cv2.resize(astronaut_rgb, (1500, 1500)))
+    budget = client.app.state.upload_budget
+    budget.max_client_bytes = len(large) // 2
+    busy = post_photos(client, ("large.png", large, "image/png"))
+    assert busy.status_code == 429 and busy.headers["retry-after"] == str(uploads.RETRY_AFTER_S)
+    assert "the most one client may send at once" in busy.json()["detail"]
+    assert budget.held == 0 and budget.held_by == {}
+    budget.max_client_bytes = 2 * len(large)
+    assert post_photos(client, ("large.png", large, "image/png")).status_code == 200
+
+
+def test_a_body_that_stalls_or_trickles_is_408(client, monkeypatch):
+    monkeypatch.setattr(uploads, "IDLE_TIMEOUT_S", 0.2)
+    stalled = RawUpload(client, [part("files", "a.png"), b"\x00" * 1000, 1.0, b"\x00"])
+    assert stalled.status == 408 and "nothing arrived for" in stalled.detail
+    monkeypatch.setattr(uploads, "GRACE_S", 0.05)
+    trickle = RawUpload(client, [part("files", "a.png"), *[b"\x00", 0.03] * 10])
+    assert trickle.status == 408 and "too slow" in trickle.detail
+    assert client.app.state.upload_budget.held == 0
+
+
 def test_a_wrong_method_is_405_with_the_methods_that_path_takes(client):
     for method, path, allowed in (
         ("PUT", "/v1/photos", "POST"),
@@ -387,6 +514,18 @@ def test_finished_jobs_kept_are_capped_per_client_and_in_total(start, face_video
     assert client.get(f"/v1/videos/{second}").status_code == 404
     assert client.get("/healthz").json()["video_jobs"]["done"] == 1
     assert len(list(jobs.folder.iterdir())) == 1
+
+
+def test_uploaded_videos_are_probed_at_most_probe_slots_at_a_time(start, face_video, monkeypatch):
+    from emotion import jobs
+
+    calls = CallsAtOnce(jobs.probe_video, jobs.PROBE_SLOTS)
+    monkeypatch.setattr(jobs, "probe_video", calls)
+    client = start(video_workers=0, video_queue=jobs.PROBE_SLOTS + 1)
+    with ThreadPoolExecutor(jobs.PROBE_SLOTS + 1) as clients:
+        answers = list(clients.map(lambda _: post_video(client, face_video), range(jobs.PROBE_SLOTS + 1)))
+    assert [answer.status_code for answer in answers] == [202] * (jobs.PROBE_SLOTS + 1)
+    assert calls.most == jobs.PROBE_SLOTS
 
 
 def test_frames_total_counts_the_frames_to_analyse_from_submit_to_the_end(client):
