@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from emotion.labels import EMOTIONS, FACE_SIZE
-from emotion.model_file import convert_to_tflite, read_metadata, read_runtime
+from emotion.model_file import convert_to_tflite, read_metadata, read_runtime, shipped_file
 
 logger = logging.getLogger(__name__)
 
-BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "model" / "emotion_cnn.keras"
+BUNDLED_MODEL = shipped_file("emotion_cnn.keras")
 # One thread per call, as the face finders: callers run side by side (webcam sessions, photos,
 # API requests). A second thread answers one face about 0.2 ms sooner but costs about 0.2 ms
 # more CPU, waking and spinning while a webcam waits for its next frame.

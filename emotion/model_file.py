@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.resources
 import io
 import json
 import logging
@@ -27,6 +28,26 @@ METADATA_MEMBER = "emotion_metadata.json"
 RUNTIME_MEMBER = "emotion_runtime.tflite"
 WEIGHTS_MEMBER = "model.weights.h5"  # where Keras 3 keeps the weights inside a .keras archive
 PREPROCESSING = "48x48 grayscale uint8 values as float32 in [0, 255]; the model rescales them itself"
+# The package holding model/'s files: the installed engine's (pyproject.toml maps it onto model/),
+# else the checkout's own model/ package, where the checkout runs without installing the engine
+# (`streamlit run app.py` on Community Cloud, the container image's page) from its root.
+SHIPPED_PACKAGES = ("emotion.model", "model")
+
+
+def shipped_file(name: str) -> Path:
+    """The path of a file shipped in model/ (the emotion model, BlazeFace, the cards).
+
+    Without either package (Spark executors given only the engine's modules), model/ in the
+    working folder: reading a missing file fails there, with its name, and importing does not.
+    """
+    for package in SHIPPED_PACKAGES:
+        try:
+            folder = importlib.resources.files(package)
+        except ModuleNotFoundError:
+            continue
+        # Wheels install unzipped: the package data is a file that keeps its path.
+        return Path(str(folder / name))
+    return Path("model") / name
 
 
 def convert_to_tflite(model) -> bytes:

@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 REDACTED = "***"
 SECRETS_FILE = Path(".streamlit") / "secrets.toml"  # where `streamlit run` looks, in the working folder
-STREAMLIT_CONFIG = Path(__file__).resolve().parent.parent / ".streamlit" / "config.toml"  # the page's
+STREAMLIT_CONFIG = Path(".streamlit") / "config.toml"  # the page's, where `streamlit run` looks, as above
 STREAMLIT_UPLOAD_LIMIT_MB = 200  # Streamlit's own default for server.maxUploadSize
 DEFAULT_HISTORY_PATH = Path("~/.local/share/emotion-lens/detections.duckdb")  # overridden by HISTORY_PATH
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import random
 import threading
@@ -12,7 +13,7 @@ from urllib.parse import parse_qs, urlparse
 
 from emotion.labels import EMOTIONS
 
-DATA_FILE = Path(__file__).resolve().parent / "recommendations.json"
+DATA_FILE = Path(str(importlib.resources.files("recommendations") / "recommendations.json"))  # package data
 MIN_SUGGESTIONS = 8  # per kind and emotion: enough variety that a session rarely sees a repeat
 # Search pages rather than links to one video or track, so a link never goes dead.
 YOUTUBE_HOSTS = ("www.youtube.com", "youtube.com", "m.youtube.com", "music.youtube.com")

@@ -10,10 +10,11 @@ import pandas as pd
 import streamlit as st
 
 from emotion import EMOTIONS, EmotionClassifier
+from emotion.model_file import shipped_file
 from recommendations import EmotionSuggestions, Recommendation, Recommender, load_suggestions
 from ui.context import SessionValue
 
-MODEL_CARD = Path(__file__).resolve().parent.parent / "model" / "MODEL_CARD.md"
+MODEL_CARD = shipped_file("MODEL_CARD.md")
 
 # The suggestion shown under each key, and the visitor's chooser, which never repeats the
 # suggestion just shown when "Another suggestion" is asked for.
