@@ -412,6 +412,33 @@ def test_photos_of_all_visitors_are_analysed_at_most_photo_slots_at_a_time(strea
     assert all(not visitor.exception for visitor in visitors)
 
 
+def test_videos_of_all_visitors_are_analysed_at_most_video_slots_at_a_time(streamer, monkeypatch):
+    import threading
+
+    from tests.test_video import make_video
+
+    calls = CallsAtOnce(ui.video.process_video, ui.video.VIDEO_SLOTS)
+    monkeypatch.setattr(ui.video, "process_video", calls)
+    visitors = [
+        open_tab(AppTest.from_file(APP, default_timeout=TIMEOUT_S).run(), "Video")
+        for _ in range(ui.video.VIDEO_SLOTS + 1)
+    ]
+
+    def upload(visitor: AppTest, level: int) -> None:
+        clip = make_video([np.full((48, 64, 3), level, np.uint8)] * 2)
+        visitor.file_uploader(key="video").set_value((f"grey-{level}.mp4", clip, "video/mp4")).run()
+
+    threads = [
+        threading.Thread(target=upload, args=(visitor, 40 + level)) for level, visitor in enumerate(visitors)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert calls.most == ui.video.VIDEO_SLOTS
+    assert all(not visitor.exception and not visitor.error for visitor in visitors)
+
+
 def test_a_face_with_no_emotion_clearly_ahead_is_shown_as_uncertain():
     def page():
         from emotion import Face

@@ -4,6 +4,7 @@ emotions over time and downloads."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -23,6 +24,8 @@ from ui.context import PageSettings, SessionValue, max_upload_size_mb
 from ui.widgets import Download, download_row, percent, suggestion_block
 
 logger = logging.getLogger(__name__)
+
+VIDEO_SLOTS = 2  # videos analysed at once for all visitors together (each keeps a core busy); the others wait
 
 
 class VideoAnalysis(NamedTuple):
@@ -95,6 +98,10 @@ def analyse_video(
                 progress.fraction, text=f"Frame {done:,} of {total:,}, about {progress.left_s:.0f} s left"
             )
 
+    slots = video_slots()
+    if not slots.acquire(blocking=False):
+        bar.progress(0.0, text="Waiting for other visitors' videos to be analysed...")
+        slots.acquire()
     try:
         result, error = process_video(data, classifier, settings=settings, progress=on_progress), None
     except InvalidVideo as invalid:
@@ -105,10 +112,18 @@ def analyse_video(
             None,
             f"The video could not be analysed ({type(failure).__name__}). Please try again later.",
         )
+    finally:
+        slots.release()
     bar.empty()
     analysis = VideoAnalysis(file_id, settings, result, error, started_utc)
     VIDEO_ANALYSIS.set(analysis)
     return analysis
+
+
+@st.cache_resource(show_spinner=False)
+def video_slots() -> threading.BoundedSemaphore:
+    """Shared by every visitor: at most VIDEO_SLOTS videos are decoded and analysed at once."""
+    return threading.BoundedSemaphore(VIDEO_SLOTS)
 
 
 def show_video_result(file_id: str, stem: str, result: VideoResult) -> None:
