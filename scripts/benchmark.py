@@ -35,11 +35,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import samples  # scripts/samples.py
+
+from emotion.classifier import BUNDLED_MODEL
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
-from scripts import samples  # noqa: E402  (needs the repository on the path)
 
 APP_START_RUNS = 3  # the app is started this many times; the last one also streams the webcam
 
@@ -194,7 +195,7 @@ def app_with_first_result(page, photo: Path, log_path: Path):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=REPO / "model" / "emotion_cnn.keras")
+    parser.add_argument("--model", type=Path, default=BUNDLED_MODEL)
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--stream-seconds", type=float, default=10.0, help="webcam time before FPS is read")
     parser.add_argument("--engine-only", action="store_true", help="skip the app in a browser")

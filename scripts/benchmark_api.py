@@ -31,12 +31,10 @@ from pathlib import Path
 
 import numpy as np
 from benchmark import benchmark_clip, clip_frames  # scripts/benchmark.py
+from browser import SERVER_START_TIMEOUT_S, free_port, healthy  # scripts/browser.py
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from scripts.browser import SERVER_START_TIMEOUT_S, free_port, healthy  # noqa: E402
 
 
 def jpeg_photos() -> list[bytes]:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,16 +36,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from emotion.faces import (  # noqa: E402  (needs the repository on the path)
+from emotion.faces import (
     FINDER_NAMES,
     PHOTO_DETECTOR,
     SENSITIVITIES,
     detector_settings,
 )
-from emotion.labels import EMOTIONS  # noqa: E402
+from emotion.labels import EMOTIONS
+
+REPO = Path(__file__).resolve().parent.parent
+
 
 FRAME_SIZE = (640, 480)  # (width, height)
 FACE_SIDE = 160  # pixels: a third of the frame's height, as a webcam shows a face at about a metre

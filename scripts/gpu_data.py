@@ -12,17 +12,13 @@ Only the faces the trainer learns from are packed (those most annotators could r
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from emotion.labels import FACE_SIZE  # noqa: E402
-from emotion.training.train import learnable  # noqa: E402
+from emotion.labels import FACE_SIZE
+from emotion.training.train import learnable
 
 SPLITS = ("train", "val")
 TILES_PER_ROW = 200  # a 28,558-face split becomes a 9600 x 6864 image, inside WebP's 16383 limit

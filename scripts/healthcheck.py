@@ -14,10 +14,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from emotion.cli import API_PORT  # noqa: E402
+from emotion.cli import API_PORT
 
 PAGE_PORT = 8501  # Streamlit's default server.port
 TIMEOUT_S = 4  # under the HEALTHCHECK's --timeout

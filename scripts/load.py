@@ -40,11 +40,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from scripts import browser as web  # noqa: E402
-from scripts.benchmark import benchmark_clip  # noqa: E402  (after the path set-up above)
+import browser as web  # scripts/browser.py
+from benchmark import benchmark_clip  # scripts/benchmark.py
 
 STREAM_START_TIMEOUT_S = 120  # from START to the first analysed frame, on a busy machine
 PHOTO_TIMEOUT_S = 180  # from the upload to the result

@@ -8,9 +8,6 @@ package and the model file from the driver; they need requirements.txt installed
 """
 
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from emotion.cli import main
 

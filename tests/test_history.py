@@ -205,9 +205,8 @@ def test_what_went_wrong_is_said_without_server_paths(tmp_path, caplog):
         log.close()
 
 
+# Run in the checkout's root, where `tests` is importable.
 CHILD_PRELUDE = """
-import sys
-sys.path.insert(0, {repo!r})
 from tests.test_history import WEBCAM, frames
 from emotion.history import DetectionLog
 log = DetectionLog({path!r}, interval_s=60.0)
@@ -215,8 +214,10 @@ log = DetectionLog({path!r}, interval_s=60.0)
 
 
 def run_child(tmp_path: Path, body: str) -> str:
-    script = CHILD_PRELUDE.format(repo=str(REPO), path=str(tmp_path / "child.duckdb")) + textwrap.dedent(body)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    script = CHILD_PRELUDE.format(path=str(tmp_path / "child.duckdb")) + textwrap.dedent(body)
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
