@@ -34,7 +34,10 @@ RUN set -eu; \
 FROM ${BASE_IMAGE}
 # The page listens on every interface (Streamlit reads STREAMLIT_* variables as its settings) and
 # watches no files for changes; the detection log, when a visitor switches it on, goes to /data.
+# The engine runs from the checkout in /app, on the path of every python (scripts/healthcheck.py's
+# too), as `streamlit run app.py` runs it; its model files are /app/model's.
 ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/app \
     PYTHONUNBUFFERED=1 \
     STREAMLIT_SERVER_ADDRESS=0.0.0.0 \
     STREAMLIT_SERVER_FILE_WATCHER_TYPE=none \
