@@ -12,6 +12,8 @@ Settings:
   TWILIO_AUTH_TOKEN         the webcam's STUN and TURN servers (see the page's ui.ice)
   HISTORY_PATH, HISTORY_TABLE, HISTORY_PASSWORD
                             the detection log and the History tab (`history_settings`)
+  TRUSTED_PROXIES           the reverse proxies whose X-Forwarded-For names a visitor's address,
+                            for the History password's throttle (`trusted_proxies`)
   API_KEYS, API_RESULT_TTL_S, API_VIDEO_QUEUE, API_LOG_DETECTIONS
                             the HTTP API's keys, video jobs and detection log (see emotion.api.settings)
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import hmac
+import ipaddress
 import logging
 import os
 import threading
@@ -127,15 +130,19 @@ def password_matches(entered: str, expected: str) -> bool:
 FREE_PASSWORD_ATTEMPTS = 3  # wrong passwords a visitor may enter before having to wait
 MAX_PASSWORD_WAIT_S = 300.0  # a visitor's wait doubles with each further wrong one, up to this
 SERVER_PASSWORD_ATTEMPTS = 20  # wrong passwords per SERVER_WINDOW_S from all visitors together;
-SERVER_WINDOW_S = 60.0  # beyond that everyone waits: new visitors (sessions) get no fresh tries
+SERVER_WINDOW_S = 60.0  # beyond that a visitor who guessed wrong waits this long after each guess
 FORGET_AFTER_S = 3600.0  # a visitor's wrong passwords older than this are forgotten
+DEFAULT_TRUSTED_PROXIES = "127.0.0.1, ::1"  # a reverse proxy on the same machine
 
 
 class PasswordAttempts:
-    """Throttles guessing a password, per visitor and for the whole server; thread-safe.
+    """Throttles guessing a password, per visitor (a client address) and for the whole server;
+    thread-safe.
 
     Before checking a password, ask `wait_s(visitor)`: while it is above 0 the password must not
     be checked; then report the outcome with `failed` or `succeeded`. `now` is a monotonic clock.
+    Past the server's limit, a visitor with a wrong password in the window waits; one without
+    gets its try, so that strangers' guesses filling the limit do not lock the owner out.
     """
 
     def __init__(self, now: Callable[[], float] = time.monotonic):
@@ -153,8 +160,8 @@ class PasswordAttempts:
             wrong, last = self._visitors.get(visitor, (0, now))
             if wrong >= FREE_PASSWORD_ATTEMPTS:
                 waits.append(last + min(MAX_PASSWORD_WAIT_S, 2.0 ** (wrong - FREE_PASSWORD_ATTEMPTS)) - now)
-            if len(self._server) >= SERVER_PASSWORD_ATTEMPTS:
-                waits.append(self._server[0] + SERVER_WINDOW_S - now)
+            if len(self._server) >= SERVER_PASSWORD_ATTEMPTS and wrong:
+                waits.append(last + SERVER_WINDOW_S - now)
             return max(waits)
 
     def failed(self, visitor: str) -> None:
@@ -174,6 +181,48 @@ class PasswordAttempts:
         for visitor, (_, last) in list(self._visitors.items()):
             if last <= now - FORGET_AFTER_S:
                 del self._visitors[visitor]
+
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def trusted_proxies(secrets: Mapping[str, Any] | None = None) -> tuple[IpNetwork, ...]:
+    """TRUSTED_PROXIES: the addresses or networks (comma-separated) of the reverse proxies in front
+    of the page, whose X-Forwarded-For is believed; default this machine's, "none" for none. A
+    malformed entry is logged and left out."""
+    value = str(get_setting("TRUSTED_PROXIES", secrets, DEFAULT_TRUSTED_PROXIES))
+    networks = []
+    for entry in filter(None, (entry.strip() for entry in value.split(","))):
+        if entry.lower() == "none":
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            logger.warning("Ignoring %r in TRUSTED_PROXIES: not an address or network", entry)
+    return tuple(networks)
+
+
+def client_address(peer: str | None, forwarded_for: str | None, trusted: tuple[IpNetwork, ...]) -> str:
+    """The visitor's address: the connection's peer (None: this machine, as Streamlit says it), or,
+    where the peer is a trusted proxy, the last address in X-Forwarded-For that is not one. What
+    a client writes into the header itself is never believed: each proxy appends its peer."""
+    address = peer or "127.0.0.1"
+    for entry in reversed((forwarded_for or "").split(",")):
+        if not _within(address, trusted):
+            break
+        try:
+            address = str(ipaddress.ip_address(entry.strip()))
+        except ValueError:  # a malformed entry: the last address believed stands
+            break
+    return address
+
+
+def _within(address: str, networks: tuple[IpNetwork, ...]) -> bool:
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(parsed in network for network in networks)
 
 
 def redact(text: str, *secrets: str) -> str:

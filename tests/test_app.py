@@ -573,6 +573,22 @@ def test_password_guesses_are_throttled_and_writing_needs_the_password_too(
     assert not page.toggle(key="history_log").disabled
 
 
+def test_password_guesses_are_counted_by_address_so_a_new_session_gets_no_fresh_tries(
+    history_path, streamer, monkeypatch
+):
+    monkeypatch.setenv("HISTORY_PASSWORD", "s3cret words")
+    for guess in range(FREE_PASSWORD_ATTEMPTS):  # each from a fresh session, as a reload makes one
+        page = open_tab(AppTest.from_file(APP, default_timeout=TIMEOUT_S).run(), "History")
+        page.text_input(key="history_password").set_value(f"guess {guess}").run()
+        assert [error.value for error in page.error] == ["That is not the password."]
+    page = open_tab(AppTest.from_file(APP, default_timeout=TIMEOUT_S).run(), "History")
+    page.text_input(key="history_password").set_value("guess again").run()
+    assert [error.value for error in page.error] == ["Too many wrong passwords: try again in 1 s."]
+    time.sleep(1.1)
+    page.text_input(key="history_password").set_value("s3cret words").run()
+    assert not page.error and history_info(page)
+
+
 def test_history_can_show_a_batch_table(history_path, streamer, monkeypatch, tmp_path):
     import pyarrow.dataset
 

@@ -3,6 +3,7 @@ of a URL may be shown."""
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator, Mapping
 
 import pytest
@@ -13,11 +14,13 @@ from emotion.settings import (
     SERVER_PASSWORD_ATTEMPTS,
     SERVER_WINDOW_S,
     PasswordAttempts,
+    client_address,
     get_setting,
     history_settings,
     password_matches,
     read_secrets_file,
     redact_url,
+    trusted_proxies,
     upload_limit_mb,
 )
 
@@ -145,13 +148,42 @@ def test_a_visitor_waits_longer_after_each_wrong_password_past_the_free_ones():
     assert attempts.wait_s("a") == 0
 
 
-def test_the_whole_server_is_throttled_so_new_sessions_get_no_fresh_tries():
+def test_past_the_servers_limit_an_address_that_guessed_wrong_waits_and_a_fresh_one_gets_a_try():
     clock = Clock()
     attempts = PasswordAttempts(now=clock)
-    for visitor in range(SERVER_PASSWORD_ATTEMPTS):  # a fresh session for every guess
-        assert attempts.wait_s(f"session {visitor}") == 0
-        attempts.failed(f"session {visitor}")
+    for visitor in range(SERVER_PASSWORD_ATTEMPTS):  # strangers, one wrong guess each
+        assert attempts.wait_s(f"10.0.0.{visitor}") == 0
+        attempts.failed(f"10.0.0.{visitor}")
         clock.now += 0.5
-    assert attempts.wait_s("yet another session") == pytest.approx(SERVER_WINDOW_S - 10.0)
+    assert attempts.wait_s("10.0.0.0") == pytest.approx(SERVER_WINDOW_S - 10.0)  # its last wrong one
+    assert attempts.wait_s("192.0.2.1") == 0  # the owner, with the right password, is let through
+    attempts.failed("192.0.2.1")  # a fresh address's one try, wrong
+    assert attempts.wait_s("192.0.2.1") == pytest.approx(SERVER_WINDOW_S)
     clock.now += SERVER_WINDOW_S
-    assert attempts.wait_s("yet another session") == 0
+    assert attempts.wait_s("10.0.0.0") == 0
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded_for", "trusted", "address"),
+    [
+        ("203.0.113.7", None, (), "203.0.113.7"),
+        ("203.0.113.7", "198.51.100.1", (), "203.0.113.7"),  # an untrusted peer's header is ignored
+        (None, "198.51.100.1", ("127.0.0.1",), "198.51.100.1"),  # Streamlit's None: localhost
+        ("10.1.2.3", "6.6.6.6, 198.51.100.1", ("10.0.0.0/8",), "198.51.100.1"),  # the proxy's entry
+        ("10.1.2.3", "198.51.100.1, 10.9.9.9", ("10.0.0.0/8",), "198.51.100.1"),  # proxies in a row
+        ("10.1.2.3", "not an address", ("10.0.0.0/8",), "10.1.2.3"),
+        ("10.1.2.3", None, ("10.0.0.0/8",), "10.1.2.3"),
+    ],
+)
+def test_the_client_address_is_read_through_trusted_proxies_only(peer, forwarded_for, trusted, address):
+    networks = tuple(ipaddress.ip_network(network) for network in trusted)
+    assert client_address(peer, forwarded_for, networks) == address
+
+
+def test_trusted_proxies_default_to_this_machine_and_a_malformed_one_is_left_out(monkeypatch, caplog):
+    assert trusted_proxies({}) == (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128"))
+    configured = trusted_proxies({"TRUSTED_PROXIES": "10.0.0.0/8, nonsense"})
+    assert configured == (ipaddress.ip_network("10.0.0.0/8"),)
+    assert "nonsense" in caplog.text
+    monkeypatch.setenv("TRUSTED_PROXIES", "none")
+    assert trusted_proxies() == ()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import math
-import secrets
 
 import streamlit as st
 
@@ -21,14 +20,19 @@ from emotion.history import (
     parquet_bytes,
     summarise,
 )
-from emotion.settings import PasswordAttempts, history_settings, password_matches
+from emotion.settings import (
+    PasswordAttempts,
+    client_address,
+    history_settings,
+    password_matches,
+    trusted_proxies,
+)
 from ui.charts import distribution_chart, history_timeline, position_chart
 from ui.context import HISTORY_UNLOCKED, SessionValue, open_detection_log
 from ui.widgets import Download, download_row, percent
 
 HISTORY_SLIDER_STEPS = 500  # the History tab's time slider moves in steps of its range / this, at least 1 s
 
-VISITOR = SessionValue("history_visitor", lambda: secrets.token_hex(16))  # whose password attempts
 REFUSED = SessionValue("history_refused", str)  # the wrong password last entered, not counted again
 CONFIRM_DELETE = SessionValue("history_confirm_delete", bool)  # "Delete the history..." was pressed
 
@@ -121,18 +125,29 @@ def ask_password(password: str) -> None:
         st.error("That is not the password.")
         return
     attempts = password_attempts()
-    wait_s = attempts.wait_s(VISITOR.get())
+    visitor = visitor_address()
+    wait_s = attempts.wait_s(visitor)
     if wait_s > 0:
         st.error(f"Too many wrong passwords: try again in {math.ceil(wait_s)} s.")
         return
     if not password_matches(entered, password):
-        attempts.failed(VISITOR.get())
+        attempts.failed(visitor)
         REFUSED.set(entered)
         st.error("That is not the password.")
         return
-    attempts.succeeded(VISITOR.get())
+    attempts.succeeded(visitor)
     HISTORY_UNLOCKED.set(True)
     st.rerun()  # the sidebar, drawn before, offers the log now
+
+
+def visitor_address() -> str:
+    """Whose password attempts: the visitor's address, through the proxies TRUSTED_PROXIES names
+    (a session, new with each reload, would give a fresh set of tries each time)."""
+    peer = st.context.ip_address
+    if not isinstance(peer, str):  # None on this machine; under AppTest a stand-in object
+        peer = None
+    forwarded_for = st.context.headers.get("X-Forwarded-For")
+    return client_address(peer, forwarded_for, trusted_proxies(st.secrets))
 
 
 def export_selection(store: DetectionLog | ParquetHistory, selection: Selection, encode) -> bytes:
