@@ -5,6 +5,7 @@ and the `emotion-lens` command, run from an empty folder as an installed command
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.resources
 import os
 import subprocess
 import sys
@@ -55,16 +56,15 @@ def test_requirements_txt_is_the_serving_set_and_tensorflow_as_the_train_extra()
 
 def test_every_package_of_the_engine_is_installed_and_model_as_emotion_model():
     setuptools = PYPROJECT["tool"]["setuptools"]
-    folders = [
-        path.parent.relative_to(REPO)
-        for package in ("emotion", "recommendations")
-        for path in (REPO / package).rglob("__init__.py")
-    ]
-    expected = {".".join(folder.parts) for folder in folders} | {"emotion.model"}
-    assert set(setuptools["packages"]) == expected
+    found = {"emotion.model"}  # in the checkout, model/
+    for package in ("emotion", "recommendations"):
+        folder = Path(str(importlib.resources.files(package)))  # the checkout's, or the installed one
+        for init in folder.rglob("__init__.py"):
+            found.add(".".join((package, *init.parent.relative_to(folder).parts)))
+    assert set(setuptools["packages"]) == found
     assert setuptools["package-dir"] == {"emotion.model": "model"}
-    for package, names in PYPROJECT["tool"]["setuptools"]["package-data"].items():
-        folder = REPO / setuptools["package-dir"].get(package, package.replace(".", "/"))
+    for package, names in setuptools["package-data"].items():
+        folder = importlib.resources.files(package)
         assert [name for name in names if not (folder / name).is_file()] == [], package
 
 
