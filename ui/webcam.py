@@ -1,5 +1,7 @@
-"""The Webcam tab: streamlit-webrtc's streamer, whose frames the engine analyses in the streamer's
-thread, and the session's statistics, redrawn every LIVE_REFRESH_S while the camera plays."""
+"""The Webcam tab, in one of two modes: on this device (ui.device_webcam: the browser finds,
+reads, tracks and draws the faces, and sends the page only its results) or on the server
+(streamlit-webrtc's streamer, whose frames the engine analyses in the streamer's thread); and the
+session's statistics, redrawn every LIVE_REFRESH_S while the camera plays, the same in both."""
 
 from __future__ import annotations
 
@@ -14,8 +16,11 @@ import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 from emotion import EmotionClassifier
+from emotion.events import EventSource
 from emotion.history import DetectionLog
 from emotion.live import LiveAnalyzer, LiveRecorder
+from emotion.session import SessionStats
+from ui import device_webcam
 from ui.charts import distribution_chart, engagement_chart
 from ui.context import PageSettings, SessionValue, show_log_warning
 from ui.encoder import use_server_codecs
@@ -32,6 +37,16 @@ LIVE_ANALYZER: SessionValue[LiveAnalyzer | None] = SessionValue("live_analyzer",
 LIVE_RECORDER = SessionValue("live_recorder", LiveRecorder)
 WEBCAM_PLAYING = SessionValue("webcam_playing", bool)
 WEBCAM_SESSION = SessionValue("webcam_session", int)
+# The two ways to run the tab.
+WEBCAM_MODES = {"device": "On this device", "server": "On the server"}
+DEFAULT_WEBCAM_MODE = "server"
+WEBCAM_MODE_KEY = "webcam_mode"
+MODE_HELP = (
+    "On this device: your browser finds and reads the faces with the app's own model files; no "
+    "frame leaves it, and no server time or TURN relay is needed. On the server: frames travel "
+    "to the server over WebRTC and back annotated; for a very slow device or a browser without "
+    "WebAssembly."
+)
 CAMERA_CONSTRAINTS = {
     "video": {"width": 640, "height": 480, "frameRate": {"ideal": 30}},
     "audio": False,
@@ -51,9 +66,27 @@ def frame_callback(
     return video_frame_callback
 
 
+def use_server_mode() -> None:
+    st.session_state[WEBCAM_MODE_KEY] = "server"
+
+
 def show(classifier: EmotionClassifier, settings: PageSettings, visible: bool) -> None:
-    """The streamer, always, so that a stream plays on while another tab is open; and while
-    this tab is open, the session's statistics."""
+    """The mode's camera, always, so that a stream plays on while another tab is open; and
+    while this tab is open, the session's statistics."""
+    mode = st.radio(
+        "Analyse the webcam",
+        options=list(WEBCAM_MODES),
+        index=list(WEBCAM_MODES).index(DEFAULT_WEBCAM_MODE),
+        format_func=WEBCAM_MODES.get,
+        horizontal=True,
+        key=WEBCAM_MODE_KEY,
+        help=MODE_HELP,
+    )
+    if mode == "device":
+        show_on_device(
+            classifier, settings, visible, lambda name: settings.source("webcam", name, classifier.sha256)
+        )
+        return
     wanted = replace(settings.live_settings(), classify_every=WEBCAM_CLASSIFY_EVERY)
     analyzer = LIVE_ANALYZER.get()
     if analyzer is None or analyzer.settings != wanted:
@@ -95,15 +128,41 @@ def show(classifier: EmotionClassifier, settings: PageSettings, visible: bool) -
         return
     session = WEBCAM_SESSION.get()
     st.fragment(live_panel, run_every=LIVE_REFRESH_S if playing else None)(
-        analyzer, playing, session, settings.detection_log
+        analyzer.stats, playing, session, settings.detection_log
     )
 
 
-def live_panel(analyzer: LiveAnalyzer, playing: bool, session: int, log: DetectionLog | None) -> None:
+def show_on_device(
+    classifier: EmotionClassifier, settings: PageSettings, visible: bool, source: Callable[[str], EventSource]
+) -> None:
+    """The on-device camera, and its session's statistics; where the model cannot run in this
+    browser, why, and the server mode offered."""
+    wanted = replace(settings.live_settings(), classify_every=WEBCAM_CLASSIFY_EVERY)
+    state = device_webcam.show(classifier, wanted, settings.detection_log, source)
+    if state is None:
+        st.warning("This model carries no runtime a browser can run: the webcam runs on the server.")
+        st.button("Use the server mode", on_click=use_server_mode, key="webcam-use-server")
+        return
+    if state.problem:
+        problem = device_webcam.PROBLEMS.get(state.status)
+        if problem is None:
+            st.info(state.problem)  # a slow device: it goes on, dropping frames
+        else:
+            st.error(f"{problem}: {state.problem}")
+        if state.status in ("unavailable", "checksum", "slow"):
+            st.button("Use the server mode", on_click=use_server_mode, key="webcam-use-server")
+    if not visible:
+        return
+    st.fragment(live_panel, run_every=LIVE_REFRESH_S if state.playing else None)(
+        state.stats, state.playing, state.sessions, settings.detection_log
+    )
+
+
+def live_panel(stats: SessionStats, playing: bool, session: int, log: DetectionLog | None) -> None:
     """The session's statistics, redrawn every second while the camera plays, and any trouble
     the detection log has meanwhile."""
     show_log_warning(log)
-    snapshot = analyzer.snapshot()
+    snapshot = stats.snapshot()
     if not playing and snapshot.frames == 0:
         st.caption(
             "If the browser shows a camera error, allow the camera for this site (the icon in the "
@@ -143,5 +202,5 @@ def live_panel(analyzer: LiveAnalyzer, playing: bool, session: int, log: Detecti
     if not playing:
         st.caption(f"{snapshot.face_frames:,} face observations; the log keeps {snapshot.log_rows:,} rows.")
         download_row(
-            Download("Session log CSV", analyzer.log_csv(), "webcam-session.csv", "text/csv", "webcam-csv")
+            Download("Session log CSV", stats.to_csv(), "webcam-session.csv", "text/csv", "webcam-csv")
         )
