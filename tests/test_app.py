@@ -412,6 +412,28 @@ def test_photos_of_all_visitors_are_analysed_at_most_photo_slots_at_a_time(strea
     assert all(not visitor.exception for visitor in visitors)
 
 
+def test_the_annotated_png_download_is_drawn_in_a_photo_slot(app, astronaut_png, monkeypatch):
+    import threading
+
+    from emotion import pipeline
+
+    rows = []
+    monkeypatch.setattr(ui.photo, "download_row", lambda *downloads: rows.append(downloads))
+    upload_photos(app, ("astronaut.png", astronaut_png, "image/png"))
+    (annotated,) = [download for row in rows for download in row if download.label == "Annotated PNG"]
+    drawn = threading.Event()
+    slots = pipeline.photo_slot()
+    for _ in range(pipeline.PHOTO_SLOTS):  # both taken, as by two photos being analysed
+        slots.acquire()
+    try:
+        threading.Thread(target=lambda: annotated.data() and drawn.set(), daemon=True).start()
+        assert not drawn.wait(1.0)  # Streamlit's download pool waits for a slot too
+    finally:
+        for _ in range(pipeline.PHOTO_SLOTS):
+            slots.release()
+    assert drawn.wait(30)
+
+
 def test_videos_of_all_visitors_are_analysed_at_most_video_slots_at_a_time(streamer, monkeypatch):
     import threading
 

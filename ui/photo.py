@@ -143,7 +143,7 @@ def show_downloads(name: str, file_id: str, data: bytes, photo: Photo) -> None:
     download_row(
         Download(
             "Annotated PNG",
-            lambda: annotated_png(data, photo.faces),  # full size: made only when it is downloaded
+            lambda: annotated_download(data, photo),  # full size: made only when it is downloaded
             f"{stem}-emotions.png",
             "image/png",
             f"png-{file_id}",
@@ -157,3 +157,10 @@ def show_downloads(name: str, file_id: str, data: bytes, photo: Photo) -> None:
         ),
         Download("Results CSV", photo.csv(), f"{stem}-emotions.csv", "text/csv", f"csv-{file_id}"),
     )
+
+
+def annotated_download(data: bytes, photo: Photo) -> bytes:
+    """The annotated PNG, drawn in a photo slot: Streamlit makes deferred downloads in a pool of its
+    own, several at once, and a large photo's takes as much as analysing it."""
+    with photo_slot():
+        return annotated_png(data, photo.faces)
