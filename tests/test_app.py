@@ -337,6 +337,16 @@ def test_a_batch_over_the_limit_is_cut_with_a_message_and_reruns_analyse_nothing
     assert len(photo_analyses) == PHOTO_BATCH_MAX  # all remembered
 
 
+def test_the_photo_uploader_says_that_files_past_the_batch_are_held_all_the_same(app):
+    from emotion.pipeline import PHOTO_BATCH_MAX
+
+    # Streamlit receives and keeps every file added before the page runs: it can only be told.
+    assert f"add at most {PHOTO_BATCH_MAX}" in app.file_uploader(key="photos").help
+    photos = [(f"grey-{level}.png", grey_png(level), "image/png") for level in range(PHOTO_BATCH_MAX + 1)]
+    upload_photos(app, *photos)
+    assert any("kept on the server until you remove them" in warning.value for warning in app.warning)
+
+
 def test_photos_are_remembered_by_their_content(app, photo_analyses):
     same = grey_png(90)
     upload_photos(app, ("one.png", same, "image/png"), ("the same again.png", same, "image/png"))

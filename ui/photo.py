@@ -43,13 +43,14 @@ def show(classifier: EmotionClassifier, settings: PageSettings, visible: bool) -
         accept_multiple_files=True,
         key="photos",
         help=f"JPEG, PNG, WebP and other common formats; up to {PHOTO_BATCH_MAX} at once, "
-        f"{max_upload_size_mb()} MB each.",
+        f"{max_upload_size_mb()} MB each. The server keeps every file added, analysed or not, until "
+        f"it is removed: add at most {PHOTO_BATCH_MAX}.",
     )
     photos = list(uploads or [])
     if len(photos) > PHOTO_BATCH_MAX:
         st.warning(
             f"{len(photos)} photos uploaded: the first {PHOTO_BATCH_MAX} are analysed. Remove some "
-            "to see the others."
+            "to see the others; all are kept on the server until you remove them."
         )
         photos = photos[:PHOTO_BATCH_MAX]
     if st.toggle("Take a photo with the camera", key="use_camera"):
