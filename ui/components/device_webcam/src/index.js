@@ -11,6 +11,7 @@ export { EmotionClassifier, BlazeFace, LiveAnalyzer, loadModel, loadRuntime };
 export * as common from "./faces/common.js";
 export * as faces from "./faces/index.js";
 export * as tracking from "./tracking.js";
+export * as blazeface from "./faces/blazeface.js";
 
 const SLOW_FPS = 8; // below this many frames a second, after SLOW_AFTER_S, the page suggests the server mode
 const SLOW_AFTER_S = 5;

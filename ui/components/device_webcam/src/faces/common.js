@@ -49,7 +49,9 @@ export function blockAverage(image, k) {
   const height = Math.floor(image.height / k);
   if (k === 1) return image;
   const out = new Uint8Array(width * height);
-  const area = k * k;
+  // As OpenCV rounds its whole-block averages: halves up for 2x2 blocks, else the float mean to even.
+  const scale = Math.fround(1 / (k * k));
+  const mean = k === 2 ? (sum) => (sum + 2) >> 2 : (sum) => pyRound(Math.fround(sum * scale));
   for (let v = 0; v < height; v += 1) {
     for (let u = 0; u < width; u += 1) {
       let sum = 0;
@@ -57,7 +59,7 @@ export function blockAverage(image, k) {
         const start = row * image.width + u * k;
         for (let column = start; column < start + k; column += 1) sum += image.data[column];
       }
-      out[v * width + u] = pyRound(sum / area);
+      out[v * width + u] = mean(sum);
     }
   }
   return picture(width, height, out);
@@ -154,6 +156,26 @@ export function squareBox(x, y, w, h, imageWidth, imageHeight, padding) {
   return [left, top, side, side];
 }
 
+// OpenCV's bilinear table (initInterTab2D): the four weights of a 1/32-pixel offset, scaled to
+// 2^15 and rounded, the largest corrected so that they sum to 2^15 exactly.
+const WEIGHTS = new Map();
+function bilinearWeights(fx, fy) {
+  const key = fy * 32 + fx;
+  if (!WEIGHTS.has(key)) {
+    const ax = [1 - fx / 32, fx / 32];
+    const ay = [1 - fy / 32, fy / 32];
+    const weights = [ay[0] * ax[0], ay[0] * ax[1], ay[1] * ax[0], ay[1] * ax[1]].map((w) => pyRound(w * 32768));
+    const total = weights.reduce((a, b) => a + b, 0);
+    if (total !== 32768) {
+      let largest = 0;
+      weights.forEach((w, i) => { if (w > weights[largest]) largest = i; });
+      weights[largest] += 32768 - total;
+    }
+    WEIGHTS.set(key, weights);
+  }
+  return WEIGHTS.get(key);
+}
+
 // The square of `side` pixels around `center`, turned by `angle` degrees, cut out upright at
 // size x size: its neighbourhood averaged in whole blocks, then read bilinearly, edges repeated.
 export function turnedSquare(gray, center, side, angle, size) {
@@ -168,29 +190,32 @@ export function turnedSquare(gray, center, side, angle, size) {
   const block = Math.max(1, Math.floor(side / size));
   const source = blockAverage(region(gray, left, top, right, bottom), block);
   const scale = 1 / block;
+  // OpenCV's warpAffine, whose fixed point this follows: source positions in 1/32 pixel
+  // (INTER_BITS 5, from AB_BITS 10) and bilinear weights summing to 2^15.
   const step = side / size;
   const middle = (size - 1) / 2;
+  const m00 = step * cos * scale;
+  const m01 = -step * sin * scale;
+  const m10 = step * sin * scale;
+  const m11 = step * cos * scale;
+  const m02 = (center[0] - left) * scale - 0.5 - (m00 * middle + m01 * middle);
+  const m12 = (center[1] - top) * scale - 0.5 - (m10 * middle + m11 * middle);
   const out = new Uint8Array(size * size);
   const maxX = source.width - 1;
   const maxY = source.height - 1;
+  const data = source.data;
+  const at = (x, y) => data[Math.min(Math.max(y, 0), maxY) * source.width + Math.min(Math.max(x, 0), maxX)];
   for (let v = 0; v < size; v += 1) {
+    const rowX = pyRound((m01 * v + m02) * 1024) + 16; // + half a 1/32 step, as OpenCV rounds
+    const rowY = pyRound((m11 * v + m12) * 1024) + 16;
     for (let u = 0; u < size; u += 1) {
-      const du = u - middle;
-      const dv = v - middle;
-      let x = (center[0] - left + step * (du * cos - dv * sin)) * scale - 0.5;
-      let y = (center[1] - top + step * (du * sin + dv * cos)) * scale - 0.5;
-      x = Math.min(Math.max(x, 0), maxX);
-      y = Math.min(Math.max(y, 0), maxY);
-      const x0 = Math.floor(x);
-      const y0 = Math.floor(y);
-      const x1 = Math.min(x0 + 1, maxX);
-      const y1 = Math.min(y0 + 1, maxY);
-      const fx = x - x0;
-      const fy = y - y0;
-      const data = source.data;
-      const upper = data[y0 * source.width + x0] * (1 - fx) + data[y0 * source.width + x1] * fx;
-      const lower = data[y1 * source.width + x0] * (1 - fx) + data[y1 * source.width + x1] * fx;
-      out[v * size + u] = pyRound(upper * (1 - fy) + lower * fy);
+      const x = (rowX + pyRound(m00 * u * 1024)) >> 5;
+      const y = (rowY + pyRound(m10 * u * 1024)) >> 5;
+      const [w00, w01, w10, w11] = bilinearWeights(x & 31, y & 31);
+      const x0 = x >> 5;
+      const y0 = y >> 5;
+      const sum = at(x0, y0) * w00 + at(x0 + 1, y0) * w01 + at(x0, y0 + 1) * w10 + at(x0 + 1, y0 + 1) * w11;
+      out[v * size + u] = Math.min(255, Math.max(0, (sum + (1 << 14)) >> 15));
     }
   }
   return picture(size, size, out);
