@@ -646,6 +646,30 @@ def test_history_can_show_a_batch_table(history_path, streamer, monkeypatch, tmp
     assert not [button for button in page.button if button.key == "history-delete"]  # read-only
 
 
+def test_the_per_source_tables_cells_are_neutralised_for_its_toolbars_csv(
+    history_path, streamer, monkeypatch, tmp_path
+):
+    import pyarrow.dataset
+
+    from emotion.events import EventSource, events_table, with_date
+    from tests.test_history import frames
+
+    formula = '=HYPERLINK("https://example.com","open")'
+    source = EventSource("video", formula, "batch", "classroom", "ab" * 32)
+    pyarrow.dataset.write_dataset(
+        with_date(events_table(source, frames(3))),
+        tmp_path / "batch" / "events",
+        format="parquet",
+        partitioning=["source_kind", "date"],
+        partitioning_flavor="hive",
+    )
+    monkeypatch.setenv("HISTORY_TABLE", str(tmp_path / "batch"))
+    page = open_tab(AppTest.from_file(APP, default_timeout=TIMEOUT_S).run(), "History")
+    page.radio(key="history_store").set_value("Batch table").run()
+    # Streamlit's dataframe toolbar downloads the cells as they are shown, without neutralising them.
+    assert per_source(page) == {"'" + formula: 3}
+
+
 def test_a_log_file_held_by_another_program_is_a_warning_and_the_webcam_carries_on(
     history_path, streamer, face_clip
 ):

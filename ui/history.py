@@ -7,6 +7,7 @@ import datetime as dt
 import functools
 import math
 
+import pandas as pd
 import streamlit as st
 
 from emotion.history import (
@@ -20,6 +21,7 @@ from emotion.history import (
     parquet_bytes,
     summarise,
 )
+from emotion.results import csv_text
 from emotion.settings import (
     PasswordAttempts,
     client_address,
@@ -83,7 +85,7 @@ def show() -> None:
             st.altair_chart(history_timeline(summary.timeline, summary.bucket_s), width="stretch")
             st.markdown("Per source")
             st.dataframe(
-                summary.per_source,
+                neutralised(summary.per_source),  # its toolbar downloads the cells as CSV, as shown
                 hide_index=True,
                 width="stretch",
                 column_config={"engagement": st.column_config.NumberColumn(format="percent")},
@@ -148,6 +150,15 @@ def visitor_address() -> str:
         peer = None
     forwarded_for = st.context.headers.get("X-Forwarded-For")
     return client_address(peer, forwarded_for, trusted_proxies(st.secrets))
+
+
+def neutralised(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with its text cells neutralised as every CSV's are (emotion.results.csv_text)."""
+    table = table.copy()
+    for column in table.columns:
+        if pd.api.types.is_string_dtype(table[column]) or table[column].dtype == object:
+            table[column] = table[column].map(lambda cell: csv_text(cell) if isinstance(cell, str) else cell)
+    return table
 
 
 def export_selection(store: DetectionLog | ParquetHistory, selection: Selection, encode) -> bytes:
