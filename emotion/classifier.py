@@ -14,13 +14,21 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from emotion.labels import EMOTIONS, FACE_SIZE
-from emotion.model_file import convert_to_tflite, read_metadata, read_runtime, shipped_file
+from emotion.model_file import (
+    ModelMetadata,
+    convert_to_tflite,
+    read_model_metadata,
+    read_runtime,
+    shipped_file,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +46,12 @@ class ModelError(ValueError):
 class EmotionClassifier:
     """Probabilities over EMOTIONS for batches of faces; safe to share between threads."""
 
-    def __init__(self, tflite_model: bytes, metadata: dict, source: Path):
+    def __init__(self, tflite_model: bytes, metadata: ModelMetadata | Mapping[str, Any], source: Path):
+        """metadata: the model file's (a mapping as stored is read into ModelMetadata)."""
         from ai_edge_litert.interpreter import Interpreter
 
+        if not isinstance(metadata, ModelMetadata):
+            metadata = ModelMetadata.from_stored(metadata)
         self.metadata = metadata
         self.source = source
         self._interpreter = Interpreter(model_content=tflite_model, num_threads=INFERENCE_THREADS)
@@ -91,7 +102,7 @@ def load_classifier(path: str | Path | None = None) -> EmotionClassifier:
     if not path.is_file():
         raise ModelError(f"No model file at {path}")
     try:
-        metadata = read_metadata(path)
+        metadata = read_model_metadata(path)
         runtime = read_runtime(path, metadata)
         if runtime is None:  # a Keras file without (a current) embedded runtime: convert it now
             import keras
@@ -99,9 +110,8 @@ def load_classifier(path: str | Path | None = None) -> EmotionClassifier:
             runtime = convert_to_tflite(keras.saving.load_model(path, compile=False))
     except Exception as error:  # zipfile, Keras and the converter raise many types for a bad archive
         raise ModelError(f"{path} is not a readable Keras model: {error}") from error
-    classes = tuple(metadata.get("classes", EMOTIONS))
-    if classes != EMOTIONS:
-        raise ModelError(f"{path} was trained for classes {classes}, not {EMOTIONS}")
+    if metadata.classes != EMOTIONS:
+        raise ModelError(f"{path} was trained for classes {metadata.classes}, not {EMOTIONS}")
     try:
         classifier = EmotionClassifier(runtime, metadata, path)
         # One blank face proves the runtime runs and answers with probabilities.

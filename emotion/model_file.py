@@ -18,7 +18,11 @@ import logging
 import os
 import warnings
 import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from emotion.labels import EMOTIONS, FACE_SIZE
 
@@ -118,13 +122,156 @@ def read_metadata(path: Path) -> dict:
         metadata = json.loads(archive.read(METADATA_MEMBER))
     if not isinstance(metadata, dict):
         raise ValueError(f"{METADATA_MEMBER} is not a JSON object")
-    classes = metadata.get("classes", [])
-    if not isinstance(classes, list) or not all(isinstance(name, str) for name in classes):
-        raise ValueError(f"the classes in {METADATA_MEMBER} are not a list of names")
+    _classes(metadata)
     return metadata
 
 
-def read_runtime(path: Path, metadata: dict) -> bytes | None:
+class ClassFigures(NamedTuple):
+    precision: float | None
+    recall: float | None
+    support: int | None  # validation faces of this emotion
+
+
+@dataclass(frozen=True)
+class PosedFigures:
+    """On posed faces (CK+): photos of people acting six emotions, read as the emotion acted."""
+
+    accuracy: float | None
+    mean_recall: float | None
+    recall: Mapping[str, float]  # per emotion acted
+    images: int | None
+
+
+@dataclass(frozen=True)
+class ModelFigures:
+    """One evaluation of a model, as training stored it (emotion.training.evaluate)."""
+
+    accuracy: float | None  # on the labelled validation faces, against most of their ten readers
+    mean_recall: float | None
+    ece_votes: float | None  # calibration: distance of the probabilities from the vote shares
+    labelled_images: int | None
+    per_class: Mapping[str, ClassFigures]  # in EMOTIONS order; empty when not stored
+    posed: PosedFigures | None
+
+    @classmethod
+    def from_stored(cls, stored: Mapping[str, Any]) -> ModelFigures:
+        posed = _mapping(stored.get("posed"))
+        per_class = _mapping(stored.get("per_class"))
+        return cls(
+            accuracy=_number(stored.get("val_accuracy")),
+            mean_recall=_number(stored.get("val_mean_recall")),
+            ece_votes=_number(stored.get("ece_votes")),
+            labelled_images=_count(stored.get("val_labelled_images")),
+            per_class=MappingProxyType(
+                {
+                    emotion: ClassFigures(
+                        _number(figures.get("precision")),
+                        _number(figures.get("recall")),
+                        _count(figures.get("support")),
+                    )
+                    for emotion in EMOTIONS
+                    if (figures := _mapping(per_class.get(emotion)))
+                }
+            ),
+            posed=None
+            if not posed
+            else PosedFigures(
+                accuracy=_number(posed.get("accuracy")),
+                mean_recall=_number(posed.get("mean_recall")),
+                recall=MappingProxyType(
+                    {
+                        emotion: recall
+                        for emotion, value in _mapping(posed.get("recall")).items()
+                        if (recall := _number(value)) is not None
+                    }
+                ),
+                images=_count(posed.get("images")),
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class ModelMetadata(Mapping[str, Any]):
+    """What a model file says of itself (its METADATA_MEMBER), typed: one value for the page's
+    model card, GET /v1/model and the classifier's checks.
+
+    As a mapping it is the JSON as stored, for readers of the file's own members (read_runtime)
+    and for the figures passed on whole (the API's `metrics`).
+    """
+
+    classes: tuple[str, ...] = EMOTIONS
+    input_shape: tuple[int, ...] | None = None
+    preprocessing: str | None = None
+    temperature: float = 1.0
+    runtime_weights_sha256: str | None = None  # the weights the embedded runtime was made from
+    figures: ModelFigures | None = None  # the app's own runtime's where measured, else the Keras model's
+    train_images: int | None = None
+    parameters: int | None = None
+    stored: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_stored(cls, stored: Mapping[str, Any]) -> ModelMetadata:
+        """Raises ValueError when the classes (if given) are not a list of names."""
+        classes = _classes(stored)
+        input_shape = stored.get("input_shape")
+        metrics = _mapping(stored.get("metrics"))
+        runtime = _mapping(metrics.get("runtime"))
+        preprocessing, weights = stored.get("preprocessing"), stored.get("runtime_weights_sha256")
+        return cls(
+            classes=tuple(classes),
+            input_shape=tuple(input_shape)
+            if isinstance(input_shape, list) and all(_count(size) is not None for size in input_shape)
+            else None,
+            preprocessing=preprocessing if isinstance(preprocessing, str) else None,
+            temperature=_number(stored.get("temperature")) or 1.0,
+            runtime_weights_sha256=weights if isinstance(weights, str) else None,
+            figures=ModelFigures.from_stored(runtime or metrics) if metrics else None,
+            train_images=_count(metrics.get("train_images")),
+            parameters=_count(metrics.get("parameters")),
+            stored=MappingProxyType(dict(stored)),
+        )
+
+    @property
+    def metrics(self) -> Mapping[str, Any]:
+        """The figures as training stored them."""
+        return _mapping(self.stored.get("metrics"))
+
+    def __getitem__(self, key: str) -> Any:
+        return self.stored[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.stored)
+
+    def __len__(self) -> int:
+        return len(self.stored)
+
+
+def read_model_metadata(path: Path) -> ModelMetadata:
+    """The metadata of a model file, typed (see read_metadata for what raises)."""
+    return ModelMetadata.from_stored(read_metadata(path))
+
+
+def _classes(stored: Mapping[str, Any]) -> list[str]:
+    """The stored class names (EMOTIONS where none are); ValueError unless a list of names."""
+    classes = stored.get("classes", list(EMOTIONS))
+    if not isinstance(classes, list) or not all(isinstance(name, str) for name in classes):
+        raise ValueError(f"the classes in {METADATA_MEMBER} are not a list of names")
+    return classes
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def read_runtime(path: Path, metadata: Mapping[str, Any]) -> bytes | None:
     """The embedded TensorFlow Lite model, or None when absent or not made from these weights."""
     expected = metadata.get("runtime_weights_sha256")
     with zipfile.ZipFile(path) as archive:

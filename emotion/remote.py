@@ -35,7 +35,7 @@ from urllib.parse import urlparse
 
 from emotion.classifier import BUNDLED_MODEL, EmotionClassifier, ModelError, load_classifier
 from emotion.labels import EMOTIONS
-from emotion.model_file import read_metadata
+from emotion.model_file import read_model_metadata
 from emotion.settings import get_setting, redact, redact_url
 
 logger = logging.getLogger(__name__)
@@ -254,7 +254,7 @@ def _check_archive(path: Path) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
             damaged = archive.testzip()
-        metadata = read_metadata(path)
+        metadata = read_model_metadata(path)
     except Exception as error:  # zipfile raises many types (NotImplementedError: a compression method)
         _remove(path)
         raise ModelDownloadError(
@@ -263,10 +263,9 @@ def _check_archive(path: Path) -> None:
     if damaged is not None:
         _remove(path)
         raise ModelDownloadError(f"the downloaded file is damaged (bad member {damaged})")
-    classes = tuple(metadata.get("classes", EMOTIONS))
-    if classes != EMOTIONS:
+    if metadata.classes != EMOTIONS:
         _remove(path)
-        raise ModelDownloadError(f"the downloaded model predicts {classes}, not {EMOTIONS}")
+        raise ModelDownloadError(f"the downloaded model predicts {metadata.classes}, not {EMOTIONS}")
 
 
 def _remove(path: Path) -> None:

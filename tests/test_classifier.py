@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from emotion import EMOTIONS, ModelError, load_classifier
-from emotion.model_file import METADATA_MEMBER, RUNTIME_MEMBER, read_metadata, read_runtime, save_model
+from emotion.model_file import (
+    METADATA_MEMBER,
+    RUNTIME_MEMBER,
+    ModelMetadata,
+    read_metadata,
+    read_runtime,
+    save_model,
+)
 from emotion.training.model import build_model
 from emotion.training.train import Recipe
 from tests.conftest import REPO
@@ -20,6 +27,36 @@ def test_bundled_model_outputs_one_probability_per_emotion(classifier):
     assert classifier.metadata["classes"] == list(EMOTIONS)
     faces = np.zeros((3, 48, 48), dtype=np.uint8)
     assert classifier.predict_proba(faces).shape == (3, len(EMOTIONS))
+
+
+def test_the_classifier_holds_its_files_metadata_typed_with_the_runtimes_figures(classifier):
+    stored = read_metadata(REPO / "model" / "emotion_cnn.keras")
+    metadata = classifier.metadata
+    assert isinstance(metadata, ModelMetadata) and dict(metadata) == stored  # a mapping: as stored
+    assert (metadata.classes, metadata.input_shape) == (EMOTIONS, (48, 48, 1))
+    assert metadata.runtime_weights_sha256 == stored["runtime_weights_sha256"]
+    runtime = stored["metrics"]["runtime"]  # the app's own int8 runtime, measured by training
+    assert metadata.figures.accuracy == runtime["val_accuracy"]
+    assert metadata.figures.labelled_images == runtime["val_labelled_images"]
+    assert list(metadata.figures.per_class) == [e for e in EMOTIONS if e in runtime["per_class"]]
+    assert metadata.figures.per_class["happy"].recall == runtime["per_class"]["happy"]["recall"]
+    assert metadata.figures.posed.images == runtime["posed"]["images"]
+    assert metadata.train_images == stored["metrics"]["train_images"]
+
+
+def test_metadata_of_unexpected_types_leaves_those_figures_out():
+    metadata = ModelMetadata.from_stored(
+        {
+            "input_shape": "48x48",
+            "metrics": {"val_accuracy": 0.8, "train_images": True, "per_class": {"happy": "most"}},
+        }
+    )
+    assert metadata.classes == EMOTIONS and metadata.input_shape is None
+    assert metadata.figures.accuracy == 0.8 and metadata.figures.per_class == {}
+    assert metadata.train_images is None and metadata.figures.posed is None
+    assert ModelMetadata.from_stored({}).figures is None
+    with pytest.raises(ValueError, match="not a list of names"):
+        ModelMetadata.from_stored({"classes": "happy"})
 
 
 def test_model_identity_is_its_file_checksum(classifier):

@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from emotion import EMOTIONS, EmotionClassifier
-from emotion.model_file import shipped_file
+from emotion.model_file import ModelMetadata, shipped_file
 from recommendations import EmotionSuggestions, Recommendation, Recommender, load_suggestions
 from ui.context import SessionValue
 
@@ -45,8 +45,8 @@ def download_row(*downloads: Download) -> None:
 
 
 def about_the_model(classifier: EmotionClassifier) -> None:
-    metadata = getattr(classifier, "metadata", {}) or {}
-    metrics = metadata.get("metrics") or {}
+    figures = classifier.metadata.figures  # None: the file carries no evaluation
+    posed = figures.posed if figures is not None else None
     with st.expander("About the model"):
         st.markdown(
             "A small convolutional network reads each face (48x48 grayscale, found by the face "
@@ -60,24 +60,7 @@ def about_the_model(classifier: EmotionClassifier) -> None:
             "Where no emotion leads the next by 10 points, the face is shown as uncertain "
             "(*happy or neutral?*) instead of with one label."
         )
-        runtime = metrics.get("runtime") if isinstance(metrics.get("runtime"), dict) else {}
-        scored = runtime or metrics  # the app's own runtime, where the file has its figures
-        posed = scored.get("posed") if isinstance(scored.get("posed"), dict) else {}
-        figures = {
-            "Agreement with most people": scored.get("val_accuracy"),
-            "Mean recall per emotion": scored.get("val_mean_recall"),
-            "Posed faces read as meant": posed.get("accuracy"),
-            "Posed faces: mean recall": posed.get("mean_recall"),
-            "Distance from the vote shares": scored.get("ece_votes"),
-            "Validation faces": scored.get("val_labelled_images"),
-            "Training faces": metrics.get("train_images"),
-            "Parameters": metrics.get("parameters"),
-        }
-        shown = {
-            label: value
-            for label, value in figures.items()
-            if isinstance(value, int | float) and not isinstance(value, bool)
-        }
+        shown = headline_figures(classifier.metadata)
         if shown:
             columns = st.columns(min(3, len(shown)))
             for index, (label, value) in enumerate(shown.items()):
@@ -85,17 +68,18 @@ def about_the_model(classifier: EmotionClassifier) -> None:
                 columns[index % len(columns)].metric(label, text)
         else:
             st.caption("This model file carries no evaluation figures.")
-        if posed:
+        if posed is not None:
             st.markdown(
-                f"*Posed faces*: {posed.get('images', 'a set of')} photos of people acting six "
+                f"*Posed faces*: {posed.images or 'a set of'} photos of people acting six "
                 "emotions in a lab (CK+, none of them in the training data), read as the emotion they "
                 "acted."
             )
-        per_class = scored.get("per_class")
-        if isinstance(per_class, dict) and per_class:
-            table = pd.DataFrame(per_class).T.reindex([e for e in EMOTIONS if e in per_class])
-            if isinstance(posed.get("recall"), dict):
-                table["posed recall"] = pd.Series(posed["recall"], dtype="float64")
+        if figures is not None and figures.per_class:
+            table = pd.DataFrame.from_dict(
+                {emotion: row._asdict() for emotion, row in figures.per_class.items()}, orient="index"
+            )
+            if posed is not None and posed.recall:
+                table["posed recall"] = pd.Series(dict(posed.recall), dtype="float64")
             st.markdown(
                 "Per emotion, on the validation faces, against what most of their ten readers "
                 "said, and on the posed faces (the model card has the details):"
@@ -115,9 +99,27 @@ def about_the_model(classifier: EmotionClassifier) -> None:
             "that are rare in its training data. The detector misses faces in profile, tilted, "
             "small or partly hidden. Do not use it to make decisions about people."
         )
-        st.caption(f"Model file: {Path(getattr(classifier, 'source', '')).name}")
+        st.caption(f"Model file: {Path(classifier.source).name}")
         if MODEL_CARD.is_file() and st.toggle("Show the model card (model/MODEL_CARD.md)", key="model_card"):
             st.markdown(MODEL_CARD.read_text(encoding="utf-8"))
+
+
+def headline_figures(metadata: ModelMetadata) -> dict[str, float | int]:
+    """The model card's figures that the file carries, by label: the app's own runtime's where
+    the file has them (ModelMetadata.figures), fractions as floats and counts as ints."""
+    figures = metadata.figures
+    posed = figures.posed if figures is not None else None
+    candidates = {
+        "Agreement with most people": figures and figures.accuracy,
+        "Mean recall per emotion": figures and figures.mean_recall,
+        "Posed faces read as meant": posed and posed.accuracy,
+        "Posed faces: mean recall": posed and posed.mean_recall,
+        "Distance from the vote shares": figures and figures.ece_votes,
+        "Validation faces": figures and figures.labelled_images,
+        "Training faces": metadata.train_images,
+        "Parameters": metadata.parameters,
+    }
+    return {label: value for label, value in candidates.items() if value is not None}
 
 
 def current_suggestion(key: str, emotion: str, another: bool = False) -> Recommendation:

@@ -6,7 +6,6 @@ from fastapi import APIRouter
 
 from emotion.api.dependencies import JobsDep, ServiceDep
 from emotion.api.schemas import Health, ModelInfo, error_responses
-from emotion.labels import EMOTIONS
 
 health_router = APIRouter()
 router = APIRouter()
@@ -24,8 +23,8 @@ def model_info(service: ServiceDep) -> dict:
         "file": service.model.path.name,
         "sha256": service.model.classifier.sha256,
         "source": service.model.origin,
-        "classes": list(metadata.get("classes", EMOTIONS)),
-        "input_shape": metadata.get("input_shape"),
-        "preprocessing": metadata.get("preprocessing"),
-        "metrics": metadata.get("metrics", {}),
+        "classes": list(metadata.classes),
+        "input_shape": None if metadata.input_shape is None else list(metadata.input_shape),
+        "preprocessing": metadata.preprocessing,
+        "metrics": dict(metadata.metrics),
     }
