@@ -711,6 +711,27 @@ def test_api_keys_that_hold_no_usable_key_stop_the_service_from_starting(value, 
         ApiSettings.from_settings({"API_KEYS": value})
 
 
+@pytest.mark.parametrize(
+    ("value", "keys"),
+    [
+        ('["k1","k2"]', ("k1", "k2")),
+        (' [ "a,b" ] ', ("a,b",)),
+        ("[]", "holds no key"),
+        ('[""]', "holds no key"),
+        ('[" "]', "holds no key"),
+        ("[1, 2]", "list of strings"),
+        ('["k1", "k2"', "JSON list"),
+    ],
+)
+def test_api_keys_from_the_environment_may_be_a_json_list(monkeypatch, value, keys):
+    monkeypatch.setenv("API_KEYS", value)
+    if isinstance(keys, tuple):
+        assert ApiSettings.from_settings({}).api_keys == keys
+    else:
+        with pytest.raises(SettingsError, match=keys):
+            ApiSettings.from_settings({})
+
+
 def test_a_key_in_a_list_is_never_split_and_the_keys_are_counted_not_logged(caplog):
     caplog.set_level(logging.INFO)
     settings = ApiSettings.from_settings({"API_KEYS": ["one,two", " three "]})

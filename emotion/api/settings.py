@@ -1,6 +1,7 @@
 """The API's settings (secrets file or environment, as for the page; see emotion.settings):
 
-API_KEYS           comma-separated keys, or a TOML list of keys (each entry whole); unset: no
+API_KEYS           comma-separated keys, or a list of keys (each entry whole): a TOML list, or
+                   a JSON list in the environment ('["k1", "k2"]', as ICE_SERVERS); unset: no
                    key needed. Set, it must hold a key: otherwise the service does not start
 API_RESULT_TTL_S   seconds a video job's results are kept after it finished
 API_VIDEO_QUEUE    video jobs that may wait for a worker; more get 429
@@ -10,6 +11,7 @@ API_LOG_DETECTIONS true: the faces of the photos and videos analysed go to the d
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Mapping
@@ -52,6 +54,13 @@ class ApiSettings:
 def _api_keys(value: Any) -> tuple[str, ...]:
     if value is None:
         return ()
+    if isinstance(value, str) and value.strip().startswith("["):  # a JSON list, from the environment
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise SettingsError(f"API_KEYS starts with '[' but is no JSON list: {error.msg}") from None
+        if not isinstance(value, list):
+            raise SettingsError(f"API_KEYS must be a JSON list of strings, not {type(value).__name__}")
     if isinstance(value, str):
         keys = value.split(",")
     elif isinstance(value, list) and all(isinstance(key, str) for key in value):
