@@ -52,8 +52,10 @@ def health_url(lines: list[list[str]]) -> str:
 
 def main() -> int:
     url = health_url(command_lines())
+    # Straight to the server: a proxy in HTTP_PROXY (without NO_PROXY) would be asked for 127.0.0.1.
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+        with direct.open(url, timeout=TIMEOUT_S) as response:
             return 0 if response.status == 200 else 1
     except OSError as error:
         print(f"{url}: {error}", file=sys.stderr)
