@@ -570,6 +570,31 @@ def test_photo_webcam_and_video_detections_are_kept_shown_and_deleted(
     assert not history_path.exists()
 
 
+def test_history_filters_survive_a_visit_to_another_tab(history_path, streamer):
+    import datetime as dt
+
+    from emotion.history import DetectionLog
+    from tests.test_history import START, VIDEO, WEBCAM, frames
+
+    log = DetectionLog(history_path, interval_s=60.0)
+    log.submit(WEBCAM, frames(30))  # 3 s from START
+    log.submit(VIDEO, frames(20, start=START + 600))
+    assert log.flush()
+    log.close()
+    page = open_tab(AppTest.from_file(APP, default_timeout=TIMEOUT_S).run(), "History")
+    first = dt.datetime.fromtimestamp(START, dt.UTC).replace(tzinfo=None)
+    chosen = (first + dt.timedelta(seconds=1), page.slider(key="history_time").value[1])
+    page.multiselect(key="history_sources").set_value(["webcam A"]).run()
+    page.slider(key="history_time").set_value(chosen).run()
+    assert metric_values(page)["Detections"] == "20"  # the webcam's last 2 s
+
+    open_tab(open_tab(page, "Photo"), "History")
+    assert not page.exception, page.exception
+    assert page.multiselect(key="history_sources").value == ["webcam A"]
+    assert page.slider(key="history_time").value == chosen
+    assert metric_values(page)["Detections"] == "20"
+
+
 def test_history_password_guards_the_tab(history_path, streamer, monkeypatch):
     monkeypatch.setenv("HISTORY_PASSWORD", "s3cret words")
     page = open_tab(AppTest.from_file(APP, default_timeout=TIMEOUT_S).run(), "History")

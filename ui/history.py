@@ -37,6 +37,12 @@ HISTORY_SLIDER_STEPS = 500  # the History tab's time slider moves in steps of it
 
 REFUSED = SessionValue("history_refused", str)  # the wrong password last entered, not counted again
 CONFIRM_DELETE = SessionValue("history_confirm_delete", bool)  # "Delete the history..." was pressed
+# The filters' choices, kept apart from their widgets: Streamlit drops an undrawn widget's state,
+# and a hidden tab draws nothing. The sources chosen; the time range's ends (None: open).
+CHOSEN_SOURCES: SessionValue[list[str]] = SessionValue("history_chosen_sources", list)
+CHOSEN_TIMES: SessionValue[tuple[dt.datetime | None, dt.datetime | None]] = SessionValue(
+    "history_chosen_times", lambda: (None, None)
+)
 
 
 def show() -> None:
@@ -166,17 +172,29 @@ def export_selection(store: DetectionLog | ParquetHistory, selection: Selection,
 
 
 def history_selection(whole) -> Selection:
-    """The sources and time range chosen in the tab's filters."""
-    sources = st.multiselect("Sources", whole.sources, placeholder="All sources", key="history_sources")
+    """The sources and time range chosen in the tab's filters, as the visitor left them when
+    the tab was last open (sources since deleted are dropped)."""
+    sources = st.multiselect(
+        "Sources",
+        whole.sources,
+        default=[source for source in CHOSEN_SOURCES.get() if source in whole.sources],
+        placeholder="All sources",
+        key="history_sources",
+    )
+    CHOSEN_SOURCES.set(list(sources))
     start = end = None  # open: every event
     first, last = whole.first.replace(tzinfo=None), whole.last.replace(tzinfo=None)  # naive UTC
     if first < last:
         step_s = max(1, int((last - first).total_seconds() // HISTORY_SLIDER_STEPS))
+        kept_start, kept_end = (
+            None if time is None else min(max(time.replace(tzinfo=None), first), last)
+            for time in CHOSEN_TIMES.get()
+        )
         chosen = st.slider(
             "Time (UTC)",
             min_value=first,
             max_value=last,
-            value=(first, last),
+            value=(kept_start or first, max(kept_end or last, kept_start or first)),
             step=dt.timedelta(seconds=step_s),
             format="YYYY-MM-DD HH:mm:ss",
             key="history_time",
@@ -184,6 +202,7 @@ def history_selection(whole) -> Selection:
         # An end left where it was stays open, so that events logged since are shown too.
         start = None if chosen[0] <= first else chosen[0].replace(tzinfo=dt.UTC)
         end = None if chosen[1] >= last else chosen[1].replace(tzinfo=dt.UTC)
+        CHOSEN_TIMES.set((start, end))
     return Selection(tuple(sources), start, end)
 
 
