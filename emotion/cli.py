@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from emotion.engagement import DEFAULT_PRESET, PRESETS
-from emotion.faces import DEFAULT_FINDER, FINDER_NAMES, FINDER_SUMMARIES
+from emotion.faces import DEFAULT_FINDER, FINDERS
 from emotion.labels import FACE_SIZE
 from emotion.live import LiveSettings
 from emotion.media import PHOTO_EXTENSIONS, find_media
@@ -288,10 +288,10 @@ def serve_command(host: str, port: int) -> int:
 def _add_detector_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--detector",
-        choices=FINDER_NAMES,
+        choices=tuple(FINDERS),
         default=DEFAULT_FINDER,
         help="face finder: "
-        + "; ".join(f"{name} ({FINDER_SUMMARIES[name]})" for name in FINDER_NAMES)
+        + "; ".join(f"{name} ({finder.summary})" for name, finder in FINDERS.items())
         + " (default: %(default)s)",
     )
 

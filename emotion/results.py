@@ -19,7 +19,7 @@ only the likeliest of close readings. face_id is a tracked face's id in a video 
 session, stable while the face stays in view, and in a photo the face's number, 1 being the
 largest. Boxes are in the pixels of the analysed image (for a video, of the annotated video).
 Probabilities follow EMOTIONS' order. detector names the face finder that found the faces
-(emotion.faces.FINDER_NAMES).
+(emotion.faces.FINDERS).
 """
 
 from __future__ import annotations

@@ -218,7 +218,10 @@ FRAME_STAGES = (
         ),
     ),
     # The finder modules, not the whole of emotion/faces: crop_faces there is the classifier's.
-    ("detection", ("detect_faces (", "emotion/faces/haar.py", "emotion/faces/blazeface.py", "_CascadePool.")),
+    (
+        "detection",
+        ("detect_faces (", "emotion/faces/haar.py", "emotion/faces/blazeface.py", "emotion/faces/pool.py"),
+    ),
     ("classification", ("crop_faces (", "predict_proba (", "emotion/classifier.py")),
     (
         "tracking and statistics",

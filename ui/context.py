@@ -14,14 +14,7 @@ from streamlit.logger import get_logger
 
 from emotion import resolve_model
 from emotion.engagement import DEFAULT_PRESET, PRESETS
-from emotion.faces import (
-    DEFAULT_FINDER,
-    FINDER_NAMES,
-    FINDER_SUMMARIES,
-    LIVE_DETECTOR,
-    PHOTO_DETECTOR,
-    SENSITIVITIES,
-)
+from emotion.faces import DEFAULT_FINDER, FINDERS, LIVE_DETECTOR, PHOTO_DETECTOR, SENSITIVITIES
 from emotion.history import DetectionLog
 from emotion.live import LiveSettings
 from emotion.remote import LoadedModel
@@ -30,16 +23,6 @@ from emotion.settings import history_settings
 
 T = TypeVar("T")
 logger = get_logger(__name__)  # Streamlit's: its handler writes to the server's stderr
-
-# Figures from scripts/benchmark_faces.py (README, "Face finders").
-FINDER_HELP = (
-    "BlazeFace, a small neural network that also finds the eyes, finds upright and turned faces "
-    "and levels each face by its eyes before reading it: it found all of 474 posed faces, "
-    "upright and turned by 30 degrees, and of 600 harder FER+ faces 93 % both ways, reading "
-    "as many right turned as upright. The Haar cascade finds only upright, frontal faces: at "
-    "30 degrees it found under 5 % of the posed faces and 8 % of the FER+ ones. BlazeFace takes "
-    "about 7 ms of CPU per 640x480 picture, Haar 8-11 ms."
-)
 
 
 class SessionValue(Generic[T]):
@@ -92,12 +75,13 @@ def load_model() -> LoadedModel:
 def sidebar() -> PageSettings:
     with st.sidebar:
         st.header("Settings")
+        finders = list(FINDERS)
         finder = st.selectbox(
             "Face finder",
-            options=FINDER_NAMES,
-            index=FINDER_NAMES.index(DEFAULT_FINDER),
-            format_func=FINDER_SUMMARIES.get,
-            help=FINDER_HELP,
+            options=finders,
+            index=finders.index(DEFAULT_FINDER),
+            format_func=lambda name: FINDERS[name].summary,
+            help=" ".join(FINDERS[name].help for name in finders),
         )
         sensitivity = st.select_slider(
             "Detector sensitivity",

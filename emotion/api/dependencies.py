@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Annotated, Literal, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 from fastapi import Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
+from pydantic import AfterValidator
+from pydantic_core import PydanticCustomError
 
+from emotion.api.schemas import finder_enum
 from emotion.api.uploads import UploadBudget
-from emotion.faces import FINDER_NAMES, FINDER_SUMMARIES
+from emotion.faces import FINDERS
 from emotion.history import DetectionLog
 from emotion.jobs import VideoJobs
 from emotion.remote import LoadedModel
@@ -67,13 +70,25 @@ JobsDep = Annotated[VideoJobs, Depends(_jobs)]
 DetectionLogDep = Annotated[DetectionLog | None, Depends(_detection_log)]  # None: API_LOG_DETECTIONS off
 UploadBudgetDep = Annotated[UploadBudget, Depends(_upload_budget)]
 ClientDep = Annotated[str, Depends(_client)]
-DetectorQuery = Annotated[
-    Literal[FINDER_NAMES],  # type: ignore[valid-type]
-    Query(
-        description="The face finder: "
-        + "; ".join(f"{name}: {FINDER_SUMMARIES[name]}" for name in FINDER_NAMES)
-    ),
-]
+
+
+def _finder_name(name: str) -> str:
+    """A face finder's name, checked against those registered when the request comes."""
+    if name not in FINDERS:
+        expected = " or ".join(repr(known) for known in FINDERS)
+        raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+    return name
+
+
+def _finder_query_schema(schema: dict[str, Any]) -> None:
+    finder_enum(schema)
+    schema["description"] = "The face finder: " + "; ".join(
+        f"{name}: {finder.summary}" for name, finder in FINDERS.items()
+    )
+
+
+# Checked, and listed in the schema, as the finders are when the request comes or the schema is made.
+DetectorQuery = Annotated[str, AfterValidator(_finder_name), Query(json_schema_extra=_finder_query_schema)]
 
 
 async def check_key(

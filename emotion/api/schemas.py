@@ -10,10 +10,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from emotion.faces import FINDER_NAMES
+from emotion.faces import FINDERS
 from emotion.jobs import Status
 from emotion.labels import EMOTIONS
 from emotion.remote import ModelOrigin
+
+
+def finder_enum(schema: dict[str, Any]) -> None:
+    """A face finder's name: one of those registered when the schema is made (emotion.faces.FINDERS)."""
+    schema["enum"] = list(FINDERS)
 
 
 class ErrorBody(BaseModel):
@@ -37,7 +42,9 @@ class FaceResult(BaseModel):
 
 class PhotoResult(BaseModel):
     file: str = Field(description="The file name the photo was uploaded with")
-    detector: Literal[FINDER_NAMES] = Field(description="The face finder that looked for the faces")  # type: ignore[valid-type]
+    detector: str = Field(
+        description="The face finder that looked for the faces", json_schema_extra=finder_enum
+    )
     faces: list[FaceResult] = Field(description="Every face found, largest first; empty when none")
 
 

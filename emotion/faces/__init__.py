@@ -3,16 +3,18 @@
 detect -> square/clip -> crop: `detect_faces` runs the face finder that the settings name and
 returns `Detection`s (a square box in the input image's pixels, and the angle of the eye line),
 largest first; `crop_faces` turns them into the (N, 48, 48) grayscale crops the emotion model
-takes, turned upright by that angle. Each finder is one module with a `find(gray, settings)`
-function (FINDERS): "blazeface" (MediaPipe's BlazeFace, emotion.faces.blazeface) and "haar"
-(OpenCV's cascade, emotion.faces.haar). How faces are searched for comes in two named presets,
+takes, turned upright by that angle. Each finder is one module that declares its `FaceFinder`
+(its name, summary, help, `find(gray, settings)`, own settings and sensitivities), registered
+below, one line each: "blazeface" (MediaPipe's BlazeFace, emotion.faces.blazeface) and "haar"
+(OpenCV's cascade, emotion.faces.haar); FINDERS offers every one registered to the page, the
+command line, the HTTP API and batch. How faces are searched for comes in two named presets,
 "photo" and "live" (webcam and video), which `detector_settings` makes stricter or more
-sensitive, with either finder.
+sensitive, with any finder.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from types import MappingProxyType
 
@@ -22,14 +24,17 @@ from emotion.faces import blazeface, haar
 from emotion.faces.common import (
     DEFAULT_FINDER,
     FACE_PADDING,
-    FINDER_NAMES,
-    FINDER_SUMMARIES,
+    FINDERS,
+    SENSITIVITIES,
     Box,
     Detection,
     DetectorSettings,
+    FaceFinder,
     crop_faces,
+    register_finder,
     square_box,
     to_gray,
+    unregister_finder,
 )
 
 __all__ = [
@@ -38,22 +43,26 @@ __all__ = [
     "FACE_PADDING",
     "FINDERS",
     "FINDER_NAMES",
-    "FINDER_SUMMARIES",
     "LIVE_DETECTOR",
     "PHOTO_DETECTOR",
     "SENSITIVITIES",
     "Box",
     "Detection",
     "DetectorSettings",
+    "FaceFinder",
     "crop_faces",
     "detect_faces",
     "detector_settings",
+    "register_finder",
     "square_box",
     "to_gray",
+    "unregister_finder",
 ]
 
-FaceFinder = Callable[[np.ndarray, DetectorSettings], list[Detection]]  # (gray (H, W) uint8, settings)
-FINDERS: Mapping[str, FaceFinder] = MappingProxyType({"blazeface": blazeface.find, "haar": haar.find})
+register_finder(blazeface.FINDER)
+register_finder(haar.FINDER)
+FINDER_NAMES = tuple(FINDERS)  # the finders shipped; FINDERS also holds any registered since
+
 MIN_IMAGE_SIDE = 8  # pixels; no face is sought in a smaller image
 
 # The named presets. Photos: faces from a twentieth of the shorter side, as in a group photo.
@@ -65,16 +74,6 @@ LIVE_DETECTOR = DetectorSettings(min_size_fraction=0.12)
 DETECTOR_PRESETS: Mapping[str, DetectorSettings] = MappingProxyType(
     {"photo": PHOTO_DETECTOR, "live": LIVE_DETECTOR}
 )
-# How eagerly a finder reports a face: fewer neighbours and a finer scale step (Haar) or a lower
-# score (BlazeFace) find more faces (small, turned, dim) and more false ones. "balanced" is each
-# preset as it is.
-SENSITIVITIES: Mapping[str, Mapping[str, float]] = MappingProxyType(
-    {
-        "strict": {"scale_factor": 1.2, "min_neighbors": 5, "min_score": 0.7},
-        "balanced": {},
-        "sensitive": {"scale_factor": 1.05, "min_neighbors": 2, "min_score": 0.35},
-    }
-)
 
 
 def detector_settings(
@@ -85,7 +84,8 @@ def detector_settings(
 ) -> DetectorSettings:
     """A named preset ("photo" or "live") at a sensitivity, looking for faces of at least
     `min_size_fraction` of the shorter side (None: the preset's own minimum) with `finder`
-    (one of FINDER_NAMES).
+    (one of FINDERS). Every finder's own settings are set at the sensitivity (its
+    FaceFinder.sensitivities), so that another finder chosen later keeps it.
 
     The live preset never looks for faces smaller than its own minimum: in a stream they would
     cost more time than the frame rate allows.
@@ -99,7 +99,11 @@ def detector_settings(
         if preset == "live":
             min_size_fraction = max(min_size_fraction, settings.min_size_fraction)
         settings = replace(settings, min_size_fraction=min_size_fraction)
-    return replace(settings, finder=finder, **SENSITIVITIES[sensitivity])
+    tunings = tuple(
+        (name, replace(settings.tuning(name), **spec.sensitivities.get(sensitivity, {})))
+        for name, spec in FINDERS.items()
+    )
+    return replace(settings, finder=finder, tunings=tunings)
 
 
 def detect_faces(image: np.ndarray, settings: DetectorSettings = PHOTO_DETECTOR) -> list[Detection]:
@@ -109,5 +113,5 @@ def detect_faces(image: np.ndarray, settings: DetectorSettings = PHOTO_DETECTOR)
     gray = to_gray(image)
     if min(gray.shape) < MIN_IMAGE_SIDE:
         return []
-    detections = FINDERS[settings.finder](gray, settings)
+    detections = FINDERS[settings.finder].find(gray, settings)
     return sorted(detections, key=lambda detection: (-detection.box.area, detection.box.y, detection.box.x))

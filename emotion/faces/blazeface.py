@@ -14,17 +14,18 @@ without TensorFlow.
 from __future__ import annotations
 
 import math
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import NamedTuple
 
 import cv2
 import numpy as np
 
-from emotion.faces.common import Detection, DetectorSettings, shrink, square_box, turned_square
+from emotion.faces.common import Detection, DetectorSettings, FaceFinder, shrink, square_box, turned_square
+from emotion.faces.pool import LendingPool
 from emotion.model_file import shipped_file
 
+FINDER_NAME = "blazeface"
 RAW_SCORE_LIMIT = 80.0  # logits are clipped here before the sigmoid (MediaPipe uses 100; float32 overflows)
 SUPPRESSION_IOU = 0.3  # detections overlapping the best one by more than this are merged into it
 DETECTOR_THREADS = 1  # per call: callers run in parallel (the webcam, the page), one core each
@@ -160,36 +161,43 @@ def weighted_suppression(
     return faces
 
 
+@dataclass(frozen=True)
+class BlazeFaceSettings:
+    """BlazeFace's own settings.
+
+    min_score: how sure the network must be that a face is there (0-1; MediaPipe uses 0.5).
+    """
+
+    min_score: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.min_score < 1.0:
+            raise ValueError(f"min_score must be between 0 and 1, got {self.min_score}")
+
+
+def _new_interpreter(shape: tuple[int, int]):
+    """An interpreter planned for (1, *shape, 3) inputs: (interpreter, input index, regressors'
+    index, logits' index, the shape's anchors)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(MODEL_FILE), num_threads=DETECTOR_THREADS)
+    input_index = interpreter.get_input_details()[0]["index"]
+    interpreter.resize_tensor_input(input_index, (1, *shape, 3))
+    interpreter.allocate_tensors()
+    outputs = {detail["shape"][-1]: detail for detail in interpreter.get_output_details()}
+    anchors = generate_anchors(SHORT_RANGE, *shape)
+    if sorted(outputs) != [1, 16] or outputs[16]["shape"][1] != len(anchors):
+        raise RuntimeError(f"{MODEL_FILE.name} is not the BlazeFace model its anchors were made for")
+    return interpreter, input_index, outputs[16]["index"], outputs[1]["index"], anchors
+
+
 class _Interpreters:
     """The model's interpreters, lent out one caller at a time (an interpreter is not re-entrant)
     and kept per input shape (changing one's shape costs a new plan), for the MAX_INPUT_SHAPES
     small shapes used last, with the anchors of each shape."""
 
     def __init__(self) -> None:
-        self._free: OrderedDict[tuple[int, int], list] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def _new(self, shape: tuple[int, int]):
-        from ai_edge_litert.interpreter import Interpreter
-
-        interpreter = Interpreter(model_path=str(MODEL_FILE), num_threads=DETECTOR_THREADS)
-        input_index = interpreter.get_input_details()[0]["index"]
-        interpreter.resize_tensor_input(input_index, (1, *shape, 3))
-        interpreter.allocate_tensors()
-        outputs = {detail["shape"][-1]: detail for detail in interpreter.get_output_details()}
-        anchors = generate_anchors(SHORT_RANGE, *shape)
-        if sorted(outputs) != [1, 16] or outputs[16]["shape"][1] != len(anchors):
-            raise RuntimeError(f"{MODEL_FILE.name} is not the BlazeFace model its anchors were made for")
-        return interpreter, input_index, outputs[16]["index"], outputs[1]["index"], anchors
-
-    def _borrow(self, shape: tuple[int, int]):
-        """A free interpreter for this shape, or None; forgets the shapes used longest ago."""
-        with self._lock:
-            free = self._free.setdefault(shape, [])
-            self._free.move_to_end(shape)
-            while len(self._free) > MAX_INPUT_SHAPES:
-                self._free.popitem(last=False)
-            return free.pop() if free else None
+        self.pool = LendingPool(_new_interpreter, max_keys=MAX_INPUT_SHAPES)
 
     def run(self, picture: np.ndarray, min_score: float) -> list[tuple[np.ndarray, float]]:
         """A grayscale (H, W) uint8 picture, sides multiples of INPUT_STEP -> its faces, best
@@ -198,19 +206,12 @@ class _Interpreters:
         rgb = np.repeat(picture[None, :, :, None], 3, axis=3)  # (1, H, W, 3)
         tensor = rgb.astype(np.float32) / 127.5 - 1.0
         kept = shape[0] * shape[1] <= MAX_KEPT_INPUT_PIXELS
-        runner = self._borrow(shape) if kept else None
-        if runner is None:
-            runner = self._new(shape)
-        interpreter, input_index, regressors_index, logits_index, anchors = runner
-        try:
+        with self.pool.borrow(shape, keep=kept) as runner:
+            interpreter, input_index, regressors_index, logits_index, anchors = runner
             interpreter.set_tensor(input_index, tensor)
             interpreter.invoke()
             regressors = interpreter.get_tensor(regressors_index)[0]
             logits = interpreter.get_tensor(logits_index)[0]
-        finally:
-            if kept:
-                with self._lock:
-                    self._free.setdefault(shape, []).append(runner)
         return weighted_suppression(*decode(regressors, logits, anchors, min_score))
 
 
@@ -348,3 +349,17 @@ def find(gray: np.ndarray, settings: DetectorSettings) -> list[Detection]:
         box = square_box(left, top, side, side, width, height, padding=0.0)
         detections.append(Detection(box, round(frame.angle, 1)))
     return detections
+
+
+FINDER = FaceFinder(
+    name=FINDER_NAME,
+    summary="BlazeFace: upright and turned faces",
+    help="BlazeFace, a small neural network that also finds the eyes, finds upright and turned faces "
+    "and levels each face by its eyes before reading it: it found all of 474 posed faces, upright "
+    "and turned by 30 degrees, and of 600 harder FER+ faces 93 % both ways, reading as many right "
+    "turned as upright. It takes about 7 ms of CPU per 640x480 picture.",
+    find=find,
+    settings=BlazeFaceSettings,
+    # A lower score finds more faces (small, turned, dim) and more false ones.
+    sensitivities=MappingProxyType({"strict": {"min_score": 0.7}, "sensitive": {"min_score": 0.35}}),
+)

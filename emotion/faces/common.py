@@ -1,4 +1,11 @@
-"""What every face finder shares: the box and detection types, the settings, and the one crop.
+"""What every face finder shares: the box and detection types, the settings, the registry of
+finders, and the one crop.
+
+A finder is one module that declares a `FaceFinder` (its name, a summary, its page help, its
+`find` function, its own settings and how they change with the sensitivity) and one line in
+emotion.faces that registers it (`register_finder`); `FINDERS` holds every finder registered.
+`DetectorSettings` carries the settings every finder reads (the smallest face, the largest scan)
+and each finder's own, read as its attributes (`settings.min_score`) or whole (`tuning`).
 
 square/clip -> crop: a finder's `Detection` is a square `Box` inside the image plus the angle
 its eye line is turned by; `crop_faces` cuts each one out turned back upright (only the
@@ -8,23 +15,23 @@ emotion model takes.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
 
 from emotion.labels import FACE_SIZE
 
-# What each finder finds, in a few words, for the page, the command line and the HTTP API.
-FINDER_SUMMARIES = MappingProxyType(
-    {"blazeface": "BlazeFace: upright and turned faces", "haar": "Haar cascade: upright faces only"}
-)
-FINDER_NAMES = tuple(FINDER_SUMMARIES)  # emotion.faces.FINDERS maps each to its module's `find`
 DEFAULT_FINDER = "blazeface"
+# How eagerly a finder reports a face, the same names for every finder: each says what its own
+# settings are at "strict" and "sensitive" (more faces, small, turned or dim, and more false
+# ones); "balanced" is its settings as they are.
+SENSITIVITIES = ("strict", "balanced", "sensitive")
 
 # FER2013 faces are tight crops from the brows/forehead to the chin. Measured on real faces, that
 # framing is the Haar box itself, give or take a few percent. Running the Haar finder (padding 0) on
@@ -65,12 +72,50 @@ class Detection(NamedTuple):
 
 
 @dataclass(frozen=True)
+class NoSettings:
+    """The own settings of a finder that has none."""
+
+
+@dataclass(frozen=True)
+class FaceFinder:
+    """One face finder, as its module declares it."""
+
+    name: str  # what the page, the command line and the HTTP API call it
+    summary: str  # what it finds, in a few words, for all three
+    help: str  # a few sentences for the page: what it finds, and what it costs
+    find: Callable[[np.ndarray, DetectorSettings], list[Detection]]  # (gray (H, W) uint8, settings)
+    settings: type = NoSettings  # its own settings: a frozen dataclass, every field with a default
+    # Its own settings' values at the other sensitivities than "balanced" (see SENSITIVITIES).
+    sensitivities: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        unknown = set(self.sensitivities) - set(SENSITIVITIES)
+        if unknown:
+            raise ValueError(f"{self.name}: unknown sensitivities {sorted(unknown)}; use {SENSITIVITIES}")
+
+
+_REGISTERED: dict[str, FaceFinder] = {}
+FINDERS: Mapping[str, FaceFinder] = MappingProxyType(_REGISTERED)  # every finder registered, by name
+
+
+def register_finder(finder: FaceFinder) -> FaceFinder:
+    """Offer `finder` to every entry point (the page, the command line, the HTTP API, batch)."""
+    if finder.name in _REGISTERED:
+        raise ValueError(f"A face finder named {finder.name!r} is registered already")
+    _REGISTERED[finder.name] = finder
+    return finder
+
+
+def unregister_finder(name: str) -> None:
+    """Offer the finder no more; settings that name it stop working."""
+    del _REGISTERED[name]
+
+
+@dataclass(frozen=True, init=False)
 class DetectorSettings:
     """How faces are searched for; the defaults balance recall, false alarms and speed.
 
-    finder: which face finder runs, one of FINDER_NAMES: "blazeface" (MediaPipe's BlazeFace
-        with six keypoints: upright and turned faces, crops levelled by the eyes) or "haar"
-        (OpenCV's Haar cascade: upright frontal faces only, crops as found).
+    finder: which face finder runs, one of FINDERS.
     min_size_fraction: smallest face searched for, as a fraction of the image's shorter
         side (0.05: a face a twentieth of a group photo's height).
     min_face_pixels: and never smaller than this many input pixels: below ~64 px a face has
@@ -78,56 +123,80 @@ class DetectorSettings:
         time to search for (64 rather than 48 halves the Haar detection time at 640x480).
     max_detection_side: cap on the longer side of the image a finder scans (on a large photo,
         the smallest face found is then about 24 / 640 of its longer side, whatever the minimum).
-
-    BlazeFace only:
-    min_score: how sure the network must be that a face is there (0-1; MediaPipe uses 0.5).
-
-    Haar only:
-    scale_factor: step between the image pyramid's levels. 1.15 is as fast as a webcam
-        needs (8 ms for a 640x480 frame on 2 cores, against 10-12 ms at 1.1) and still finds
-        every face of the face clip and astronaut's face at every size from 300 to 2000 px.
-    min_neighbors: overlapping raw detections a face needs. With the alt2 cascade, 3 keeps
-        false alarms rare (1 box in 36 face-free photos of skimage.data at 640x480 and
-        1600x1200) while finding more blurry faces than OpenCV's default cascade does at
-        (1.1, 5): 318 of 600 upscaled FER2013 val faces against 303, with 9 false boxes.
-    equalize_histogram: spread the grey levels before detecting, so that dark and
-        low-contrast faces are found (the crop for the classifier is taken unequalised).
-    padding: fraction of the box side added on each side (see FACE_PADDING).
+    Any other keyword is a setting of a finder's own (its FaceFinder.settings: BlazeFace's
+    min_score, the Haar cascade's scale_factor, ...), kept for every finder that has it, so that
+    a sensitivity chosen for one finder holds when another is chosen; each is read as an
+    attribute of the settings.
     """
 
-    finder: str = DEFAULT_FINDER
-    min_size_fraction: float = 0.05
-    min_face_pixels: int = 64  # input pixels
-    max_detection_side: int = 640  # pixels
-    min_score: float = 0.5
-    scale_factor: float = 1.15
-    min_neighbors: int = 3
-    equalize_histogram: bool = True
-    padding: float = FACE_PADDING
+    finder: str
+    min_size_fraction: float
+    min_face_pixels: int  # input pixels
+    max_detection_side: int  # pixels
+    # The finders' own settings that differ from their defaults: (finder name, its settings)
+    # pairs in the order the finders were registered.
+    tunings: tuple[tuple[str, Any], ...]
 
-    def __post_init__(self) -> None:
-        if self.finder not in FINDER_NAMES:
-            raise ValueError(f"Unknown face finder {self.finder!r}; choose one of {list(FINDER_NAMES)}")
-        if not 0.0 <= self.min_size_fraction <= 1.0:
-            raise ValueError(f"min_size_fraction must be between 0 and 1, got {self.min_size_fraction}")
-        if self.min_face_pixels < 1:
-            raise ValueError(f"min_face_pixels must be 1 or more, got {self.min_face_pixels}")
-        if not 0.0 < self.min_score < 1.0:
-            raise ValueError(f"min_score must be between 0 and 1, got {self.min_score}")
-        if not self.scale_factor > 1.0:
-            raise ValueError(f"scale_factor must be above 1.0, got {self.scale_factor}")
-        if self.min_neighbors < 0:
-            raise ValueError(f"min_neighbors must be 0 or more, got {self.min_neighbors}")
-        if self.max_detection_side < CASCADE_WINDOW:
+    def __init__(
+        self,
+        finder: str = DEFAULT_FINDER,
+        min_size_fraction: float = 0.05,
+        min_face_pixels: int = 64,
+        max_detection_side: int = 640,
+        tunings: tuple[tuple[str, Any], ...] = (),
+        **finder_settings: Any,
+    ) -> None:
+        if finder not in FINDERS:
+            raise ValueError(f"Unknown face finder {finder!r}; choose one of {list(FINDERS)}")
+        if not 0.0 <= min_size_fraction <= 1.0:
+            raise ValueError(f"min_size_fraction must be between 0 and 1, got {min_size_fraction}")
+        if min_face_pixels < 1:
+            raise ValueError(f"min_face_pixels must be 1 or more, got {min_face_pixels}")
+        if max_detection_side < CASCADE_WINDOW:
             raise ValueError(
-                f"max_detection_side must be at least {CASCADE_WINDOW} px, got {self.max_detection_side}"
+                f"max_detection_side must be at least {CASCADE_WINDOW} px, got {max_detection_side}"
             )
-        if self.padding < 0.0:
-            raise ValueError(f"padding must be 0 or more, got {self.padding}")
+        given = dict(tunings)
+        kept, claimed = [], set()
+        for name, spec in FINDERS.items():
+            own = {key: value for key, value in finder_settings.items() if key in _field_names(spec.settings)}
+            claimed |= own.keys()
+            tuning = dataclasses.replace(given.get(name) or spec.settings(), **own)  # checks the values
+            if tuning != spec.settings():
+                kept.append((name, tuning))
+        unclaimed = sorted(set(finder_settings) - claimed)
+        if unclaimed:
+            raise ValueError(f"No face finder has the setting(s) {', '.join(unclaimed)}")
+        for name, value in (
+            ("finder", finder),
+            ("min_size_fraction", min_size_fraction),
+            ("min_face_pixels", min_face_pixels),
+            ("max_detection_side", max_detection_side),
+            ("tunings", tuple(kept)),
+        ):
+            object.__setattr__(self, name, value)
+
+    def tuning(self, finder: str | None = None) -> Any:
+        """A finder's own settings (None: this one's, settings.finder's)."""
+        name = self.finder if finder is None else finder
+        return dict(self.tunings).get(name) or FINDERS[name].settings()
+
+    def __getattr__(self, name: str) -> Any:
+        """A finder's own setting (`settings.min_score`), from the first finder that has it."""
+        if name.startswith("_") or "tunings" not in self.__dict__:  # pickling, copying
+            raise AttributeError(name)
+        for finder, spec in FINDERS.items():
+            if name in _field_names(spec.settings):
+                return getattr(self.tuning(finder), name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def min_face(self, height: int, width: int) -> float:
         """The smallest face sought in an image of this size, in its pixels."""
         return max(self.min_size_fraction * min(height, width), self.min_face_pixels)
+
+
+def _field_names(settings: type) -> frozenset[str]:
+    return frozenset(setting.name for setting in dataclasses.fields(settings))
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
