@@ -16,6 +16,7 @@ given, is told each finished job's result (the HTTP API logs its detections with
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import secrets
@@ -41,6 +42,10 @@ UPLOAD_FILE = "upload"  # the video as uploaded, deleted once analysed
 MAX_KEPT = 64  # finished jobs whose results are kept, all owners together: each up to the upload limit
 MAX_KEPT_PER_OWNER = 16  # finished jobs kept per owner: one client cannot fill MAX_KEPT alone
 PROBE_SLOTS = 2  # uploads probed at once (each decodes a few frames of up to 4K); the others wait
+# A job's pace before it has one of its own: real time at 30 fps, slower than the 3.7x measured for
+# the face clip (emotion.video), so that a client told when to come back comes late, not early.
+ASSUMED_FRAMES_PER_S = 30.0
+MIN_RETRY_AFTER_S, MAX_RETRY_AFTER_S = 5, 3600  # what retry_after_s answers stays within these
 
 Status = Literal["queued", "running", "done", "failed"]
 # (the upload's file name, the job's settings, its result, when its analysis began in UTC seconds)
@@ -97,6 +102,7 @@ class _Job:
     frames_done: int = 0
     status: Status = "queued"
     error: str | None = None
+    started_at: float | None = None  # time.monotonic(), when a worker took it
     finished_at: float | None = None  # time.monotonic()
     deleted: bool = False
 
@@ -190,6 +196,26 @@ class VideoJobs:
             shutil.rmtree(job.folder, ignore_errors=True)
             raise
 
+    def retry_after_s(self) -> int:
+        """Seconds until a place in the full queue should free: when the running job nearest its
+        end is done, at its pace so far (ASSUMED_FRAMES_PER_S before it has one), or, with none
+        running, when the first waiting one would be."""
+        now = time.monotonic()
+        with self._lock:
+            running = [job for job in self._jobs.values() if job.status == "running"]
+            waiting = [job for job in self._jobs.values() if job.status == "queued"]
+            lefts = [self._left_s(job, now) for job in running] or [
+                self._left_s(job, now) for job in waiting[:1]
+            ]
+        return int(min(max(math.ceil(min(lefts, default=0)), MIN_RETRY_AFTER_S), MAX_RETRY_AFTER_S))
+
+    @staticmethod
+    def _left_s(job: _Job, now: float) -> float:
+        pace = ASSUMED_FRAMES_PER_S
+        if job.started_at is not None and job.frames_done and now > job.started_at:
+            pace = job.frames_done / (now - job.started_at)
+        return max(0, job.frames_total - job.frames_done) / pace
+
     def _check_room(self, owner: str) -> None:
         """Raises QueueFull or TooManyKept; the caller holds the lock."""
         if self._waiting() >= self.capacity:
@@ -261,6 +287,7 @@ class VideoJobs:
             if job.deleted:
                 return
             job.status = "running"
+            job.started_at = time.monotonic()
 
         def progress(done: int, total: int) -> None:
             if job.deleted:

@@ -32,7 +32,7 @@ from PIL import Image
 from schemathesis import checks
 
 from emotion.api import ApiSettings, create_app, uploads
-from emotion.api.routers import photos, videos
+from emotion.api.routers import photos
 from emotion.api.schemas import PhotoResults
 from emotion.api.settings import DEFAULT_RESULT_TTL_S, DEFAULT_VIDEO_QUEUE
 from emotion.classifier import BUNDLED_MODEL, load_classifier
@@ -484,11 +484,29 @@ def test_results_are_not_there_before_the_job_is_done_and_a_full_queue_is_429(st
         early.status_code == 409 and early.json()["detail"] == "The job has no annotated.mp4: it is queued."
     )
     full = post_video(client, face_video)
-    assert full.status_code == 429 and full.headers["retry-after"] == str(videos.RETRY_AFTER_S)
+    assert full.status_code == 429 and full.headers["retry-after"] == str(
+        client.app.state.jobs.retry_after_s()
+    )
     assert "queue is full" in full.json()["detail"]
     assert client.get("/healthz").json()["video_jobs"]["queued"] == 1
     assert client.delete(f"/v1/videos/{job['id']}").status_code == 204  # a queued job can be deleted
     assert client.get("/healthz").json()["video_jobs"]["queued"] == 0
+
+
+def test_a_full_queues_retry_after_is_when_the_job_ahead_should_be_done(start, face_video, monkeypatch):
+    from emotion import jobs
+
+    monkeypatch.setattr(jobs, "ASSUMED_FRAMES_PER_S", 2.0)
+    client = start(video_workers=0, video_queue=1)
+    queued = post_video(client, face_video).json()  # 20 frames, none running: 10 s at 2 a second
+    full = post_video(client, face_video)
+    assert full.status_code == 429 and full.headers["retry-after"] == "10"
+    assert "try again in 10 s" in full.json()["detail"]
+    job = client.app.state.jobs._jobs[queued["id"]]  # as if a worker had run it 30 s, 5 of 20 frames done
+    job.status, job.frames_done, job.started_at = "running", 5, time.monotonic() - 30
+    assert 90 <= client.app.state.jobs.retry_after_s() <= 91  # 15 frames left at 1 every 6 s
+    job.frames_done = 20
+    assert client.app.state.jobs.retry_after_s() == jobs.MIN_RETRY_AFTER_S
 
 
 def test_a_deleted_queued_job_frees_its_place_at_once(start, face_video):

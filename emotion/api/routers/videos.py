@@ -22,7 +22,6 @@ from emotion.live import LiveSettings
 from emotion.request import AnalysisRequest
 from emotion.video import InvalidVideo, VideoResult
 
-RETRY_AFTER_S = 60  # suggested to a client whose video found the queue full
 CHUNK_BYTES = 1024 * 1024  # result files are sent in pieces of this size
 MEDIA_TYPES = {ResultFile.VIDEO: "video/mp4", ResultFile.CSV: "text/csv"}
 
@@ -57,7 +56,7 @@ async def post_video(
     detector: DetectorQuery = DEFAULT_FINDER,
 ) -> JSONResponse:
     if jobs.full():  # before reading a large upload for nothing
-        raise _queue_full()
+        raise _queue_full(jobs)
     settings = AnalysisRequest.of(finder=detector, detect_every=detect_every, origin="api").live_settings()
     async with receive_uploads(request, "video", 1, service.upload_limit_mb, budget) as uploads:
         upload = uploads[0]
@@ -68,7 +67,7 @@ async def post_video(
         except InvalidVideo as error:
             raise HTTPException(400, f"{upload.name}: {error}") from None
         except QueueFull:
-            raise _queue_full() from None
+            raise _queue_full(jobs) from None
         except TooManyKept:
             raise HTTPException(
                 429,
@@ -166,9 +165,10 @@ def _no_such_job(job_id: str) -> HTTPException:
     return HTTPException(404, "No such video job: it never existed, was deleted or has expired.")
 
 
-def _queue_full() -> HTTPException:
+def _queue_full(jobs: VideoJobs) -> HTTPException:
+    retry_after_s = jobs.retry_after_s()  # when the job ahead should be done
     return HTTPException(
         429,
-        "The video queue is full; try again in a minute.",
-        headers={"Retry-After": str(RETRY_AFTER_S)},
+        f"The video queue is full; try again in {retry_after_s} s.",
+        headers={"Retry-After": str(retry_after_s)},
     )
