@@ -12,6 +12,7 @@ import importlib
 
 # Public name -> (module, name in that module).
 _EXPORTS = {
+    "AnalysisRequest": ("emotion.request", "AnalysisRequest"),
     "EMOTIONS": ("emotion.labels", "EMOTIONS"),
     "ENGAGEMENT_PRESETS": ("emotion.engagement", "PRESETS"),
     "FACE_SIZE": ("emotion.labels", "FACE_SIZE"),
@@ -28,6 +29,7 @@ _EXPORTS = {
     "LiveSettings": ("emotion.live", "LiveSettings"),
     "ModelDownloadError": ("emotion.remote", "ModelDownloadError"),
     "ModelError": ("emotion.classifier", "ModelError"),
+    "Photo": ("emotion.pipeline", "Photo"),
     "SessionSnapshot": ("emotion.session", "SessionSnapshot"),
     "VideoResult": ("emotion.video", "VideoResult"),
     "analyze_image": ("emotion.pipeline", "analyze_image"),
@@ -39,6 +41,7 @@ _EXPORTS = {
     "engagement_score": ("emotion.engagement", "engagement_score"),
     "load_classifier": ("emotion.classifier", "load_classifier"),
     "load_image": ("emotion.image", "load_image"),
+    "photo_faces": ("emotion.pipeline", "photo_faces"),
     "photo_json": ("emotion.pipeline", "photo_json"),
     "photo_record": ("emotion.results", "photo_record"),
     "process_photo": ("emotion.pipeline", "process_photo"),
