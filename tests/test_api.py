@@ -849,3 +849,15 @@ def test_photos_take_the_face_finder_as_a_query_parameter(client):
     assert (blazeface["detector"], len(blazeface["faces"])) == ("blazeface", 1)
     assert (haar["detector"], haar["faces"]) == ("haar", [])  # upright faces only
     assert post_photos(client, upload, query="?detector=dlib").status_code == 422
+
+
+def test_an_annotated_answer_decodes_the_upload_once(client, monkeypatch, astronaut_rgb):
+    from emotion import pipeline
+
+    decoded, load_image = [], pipeline.load_image
+    monkeypatch.setattr(pipeline, "load_image", lambda *args: decoded.append(1) or load_image(*args))
+    response = post_photos(
+        client, ("astronaut.jpg", jpeg(astronaut_rgb), "image/jpeg"), query="?annotated=true"
+    )
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    assert len(decoded) == 1

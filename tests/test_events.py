@@ -16,14 +16,18 @@ from emotion.events import (
     SCHEMA_VERSION,
     EventSource,
     FrameFaces,
+    VideoFaces,
     events_table,
     photo_frames,
+    result_events,
     video_frames,
     with_date,
 )
 from emotion.faces import Box
 from emotion.labels import EMOTIONS
 from emotion.live import LiveSettings
+from emotion.pipeline import Photo
+from emotion.request import AnalysisRequest
 from emotion.results import CSV_COLUMNS, Face, FaceRow
 from emotion.video import process_video
 from tests.conftest import REPO
@@ -144,3 +148,23 @@ def test_the_page_and_the_batch_command_make_the_same_events_of_a_video(face_cli
     batch = analyse_file(face_clip, str(face_clip), 1_700_000_000_250, str(classifier.source), "general", 3)
     assert page.num_rows > 0
     assert batch.events.drop_columns(["date"]).equals(page)
+
+
+def test_a_photo_or_a_video_result_becomes_its_source_and_frames():
+    face = Face.from_probabilities(Box(10, 20, 30, 30), np.full(len(EMOTIONS), 1 / len(EMOTIONS)))
+    request = AnalysisRequest(engagement_preset="classroom", origin="api")
+
+    source, (frame,) = result_events(Photo([face], (640, 480), "haar"), "a.png", request, "ab" * 32, 5.0)
+    assert source == EventSource("photo", "a.png", "api", "classroom", "ab" * 32)
+    assert (frame.frame, frame.utc_time, frame.width, frame.height, frame.faces[0].id) == (
+        None,
+        5.0,
+        640,
+        480,
+        1,
+    )
+
+    rows = [FaceRow(0, 0.0, face._replace(id=3)), FaceRow(2, 0.2, face._replace(id=3))]
+    source, frames = result_events(VideoFaces(rows, 320, 240), "v.mp4", request, "ab" * 32, 5.0)
+    assert source.kind == "video" and [frame.frame for frame in frames] == [0, 2]
+    assert [frame.utc_time for frame in frames] == [5.0, 5.2]

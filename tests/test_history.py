@@ -29,10 +29,13 @@ from emotion.history import (
     Selection,
     csv_bytes,
     export_table,
+    log_result,
     overview,
     parquet_bytes,
     summarise,
 )
+from emotion.pipeline import Photo
+from emotion.request import AnalysisRequest
 from emotion.results import Face
 from tests.conftest import REPO
 
@@ -348,3 +351,19 @@ def test_a_batch_table_is_read_like_the_log(tmp_path):
     exported = history.read(export_table)
     assert exported.schema == EVENT_SCHEMA
     assert sorted(exported.column("source_kind").to_pylist()) == ["video"] * 4 + ["webcam"] * 8
+
+
+def test_a_result_is_logged_as_its_request_names_it_and_nothing_without_faces(log):
+    face = Face.from_probabilities(CENTRE, np.full(7, 1 / 7))
+    request = AnalysisRequest(engagement_preset="classroom", origin="api")
+    logged = {"name": "a.png", "request": request, "model_sha256": "ab" * 32, "utc_time": START}
+
+    log_result(None, Photo([face], (640, 480), "blazeface"), **logged)  # the log is off
+    log_result(log, Photo([], (640, 480), "blazeface"), **logged, flush=True)
+    assert count(log) == 0
+    log_result(log, Photo([face], (640, 480), "blazeface"), **logged, flush=True)
+    assert log.read(
+        lambda connection: connection.execute(
+            "SELECT source_kind, source, origin, preset FROM events"
+        ).fetchall()
+    ) == [("photo", "a.png", "api", "classroom")]
