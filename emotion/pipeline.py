@@ -97,7 +97,8 @@ PhotoSource = bytes | str | Path | BinaryIO  # a photo file: its bytes, path or 
 
 @dataclass(frozen=True, eq=False)
 class Photo:
-    """One photo's result: its faces, its size and, until `kept`, its decoded picture to draw on."""
+    """One photo's result: its faces, its size, the finder that found them and, until it is
+    `released`, the decoded picture to draw on."""
 
     kind: ClassVar[str] = "photo"  # of its detection events (emotion.events.SOURCE_KINDS)
 
@@ -149,7 +150,7 @@ class Photo:
         return kept
 
     def __iter__(self) -> Iterator:
-        """Unpacks as (faces, preview, size)."""
+        """Unpacks as (faces, preview, size): what a page shows of it."""
         return iter((self.faces, self.preview, self.size))
 
     def _picture(self) -> np.ndarray:
