@@ -1,17 +1,19 @@
-"""Coverage-guided fuzzing of what reads untrusted uploads: `load_image` and the video probe.
+"""Coverage-guided fuzzing of what reads untrusted uploads: `load_image`, the video probe and
+the first frames' decoding.
 
     python scripts/fuzz.py image --seconds 600
     python scripts/fuzz.py video --seconds 600
     python scripts/fuzz.py all --seconds 600      # each target in turn, in a process of its own
 
 Each target gets bytes from atheris (libFuzzer), starting from small valid files of every
-format the app takes, made here in memory. The only acceptable outcomes are a result and the
-target's own exception (`InvalidImage`, `InvalidVideo`); anything else, or an input that takes
-longer than --input-timeout seconds, stops the run, is saved under --artifacts (crash-*,
-timeout-*) and makes the exit status non-zero. A saved input replays with
-`python scripts/fuzz.py TARGET --replay FILE`. Needs `pip install -r requirements-dev.txt`
-(atheris). Python code (Pillow's plugins, the project) is instrumented for coverage; FFmpeg,
-inside PyAV, is fuzzed without coverage feedback.
+format the app takes, made here in memory, and hostile ones (scripts/hostile.py: videos whose
+frames grow past 4K after a small first one, JPEGs with more scans than an encoder writes). The
+only acceptable outcomes are a result and the target's own exception (`InvalidImage`,
+`InvalidVideo`); anything else, or an input that takes longer than --input-timeout seconds,
+stops the run, is saved under --artifacts (crash-*, timeout-*) and makes the exit status
+non-zero. A saved input replays with `python scripts/fuzz.py TARGET --replay FILE`. Needs
+`pip install -r requirements-dev.txt` (atheris). Python code (Pillow's plugins, the project) is
+instrumented for coverage; FFmpeg, inside PyAV, is fuzzed without coverage feedback.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import hostile  # scripts/hostile.py
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,6 +40,7 @@ MAX_INPUT_BYTES = 1 << 20  # 1 MiB: large enough for every seed, small enough fo
 # load_image takes at most 650 MB (50 megapixels x PEAK_BYTES_PER_PIXEL, whatever the mode), the
 # fuzzer and the interpreter a few hundred more: an input over this breaks that bound.
 RSS_LIMIT_MB = 1024
+DECODED_FRAMES = 10  # of a video the probe accepts, decoded and tracked (a whole one may take minutes)
 
 
 def image_target() -> Callable[[bytes], None]:
@@ -58,12 +62,23 @@ def image_target() -> Callable[[bytes], None]:
 def video_target() -> Callable[[bytes], None]:
     """probe_video, run in a folder that holds a readable video (`secret.avi`) for hostile inputs
     to name: whatever it accepts must be a container the app takes, as FFmpeg's own unrestricted
-    probe detects it, so no demuxer outside the allow-list ever reads the upload (or that file)."""
+    probe detects it, so no demuxer outside the allow-list ever reads the upload (or that file).
+    Its first DECODED_FRAMES frames are then decoded and tracked as a video job would (with a
+    classifier that reads every face as neutral): a frame that grows past the limit must be
+    refused with InvalidVideo, within the memory bound."""
+    import itertools
+
     import atheris
     import av
 
     with atheris.instrument_imports(include=["emotion"]):
-        from emotion.video import VIDEO_FORMATS, InvalidVideo, probe_video
+        from emotion.video import VIDEO_FORMATS, InvalidVideo, probe_video, track_video
+
+    class Neutral:
+        def predict_proba(self, faces: np.ndarray) -> np.ndarray:
+            probabilities = np.zeros((len(faces), 7), dtype=np.float32)
+            probabilities[:, -1] = 1.0
+            return probabilities
 
     folder = Path(tempfile.mkdtemp(prefix="fuzz-video-folder-"))
     (folder / "secret.avi").write_bytes(three_frame_clip("avi", "mjpeg"))
@@ -78,6 +93,9 @@ def video_target() -> Callable[[bytes], None]:
             detected = container.format.name.split(",")
         if not set(detected) & set(VIDEO_FORMATS):
             raise AssertionError(f"probe_video accepted a {container.format.name} file")
+        with contextlib.suppress(InvalidVideo):
+            for _ in itertools.islice(track_video(data, Neutral()), DECODED_FRAMES):
+                pass
 
     return run
 
@@ -121,6 +139,8 @@ def image_seeds() -> Iterator[bytes]:
     buffer = io.BytesIO()
     rgb.save(buffer, format="GIF", save_all=True, append_images=[rgb.rotate(90, expand=False)], duration=50)
     yield buffer.getvalue()
+    yield hostile.many_scans_jpeg(64, 48, 100)  # 105 scans: refused before decoding
+    yield hostile.many_scans_jpeg(64, 48, 40)  # 45: decoded
 
 
 VIDEO_CODECS = (
@@ -152,6 +172,11 @@ def video_seeds() -> Iterator[bytes]:
         if clip is not None:
             yield clip
     yield from HOSTILE_VIDEOS
+    # Frames past 4K after a small first one: refused by FFmpeg's decoder (max_pixels) or the check after it.
+    grown = [(24, 16), (4608, 2592), (4608, 2592)]
+    yield hostile.growing_mjpeg_avi(grown)
+    yield hostile.growing_h264(grown)
+    yield hostile.growing_h264(grown, "matroska")
 
 
 def three_frame_clip(container_format: str, codec: str) -> bytes | None:

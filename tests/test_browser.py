@@ -237,5 +237,35 @@ def test_history_tab_shows_a_sessions_detections_and_deletes_them(app_url, playw
         results.wait_for(state="detached")  # the charts are gone once the run has finished
 
 
+def test_the_per_source_table_fits_a_900_pixel_window_beside_the_sidebar(playwright, tmp_path):
+    from emotion.events import EventSource
+    from emotion.history import DetectionLog
+    from tests.test_history import START, frames
+
+    log = DetectionLog(tmp_path / "detections.duckdb", interval_s=60.0)
+    # A webcam session's name is the longest the page gives a source.
+    webcam = EventSource("webcam", "webcam 2026-12-04 18:14:19 47a078", "app", "general", "ab" * 32)
+    log.submit(webcam, frames(40))
+    log.submit(EventSource("photo", "people-1.png", "app", "general", "ab" * 32), frames(2, start=START + 30))
+    assert log.flush()
+    log.close()
+    settings = {"HISTORY_PATH": str(tmp_path / "detections.duckdb")}
+    with (
+        serve_app(tmp_path / "streamlit.log", env=settings) as server,
+        chromium(playwright, viewport=(900, 1400)) as page,
+    ):
+        open_app(page, server.url)
+        page.get_by_role("tab", name="History").click()
+        table = page.locator(".st-key-history-results [data-testid='stDataFrame']")
+        table.wait_for()
+        page.wait_for_timeout(500)  # the grid sizes its columns once drawn
+        # The grid scrolls sideways when its columns are wider than the page leaves it.
+        content, shown = table.evaluate(
+            "frame => { const grid = frame.querySelector('.dvn-scroller');"
+            " return [grid.scrollWidth, grid.clientWidth]; }"
+        )
+    assert content <= shown
+
+
 def history_metric(results, label: str) -> int:
     return int(metric_value(results, label).inner_text().replace(",", ""))
