@@ -34,6 +34,10 @@ from ui.context import HISTORY_UNLOCKED, SessionValue, open_detection_log
 from ui.widgets import Download, download_row, percent
 
 HISTORY_SLIDER_STEPS = 500  # the History tab's time slider moves in steps of its range / this, at least 1 s
+# The per-source table's columns on the page, each as wide as its content: they fit beside the
+# open sidebar in a 900-pixel window (tests/test_browser.py). Its kind and frames stay in the table
+# data and the exports.
+PER_SOURCE_COLUMNS = ("source", "detections", "first", "last", "engagement", "emotion")
 
 REFUSED = SessionValue("history_refused", str)  # the wrong password last entered, not counted again
 CONFIRM_DELETE = SessionValue("history_confirm_delete", bool)  # "Delete the history..." was pressed
@@ -89,12 +93,18 @@ def show() -> None:
             st.altair_chart(position_chart(summary.positions), width="stretch")
             st.markdown(f"Detections and engagement over time (UTC, per {summary.bucket_s} s)")
             st.altair_chart(history_timeline(summary.timeline, summary.bucket_s), width="stretch")
-            st.markdown("Per source")
+            day, time_format = per_source_times(summary.per_source)
+            st.markdown(f"Per source (UTC{day})")
             st.dataframe(
                 neutralised(summary.per_source),  # its toolbar downloads the cells as CSV, as shown
                 hide_index=True,
                 width="stretch",
-                column_config={"engagement": st.column_config.NumberColumn(format="percent")},
+                column_order=PER_SOURCE_COLUMNS,
+                column_config={
+                    "first": st.column_config.DatetimeColumn(format=time_format),
+                    "last": st.column_config.DatetimeColumn(format=time_format),
+                    "engagement": st.column_config.NumberColumn("engaged", format="percent"),
+                },
             )
             # Made when clicked, not on every run: a selection can be large.
             download_row(
@@ -165,6 +175,15 @@ def neutralised(table: pd.DataFrame) -> pd.DataFrame:
         if pd.api.types.is_string_dtype(table[column]) or table[column].dtype == object:
             table[column] = table[column].map(lambda cell: csv_text(cell) if isinstance(cell, str) else cell)
     return table
+
+
+def per_source_times(per_source: pd.DataFrame) -> tuple[str, str]:
+    """(", DAY" for the title, the time format) of the first and last columns, five characters
+    each: the time of day where every source lies within one UTC day, else the day."""
+    days = {time.date() for time in (per_source["first"].min(), per_source["last"].max())}
+    if len(days) == 1:
+        return f", {days.pop():%Y-%m-%d}", "HH:mm"
+    return "", "MMM D"
 
 
 def export_selection(store: DetectionLog | ParquetHistory, selection: Selection, encode) -> bytes:
