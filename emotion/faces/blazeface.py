@@ -35,8 +35,8 @@ DETECTOR_THREADS = 1  # per call: callers run in parallel (the webcam, the page)
 MIN_INPUT_FACE = 24
 INPUT_STEP = 16  # the input's sides are multiples of the network's largest stride
 # Interpreters are kept for reuse for this many input shapes (the webcam's, recent photos'), and
-# only for inputs up to this size: an interpreter's buffers take about 200 bytes per input pixel
-# (60 MB at 640x480), and making one costs more than running it once.
+# only for inputs up to this size: an interpreter's buffers grow with its input's pixels (the face
+# finders' card gives their size), and making one costs more than running it once.
 MAX_INPUT_SHAPES = 4
 MAX_KEPT_INPUT_PIXELS = 320 * 240
 REFINE_SCALE = 2.0  # the second look shows the face in a window this many times its side
@@ -355,9 +355,9 @@ FINDER = FaceFinder(
     name=FINDER_NAME,
     summary="BlazeFace: upright and turned faces",
     help="BlazeFace, a small neural network that also finds the eyes, finds upright and turned faces "
-    "and levels each face by its eyes before reading it: it found all of 474 posed faces, upright "
-    "and turned by 30 degrees, and of 600 harder FER+ faces 93 % both ways, reading as many right "
-    "turned as upright. It takes about 7 ms of CPU per 640x480 picture.",
+    "and levels each face by its eyes before reading it, so turned faces are read about as well "
+    "as upright ones. The face finders' card (model/FACE_FINDERS.md) gives how many it finds, "
+    "upright and turned, and its CPU time per picture.",
     find=find,
     settings=BlazeFaceSettings,
     # A lower score finds more faces (small, turned, dim) and more false ones.

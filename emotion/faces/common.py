@@ -33,13 +33,10 @@ DEFAULT_FINDER = "blazeface"
 # ones); "balanced" is its settings as they are.
 SENSITIVITIES = ("strict", "balanced", "sensitive")
 
-# FER2013 faces are tight crops from the brows/forehead to the chin. Measured on real faces, that
-# framing is the Haar box itself, give or take a few percent. Running the Haar finder (padding 0) on
-# 400 FER2013 val faces, each upscaled to 96, 160 or 240 px and border-extended, the FER crop's
-# side is 1.03x the box's (median; quartiles 0.95-1.09), centres 1.6 % of the side apart.
-# On skimage's astronaut and the face clip, the 48x48 crop correlates best with the mean FER2013
-# face for a box scaled 1.1x and 1.0x. So the box grows by this fraction of its side on each side
-# (1.05x in all).
+# FER2013 faces are tight crops from the brows/forehead to the chin: measured on FER2013's own
+# faces, that framing is the Haar box itself, give or take a few percent, and on real photos the
+# crop matches the mean FER2013 face best for a box a little larger (model/FACE_FINDERS.md,
+# "Framing", has the figures). So the box grows by this fraction of its side on each side.
 FACE_PADDING = 0.025
 CASCADE_WINDOW = 24  # pixels; the Haar cascade's training window, the smallest face it can see
 
@@ -214,8 +211,8 @@ def to_gray(image: np.ndarray) -> np.ndarray:
 def block_average(image: np.ndarray, k: int) -> np.ndarray:
     """The image averaged in blocks of k x k pixels (k >= 1), the last width % k columns and
     height % k rows dropped: pixel (u, v) of the result covers the image's pixels from (k u, k v).
-    OpenCV does this whole-block averaging fast, and area-resizes by any other ratio about ten
-    times more slowly (1 ms for a 600-pixel face shrunk to 64 here)."""
+    OpenCV does this whole-block averaging fast, and area-resizes by any other ratio many times
+    more slowly (the README's webcam rounds give the cost)."""
     height, width = image.shape[:2]
     if k == 1 or height < k or width < k:
         return image[: height // k, : width // k]  # itself, or empty

@@ -77,7 +77,7 @@ def _load_cascade() -> cv2.CascadeClassifier:
 
 
 # CascadeClassifier.detectMultiScale is not safe to call on one object from several threads, and
-# loading one parses a large XML file (~50 ms): each concurrent caller borrows its own.
+# loading one parses a large XML file, slower than a search: each concurrent caller borrows its own.
 CASCADES: LendingPool[None, cv2.CascadeClassifier] = LendingPool(lambda _: _load_cascade())
 
 
@@ -113,8 +113,9 @@ def find(gray: np.ndarray, settings: DetectorSettings) -> list[Detection]:
 FINDER = FaceFinder(
     name=FINDER_NAME,
     summary="Haar cascade: upright faces only",
-    help="The Haar cascade finds only upright, frontal faces: at 30 degrees it found under 5 % of "
-    "the posed faces and 8 % of the FER+ ones. It takes 8-11 ms of CPU per 640x480 picture.",
+    help="The Haar cascade finds only upright, frontal faces: a head turned by 30 degrees is "
+    "mostly missed. The face finders' card (model/FACE_FINDERS.md) gives how many it finds and its "
+    "CPU time per picture.",
     find=find,
     settings=HaarSettings,
     # Fewer neighbours and a finer scale step find more faces, and more false ones.
