@@ -1,10 +1,10 @@
 """Load the emotion model and classify 48x48 face crops.
 
 The Keras file in model/ is the source of truth. The classifier runs its TensorFlow Lite
-conversion with dynamic-range int8 weights (LiteRT's XNNPACK kernels), which on a 2-core CPU is
-about 3x faster than the float32 model and agrees with it within the bounds that
-tests/test_classifier.py checks on validation faces: no probability differs by more than 0.05,
-and the mean difference is at most 0.005 (model/MODEL_CARD.md gives the measured figures).
+conversion with dynamic-range int8 weights (LiteRT's XNNPACK kernels), which is faster than the
+float32 model and agrees with it within the bounds that tests/test_classifier.py checks on
+validation faces: no probability differs by more than 0.05, and the mean difference is at most
+0.005 (model/MODEL_CARD.md gives the measured figures, its speed too).
 Model files written by `emotion.model_file.save_model` carry that conversion, so loading them
 needs no TensorFlow; any other Keras file is converted when loaded.
 """
@@ -34,8 +34,8 @@ logger = logging.getLogger(__name__)
 
 BUNDLED_MODEL = shipped_file("emotion_cnn.keras")
 # One thread per call, as the face finders: callers run side by side (webcam sessions, photos,
-# API requests). A second thread answers one face about 0.2 ms sooner but costs about 0.2 ms
-# more CPU, waking and spinning while a webcam waits for its next frame.
+# API requests). A second thread answers one face a little sooner but costs more CPU than that,
+# waking and spinning while a webcam waits for its next frame (the README's webcam rounds).
 INFERENCE_THREADS = 1
 
 

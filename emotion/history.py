@@ -54,7 +54,7 @@ QUEUE_MAX_ITEMS = 4096  # frames (or whole videos) waiting for the writer: 2 min
 BATCH_INTERVAL_S = 1.0  # the writer appends what has queued at most this often
 BATCH_MAX_EVENTS = 20_000  # or sooner, once this many events wait
 COMMAND_TIMEOUT_S = 30.0  # flush and delete wait this long for the writer at most
-MAX_LOG_BYTES = 1024**3  # 1 GB: about 150 hours of one face at 30 fps (6.8 MB an hour)
+MAX_LOG_BYTES = 1024**3  # 1 GB: over a hundred hours of one face at 30 fps (the README's size an hour)
 POSITION_BINS = 20  # the heat map of face positions has this many cells across and down
 TIMELINE_POINTS = 150  # detections over time are counted in at most about this many buckets
 # Bucket widths for the timeline, in seconds: the first one that keeps it under TIMELINE_POINTS.

@@ -42,8 +42,8 @@ UPLOAD_FILE = "upload"  # the video as uploaded, deleted once analysed
 MAX_KEPT = 64  # finished jobs whose results are kept, all owners together: each up to the upload limit
 MAX_KEPT_PER_OWNER = 16  # finished jobs kept per owner: one client cannot fill MAX_KEPT alone
 PROBE_SLOTS = 2  # uploads probed at once (each decodes a few frames of up to 4K); the others wait
-# A job's pace before it has one of its own: real time at 30 fps, slower than the 3.7x measured for
-# the face clip (emotion.video), so that a client told when to come back comes late, not early.
+# A job's pace before it has one of its own: real time at 30 fps, slower than the README's Speed
+# table measures for videos, so that a client told when to come back comes late, not early.
 ASSUMED_FRAMES_PER_S = 30.0
 MIN_RETRY_AFTER_S, MAX_RETRY_AFTER_S = 5, 3600  # what retry_after_s answers stays within these
 

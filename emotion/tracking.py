@@ -25,8 +25,8 @@ from emotion.results import Face
 # Between full-frame detections each face is followed by template matching: the face as last
 # detected, averaged in whole blocks to about TEMPLATE_SIDE pixels, is looked for in a square
 # TRACK_SEARCH_SCALE times its side around it, averaged alike (a face moves far less than half
-# its width in one frame). That costs about 0.1 ms, against several for the face finder; the
-# box's size is updated by the next detection.
+# its width in one frame). That costs a small part of a face finder's search (the README's webcam
+# rounds give both); the box's size is updated by the next detection.
 TEMPLATE_SIDE = 32  # pixels: enough texture to lock on, small enough to be nearly free
 TRACK_SEARCH_SCALE = 2.0
 MIN_TEMPLATE_CONTRAST = 2.0  # grey-level standard deviation; a flatter patch cannot be followed

@@ -64,7 +64,7 @@ def load_model() -> LoadedModel:
 
     Once per server, too: OpenCV works on one thread per caller. The server analyses many
     visitors' frames and photos at once; OpenCV's own worker threads would only contend with
-    them for the cores and spin between jobs (a webcam frame cost 1 ms more CPU with them).
+    them for the cores and spin between jobs (the README's webcam rounds give the cost).
     """
     cv2.setNumThreads(1)
     loaded = resolve_model(st.secrets)

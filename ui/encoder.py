@@ -49,8 +49,8 @@ VP8_OPTIONS = {
     "undershoot-pct": "100",
 }
 # aiortc's libx264 settings (aiortc.codecs.h264.H264Encoder._encode_frame) and x264's superfast
-# preset instead of its default (medium): on the face clip at 640x480 and 1 Mbps, 12.1 -> 2.0 ms
-# of CPU a frame, luma PSNR 38.9 -> 38.7 dB.
+# preset instead of its default (medium): far less CPU a frame for nearly the same picture (the
+# README's webcam rounds give both, measured by scripts/benchmark.py).
 H264_OPTIONS = {"level": "31", "tune": "zerolatency", "preset": "superfast"}
 BITRATE_CHANGE = 0.1  # aiortc makes a new codec when the target bitrate moves by more than this
 
