@@ -16,8 +16,8 @@ the frames it has, not by the duration its container declares, which a file can 
 - MAX_ANALYSED_FRAMES (two minutes at MAX_ANALYSED_FPS) and MAX_DECODED_FRAMES: a video that
   declares more, or longer than MAX_DURATION_S, is refused before any frame is decoded; one
   that declares nothing, or less than it has, is stopped when it gets there. Processing runs
-  3.7x faster than real time on a 2-core machine (the face clip, faces searched every 5th
-  frame; scripts/benchmark.py), so two minutes take about half a minute there.
+  several times faster than real time (the README's Speed table, from scripts/benchmark.py),
+  so two minutes take well under a minute.
 - Videos larger than PROCESSING_MAX_SIDE (a 4K video, say) are downscaled to it for processing
   and output: the detector works on a downscaled image anyway and an annotated 4K MP4 would only
   be slower to encode and to send. Videos above MAX_INPUT_PIXELS (beyond 4K) are refused:

@@ -42,12 +42,11 @@ class HaarSettings:
     """The Haar cascade's own settings.
 
     scale_factor: step between the image pyramid's levels. 1.15 is as fast as a webcam
-        needs (8 ms for a 640x480 frame on 2 cores, against 10-12 ms at 1.1) and still finds
-        every face of the face clip and astronaut's face at every size from 300 to 2000 px.
+        needs and still finds every face of the face clip and astronaut's face at every size
+        from 300 to 2000 px.
     min_neighbors: overlapping raw detections a face needs. With the alt2 cascade, 3 keeps
-        false alarms rare (1 box in 36 face-free photos of skimage.data at 640x480 and
-        1600x1200) while finding more blurry faces than OpenCV's default cascade does at
-        (1.1, 5): 318 of 600 upscaled FER2013 val faces against 303, with 9 false boxes.
+        false alarms rare while finding more blurry faces than OpenCV's default cascade does
+        at (1.1, 5). model/FACE_FINDERS.md ("Settings") has the figures of both choices.
     equalize_histogram: spread the grey levels before detecting, so that dark and
         low-contrast faces are found (the crop for the classifier is taken unequalised).
     padding: fraction of the box side added on each side (see FACE_PADDING).
