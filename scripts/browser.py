@@ -205,3 +205,49 @@ def switch_on_detection_log(page) -> None:
     """Click the sidebar's switch and wait for the run it starts to finish."""
     page.get_by_test_id("stSidebarUserContent").get_by_text("Keep a detection log").click()
     page.locator("[data-testid='stStatusWidget']").wait_for(state="hidden")
+
+
+# Counts the RTCPeerConnections a page (and each of its frames) makes, in window.peerConnections.
+COUNT_PEER_CONNECTIONS = """
+window.peerConnections = 0;
+for (const name of ["RTCPeerConnection", "webkitRTCPeerConnection"]) {
+  const Original = window[name];
+  if (Original) {
+    window[name] = new Proxy(Original, {
+      construct(target, args) { window.peerConnections += 1; return new target(...args); },
+    });
+  }
+}
+"""
+DEVICE_READY_TIMEOUT_MS = 120_000  # LiteRT.js's WebAssembly and the models, loaded on a busy machine
+
+
+def device_webcam(page):
+    """The on-device webcam's frame (the component's iframe)."""
+    return page.frame_locator("iframe[title*='device_webcam']")
+
+
+def choose_webcam_mode(page, label: str) -> None:
+    """Open the Webcam tab and pick its mode ("On this device" or "On the server")."""
+    page.get_by_role("tab", name="Webcam").click()
+    page.get_by_test_id("stRadio").get_by_text(label).click()
+
+
+def start_device_webcam(page):
+    """Open the Webcam tab on this device, wait for its models, press START; returns its frame."""
+    choose_webcam_mode(page, "On this device")
+    webcam = device_webcam(page)
+    webcam.get_by_text("Ready").wait_for(timeout=DEVICE_READY_TIMEOUT_MS)
+    webcam.get_by_role("button", name="START").click()
+    return webcam
+
+
+def stop_device_webcam(page) -> None:
+    """Press the on-device webcam's STOP and wait for the session's summary."""
+    device_webcam(page).get_by_role("button", name="STOP").click()
+    page.get_by_text("Session summary").wait_for()
+
+
+def peer_connections(page) -> int:
+    """RTCPeerConnections made so far by the page and its frames (COUNT_PEER_CONNECTIONS)."""
+    return sum(frame.evaluate("window.peerConnections || 0") for frame in page.frames)

@@ -20,6 +20,11 @@ import pytest
 from scripts import samples
 from scripts.samples import REPO
 
+# The page's tests (AppTest, and the app served to Chromium) drive the webcam's server mode, which
+# they were written for; on this device, the page's default, is tested where a test chooses it
+# on the page (tests/test_browser_device.py).
+os.environ.setdefault("WEBCAM_MODE", "server")
+
 # pylibsrtp (aiortc's SRTP, imported by streamlit_webrtc) segfaults in srtp_init when it is first
 # imported after TensorFlow. app.py imports streamlit_webrtc before any model is loaded; the test
 # run loads TensorFlow early, so import it here, before any test can.

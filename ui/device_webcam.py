@@ -181,7 +181,8 @@ def take(
     state: DeviceSession, value: Any, assets: DeviceAssets, source: Callable[[str], EventSource]
 ) -> bool:
     """One message from the browser into the session; True when the page must be drawn again
-    (a session began or ended). `source(name)` is the detection events' source for a new one."""
+    (a session began or ended, a problem appeared or went). `source(name)` is the detection
+    events' source for a new session."""
     if not isinstance(value, dict):
         return False
     batch, session_id, status = value.get("batch"), value.get("session"), value.get("status")
@@ -211,13 +212,12 @@ def take(
             for stage, ms in frame.stages_ms.items():
                 state.stage_ms[stage] = state.stage_ms.get(stage, 0.0) + ms
         state.stage_frames += len(frames)
-    was_playing = state.playing
+    was_playing, had_problem = state.playing, state.problem
     state.status = status if isinstance(status, str) else state.status
     error = value.get("error")
     state.problem = error[:500] if isinstance(error, str) and error else None
-    if was_playing and not state.playing:
-        changed = True
-    return changed
+    # A session that ends, and a problem that appears or goes, are drawn by the page, not the fragment.
+    return changed or (was_playing and not state.playing) or state.problem != had_problem
 
 
 # The visitor's on-device webcam, made with the sidebar's live settings when first asked for.

@@ -13,6 +13,7 @@ from dataclasses import replace
 import av
 import pandas as pd
 import streamlit as st
+from streamlit.logger import get_logger
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 from emotion import EmotionClassifier
@@ -20,12 +21,15 @@ from emotion.events import EventSource
 from emotion.history import DetectionLog
 from emotion.live import LiveAnalyzer, LiveRecorder
 from emotion.session import SessionStats
+from emotion.settings import get_setting
 from ui import device_webcam
 from ui.charts import distribution_chart, engagement_chart
 from ui.context import PageSettings, SessionValue, show_log_warning
 from ui.encoder import use_server_codecs
 from ui.ice import ice_server_cache
 from ui.widgets import Download, download_row, percent, suggestion_block
+
+logger = get_logger(__name__)
 
 LIVE_REFRESH_S = 1.0  # how often the live statistics refresh while the camera plays
 # Each face's emotion is read on every 2nd frame (15 times a second from a 30 fps camera), its
@@ -37,9 +41,11 @@ LIVE_ANALYZER: SessionValue[LiveAnalyzer | None] = SessionValue("live_analyzer",
 LIVE_RECORDER = SessionValue("live_recorder", LiveRecorder)
 WEBCAM_PLAYING = SessionValue("webcam_playing", bool)
 WEBCAM_SESSION = SessionValue("webcam_session", int)
-# The two ways to run the tab.
+# The two ways to run the tab. On this device is the default: no frame leaves the visitor's
+# device, no server CPU per frame and no TURN relay; WEBCAM_MODE=server (a secret or the
+# environment) makes the server the default, for visitors whose devices are too slow.
 WEBCAM_MODES = {"device": "On this device", "server": "On the server"}
-DEFAULT_WEBCAM_MODE = "server"
+DEFAULT_WEBCAM_MODE = "device"
 WEBCAM_MODE_KEY = "webcam_mode"
 MODE_HELP = (
     "On this device: your browser finds and reads the faces with the app's own model files; no "
@@ -66,6 +72,20 @@ def frame_callback(
     return video_frame_callback
 
 
+def default_webcam_mode() -> str:
+    """WEBCAM_MODE, or DEFAULT_WEBCAM_MODE (with a warning in the server's log if it names no mode)."""
+    mode = get_setting("WEBCAM_MODE", st.secrets, DEFAULT_WEBCAM_MODE)
+    if mode not in WEBCAM_MODES:
+        logger.warning(
+            "WEBCAM_MODE=%r is not one of %s: the webcam defaults to %r",
+            mode,
+            list(WEBCAM_MODES),
+            DEFAULT_WEBCAM_MODE,
+        )
+        return DEFAULT_WEBCAM_MODE
+    return mode
+
+
 def use_server_mode() -> None:
     st.session_state[WEBCAM_MODE_KEY] = "server"
 
@@ -76,7 +96,7 @@ def show(classifier: EmotionClassifier, settings: PageSettings, visible: bool) -
     mode = st.radio(
         "Analyse the webcam",
         options=list(WEBCAM_MODES),
-        index=list(WEBCAM_MODES).index(DEFAULT_WEBCAM_MODE),
+        index=list(WEBCAM_MODES).index(default_webcam_mode()),
         format_func=WEBCAM_MODES.get,
         horizontal=True,
         key=WEBCAM_MODE_KEY,

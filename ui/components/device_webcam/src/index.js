@@ -15,6 +15,7 @@ export * as blazeface from "./faces/blazeface.js";
 
 const SLOW_FPS = 8; // below this many frames a second, after SLOW_AFTER_S, the page suggests the server mode
 const SLOW_AFTER_S = 5;
+const SLOW_TEXT = `This device analyses fewer than ${SLOW_FPS} frames a second (frames are dropped, never queued): the server mode may be smoother.`;
 
 const element = (tag, attributes = {}, text = "") => {
   const node = document.createElement(tag);
@@ -123,7 +124,7 @@ class DeviceWebcam {
     if (!file) {
       this.need = [height, width];
       const waiting = new Promise((resolve) => this.shapeWaiters.push([key, resolve]));
-      this.report(this.session ? "playing" : "ready");
+      this.report(...(this.session ? this.running() : ["ready", {}]));
       file = await waiting;
       this.need = null;
     }
@@ -164,14 +165,27 @@ class DeviceWebcam {
     this.nextFrame();
   }
 
+  // A running session's state: paused while the tab is hidden; slow (said with every batch) once
+  // the device has analysed fewer than SLOW_FPS frames a second for SLOW_AFTER_S.
+  running() {
+    if (this.paused) return ["paused", {}];
+    return this.warnedSlow ? ["slow", { error: SLOW_TEXT }] : ["playing", {}];
+  }
+
   flush() {
     if (!this.session) return;
-    if (this.pending.length || document.visibilityState === "visible") this.report(this.paused ? "paused" : "playing");
     const elapsed = (performance.now() - this.started) / 1000;
-    if (elapsed > SLOW_AFTER_S && this.analyzer.fps(performance.now()) < SLOW_FPS && !this.paused && !this.warnedSlow) {
+    if (!this.paused && !this.warnedSlow && elapsed > SLOW_AFTER_S && this.recentFps() < SLOW_FPS) {
       this.warnedSlow = true;
-      this.report("slow", { error: "This device analyses fewer than 8 frames a second: frames are dropped, never queued." });
+      this.say(SLOW_TEXT);
     }
+    if (this.pending.length || !this.paused) this.report(...this.running());
+  }
+
+  // Frames analysed a second over the last batches (dropped ones not counted).
+  recentFps() {
+    const times = this.analyzer.frameTimes;
+    return times.length < 2 ? 0 : ((times.length - 1) * 1000) / (performance.now() - times[0]);
   }
 
   nextFrame() {
@@ -216,7 +230,7 @@ class DeviceWebcam {
     if (!this.session) return;
     this.paused = document.visibilityState !== "visible";
     if (!this.paused) this.analyzer.reset(); // the faces may have moved meanwhile: look again
-    this.report(this.paused ? "paused" : "playing");
+    this.report(...this.running());
   }
 
   end(status, error) {
