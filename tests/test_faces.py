@@ -417,3 +417,37 @@ def test_weighted_suppression_blends_overlapping_detections_by_score():
     blended, _ = faces[0]
     assert blended[0, 0] == pytest.approx((0.6 * 0 + 0.9 * 2) / 1.5)
     np.testing.assert_allclose(faces[1][0], detections[2])
+
+
+def close_up(rgb: np.ndarray, box: Box, factor: int, span: float, cut: float) -> tuple[np.ndarray, Box]:
+    """The picture enlarged `factor` times and cut to 4:3 around the face in `box` so that the face
+    spans `span` of its height (over 1: the face is cut off above and below), moved right by `cut`
+    of the face's side (the face cut off on the left); and where the face's box now lies."""
+    enlarged = cv2.resize(rgb, None, fx=factor, fy=factor, interpolation=cv2.INTER_LINEAR)
+    side = box.w * factor
+    height = round(side / span)
+    width = round(height * 4 / 3)
+    left = max(0, round((box.x + box.w / 2) * factor - width / 2 + cut * side))
+    top = max(0, round((box.y + box.h / 2) * factor - height / 2))
+    picture = np.ascontiguousarray(enlarged[top : top + height, left : left + width])
+    return picture, Box(box.x * factor - left, box.y * factor - top, side, side)
+
+
+def iou(first: Box, second: Box) -> float:
+    width = max(0, min(first.x + first.w, second.x + second.w) - max(first.x, second.x))
+    height = max(0, min(first.y + first.h, second.y + second.h) - max(first.y, second.y))
+    return width * height / (first.area + second.area - width * height)
+
+
+@pytest.mark.parametrize("settings", [PHOTO_DETECTOR, LIVE_DETECTOR], ids=["photo", "live"])
+@pytest.mark.parametrize(
+    ("factor", "span", "cut"),
+    [(6, 0.55, 0.0), (8, 0.9, 0.0), (6, 1.1, 0.0), (6, 0.7, 0.3), (3, 0.9, 0.3)],
+    ids=["over-half", "filling", "cut-above-and-below", "cut-on-the-left", "small-and-cut"],
+)
+def test_a_face_filling_the_picture_is_found_with_its_box(astronaut_rgb, settings, factor, span, cut):
+    (found,) = boxes_of(astronaut_rgb)
+    picture, expected = close_up(astronaut_rgb, found, factor, span, cut)
+    boxes = boxes_of(picture, settings)
+    assert len(boxes) == 1, boxes
+    assert iou(boxes[0], expected) > 0.8, (boxes[0], expected)

@@ -39,6 +39,10 @@ INPUT_STEP = 16  # the input's sides are multiples of the network's largest stri
 # finders' card gives their size), and making one costs more than running it once.
 MAX_INPUT_SHAPES = 4
 MAX_KEPT_INPUT_PIXELS = 320 * 240
+# The whole picture's second look, where the first finds no face (one too large for it, say): the
+# picture shrunk into the model's own window with a black border of this fraction of its longer
+# side all round (chosen with scripts/benchmark_faces.py --close-ups).
+CLOSE_UP_MARGIN = 0.3
 REFINE_SCALE = 2.0  # the second look shows the face in a window this many times its side
 REFINE_INPUT_SIZE = 128  # pixels: the window shown to the model, the face spanning half of it
 REFINE_CENTER_TOLERANCE = 0.15  # and finds it again within this fraction of the window of its middle
@@ -218,22 +222,25 @@ class _Interpreters:
 _INTERPRETERS = _Interpreters()
 
 
-def _detect(gray: np.ndarray, scale: float, min_score: float) -> list[RawFace]:
-    """Faces in a grayscale (H, W) uint8 picture shown whole to the model at `scale`, padded with
-    black on the right and below to sides that are multiples of INPUT_STEP and at least the
-    model's own size."""
+def _detect(gray: np.ndarray, scale: float, min_score: float, margin: float = 0.0) -> list[RawFace]:
+    """Faces in a grayscale (H, W) uint8 picture shown whole to the model at `scale`, with a black
+    border of `margin` times its longer side all round, then padded with black on the right and
+    below to sides that are multiples of INPUT_STEP and at least the model's own size."""
     height, width = gray.shape
     fitted = (max(1, round(width * scale)), max(1, round(height * scale)))
+    border = round(margin * max(fitted))
     shape = tuple(
-        max(SHORT_RANGE.input_size, math.ceil(side / INPUT_STEP) * INPUT_STEP) for side in fitted[::-1]
+        max(SHORT_RANGE.input_size, math.ceil((side + 2 * border) / INPUT_STEP) * INPUT_STEP)
+        for side in fitted[::-1]
     )
     picture = np.zeros(shape, np.uint8)
-    picture[: fitted[1], : fitted[0]] = (
+    picture[border : border + fitted[1], border : border + fitted[0]] = (
         shrink(gray, fitted) if scale < 1.0 else cv2.resize(gray, fitted, interpolation=cv2.INTER_LINEAR)
     )
     faces = []
     for detection, score in _INTERPRETERS.run(picture, min_score):
-        points = detection / (fitted[0] / width, fitted[1] / height)  # (8, 2) in the picture's pixels
+        # (8, 2) in the picture's pixels
+        points = (detection - border) / (fitted[0] / width, fitted[1] / height)
         faces.append(RawFace(points[:2].reshape(4), points[2:], score))
     return faces
 
@@ -323,14 +330,27 @@ def locate(gray: np.ndarray, settings: DetectorSettings) -> list[RawFace]:
 
     The model sees the whole picture once, scaled so that the smallest face sought spans
     MIN_INPUT_FACE pixels (and the shorter side at least the model's own size), but never
-    longer than settings.max_detection_side; then each face is looked at again, upright
-    (`_refined`).
+    longer than settings.max_detection_side. Where it finds no face at that scale, which leaves
+    faces larger than the model's own window unseen (a face filling the picture), it sees the
+    picture once more, whole in its window with a black border of CLOSE_UP_MARGIN all round (so
+    that a face cut off at an edge is seen with room round it). Each face is then looked at
+    again, upright (`_refined`).
     """
     height, width = gray.shape
     min_face = settings.min_face(height, width)  # input px
     scale = max(SHORT_RANGE.input_size / min(height, width), MIN_INPUT_FACE / min_face)
-    found = _detect(gray, min(scale, settings.max_detection_side / max(height, width)), settings.min_score)
-    refined = [_refined(gray, face, settings.min_score) for face in found]
+    scale = min(scale, settings.max_detection_side / max(height, width))
+    faces = _refined_all(gray, _detect(gray, scale, settings.min_score), settings.min_score)
+    close_up_scale = SHORT_RANGE.input_size / (max(height, width) * (1.0 + 2.0 * CLOSE_UP_MARGIN))
+    if not faces and scale > close_up_scale:
+        close_ups = _detect(gray, close_up_scale, settings.min_score, CLOSE_UP_MARGIN)
+        faces = _refined_all(gray, close_ups, settings.min_score)
+    return faces
+
+
+def _refined_all(gray: np.ndarray, found: list[RawFace], min_score: float) -> list[RawFace]:
+    """The faces that `_refined` keeps, each as it refines it."""
+    refined = [_refined(gray, face, min_score) for face in found]
     return [face for face in refined if face is not None]
 
 
