@@ -154,7 +154,11 @@ def _check_jpeg_scans(data: bytes) -> None:
 
     The markers are read as a decoder reads them: a segment's length is skipped (what a metadata
     segment holds is no marker), a scan's data runs to the next marker. Every image of an MPO counts.
+    Only a file holding the SOS marker's bytes more than MAX_JPEG_SCANS times is read so: a count
+    of bytes takes milliseconds where the markers of a large photo take a second.
     """
+    if data.count(b"\xff\xda") <= MAX_JPEG_SCANS:  # every SOS marker is these bytes: few enough
+        return
     scans = markers = 0
     position = 2  # after SOI
     while (marker := _JPEG_MARKER.search(data, position)) is not None:
