@@ -2,6 +2,7 @@
 
     python scripts/benchmark_faces.py [--data ../shared/data/ferplus] [--faces 600] [--finder NAME]
         [--angles 0,30] [--face-side 160] [--sensitivity balanced] [--posed] [--framing] [--false-alarms]
+        [--close-ups]
 
 FER+ val faces with a majority label (faces from the web, some hard to see at any angle), or with
 --posed the posed development set's faces (../posed/ckplus_dev.npz beside --data: people acting
@@ -19,6 +20,10 @@ a person (two of them show a cat), each resized to 640x480, 1600x1200 and 4000x3
 12 megapixels); and the boxes beside the one face in skimage's two photos of a person
 (PEOPLE_IMAGES), each enlarged one to eight times. It needs no data.
 
+--close-ups shows each face alone as the whole picture, as a photo cropped to the face (or a
+person leaning into the webcam): upscaled to 96, 300 and 1000 pixels, whole and with a fifth of
+it cut off on the left; the share of faces found and read right, at the photo and live presets.
+
 --framing measures where FER2013 puts a face in its square, as the BlazeFace finder sees it
 (emotion.faces.blazeface.FER_FRAMING): each val face upscaled to 144 px and border-extended by
 its side, the median eye height, eye distance and box side as fractions of the face's side.
@@ -28,6 +33,7 @@ Without the data it says so and exits.
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
 from collections.abc import Sequence
@@ -59,6 +65,8 @@ FACE_FREE_IMAGES = (  # skimage.data's pictures without a person that scikit-ima
 FALSE_ALARM_SIZES = ((640, 480), (1600, 1200), (4000, 3000))
 PEOPLE_IMAGES = {"astronaut": (222, 114), "camera": (226, 161)}  # name -> the face's centre (x, y)
 PEOPLE_SCALES = (1, 2, 4, 8)
+CLOSE_UP_SIDES = (96, 300, 1000)  # pixels: a photo cropped to the face, small to large
+CLOSE_UP_CUT = 0.2  # of the face's side cut off on the left, as a face at the picture's edge
 
 
 def picture(face: np.ndarray, angle: float, side: int = FACE_SIDE) -> np.ndarray:
@@ -116,6 +124,32 @@ def accuracy_table(
                 f"| {finder} | {angle:+d} | {found / count:.1%} | {right / count:.1%} | "
                 f"{1000 * statistics.median(cpu):.1f} | {1000 * statistics.median(wall):.1f} |"
             )
+
+
+def close_ups(
+    name: str, images: np.ndarray, labels: np.ndarray, finders: Sequence[str], sensitivity: str
+) -> None:
+    """Each face alone as the whole picture (a photo cropped to the face), upscaled to each of
+    CLOSE_UP_SIDES, whole and cut on the left by CLOSE_UP_CUT: the share found (any box) and read
+    right (the largest face), with each finder at each preset."""
+    import emotion
+
+    classifier = emotion.load_classifier()
+    print(f"{len(images)} {name} as the whole picture; sensitivity {sensitivity}")
+    print("| finder | preset | side px | cut | faces found | emotion right |")
+    print("|---|---|---|---|---|---|")
+    for finder, preset, side, cut in itertools.product(
+        finders, ("photo", "live"), CLOSE_UP_SIDES, (0.0, CLOSE_UP_CUT)
+    ):
+        settings = detector_settings(preset, sensitivity, finder=finder)
+        found = right = 0
+        for face, label in zip(images, labels, strict=True):
+            big = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)[:, round(cut * side) :]
+            faces = emotion.analyze_image(np.ascontiguousarray(big), classifier, settings)
+            found += bool(faces)
+            right += bool(faces) and faces[0].emotion == EMOTIONS[label]
+        count = len(images)
+        print(f"| {finder} | {preset} | {side} | {cut:.0%} | {found / count:.1%} | {right / count:.1%} |")
 
 
 def skimage_picture(name: str) -> np.ndarray:
@@ -200,6 +234,7 @@ def main() -> None:
     parser.add_argument("--posed", action="store_true", help="the posed development set's faces instead")
     parser.add_argument("--framing", action="store_true", help="measure FER2013's framing instead")
     parser.add_argument("--false-alarms", action="store_true", help="count boxes on pictures without faces")
+    parser.add_argument("--close-ups", action="store_true", help="each face alone as the whole picture")
     args = parser.parse_args()
     if args.false_alarms:
         false_alarms(args.sensitivity)
@@ -214,6 +249,8 @@ def main() -> None:
     name = "posed faces" if args.posed else "FER+ val faces"
     if args.framing:
         framing(images)
+    elif args.close_ups:
+        close_ups(name, images, labels, args.finder or FINDER_NAMES, args.sensitivity)
     else:
         accuracy_table(
             name, images, labels, args.finder or FINDER_NAMES, args.angles, args.face_side, args.sensitivity
