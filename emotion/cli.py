@@ -33,11 +33,12 @@ API_HOST = "127.0.0.1"  # this machine only; 0.0.0.0 serves every network interf
 API_PORT = 8000  # the page's Streamlit server uses 8501
 PROGRESS_BAR_WIDTH = 30  # characters
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+COMMAND = "emotion-lens"  # the installed command (pyproject.toml); else run as `python -m emotion`
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m emotion",
+        prog=COMMAND if Path(sys.argv[0]).name == COMMAND else "python -m emotion",
         description="Facial emotion recognition for photos and videos.",
         epilog="Exit status: 0 all inputs analysed, 1 some input failed, 2 usage or model error.",
     )

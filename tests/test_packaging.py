@@ -98,3 +98,14 @@ def test_emotion_lens_answers_as_python_m_emotion_from_an_empty_folder(tmp_path:
         assert answer.returncode == 0, answer.stderr[-3000:]
     assert answers[0].stdout == answers[1].stdout
     assert '"emotion": "happy"' in answers[0].stdout
+
+
+def test_the_command_names_itself_in_its_usage():
+    bin_folder = Path(sys.executable).parent
+    for program, name in (
+        ([str(bin_folder / "emotion-lens")], "emotion-lens"),
+        ([sys.executable, "-m", "emotion"], "python -m emotion"),
+    ):
+        result = subprocess.run([*program, "--help"], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.startswith(f"usage: {name} "), result.stdout[:200]
