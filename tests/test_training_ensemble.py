@@ -59,6 +59,8 @@ def test_ensemble_command_writes_one_model_the_app_loads(tmp_path, members, face
             *[option for path in members for option in ("--member", str(path))],
             "--posed",
             str(face_data_dir / "val.npz"),
+            "--acted",
+            str(face_data_dir / "val.npz"),
             "--head",
             head,
             "--balance",
@@ -82,7 +84,9 @@ def test_ensemble_command_writes_one_model_the_app_loads(tmp_path, members, face
     assert len(recipe["offsets"]) == len(EMOTIONS) if recipe["class_offsets"] else "offsets" not in recipe
     metrics = json.loads((out.parent / "metrics.json").read_text())
     assert metrics.pop("file_size_bytes") == out.stat().st_size and metrics == metadata["metrics"]
-    posed = metrics["runtime"]["posed"]
-    assert 0 <= posed["accuracy"] <= 1 and set(posed["recall"]) == set(EMOTIONS)
-    assert posed["images"] == 320 and metrics["temperature"] > 0
+    for name in ("posed", "acted"):  # the sets that chose the head, with their figures
+        figures = metrics["runtime"][name]
+        assert 0 <= figures["accuracy"] <= 1 and set(figures["recall"]) == set(EMOTIONS)
+        assert figures["images"] == 320 and metrics[name]["images"] == 320
+    assert metrics["temperature"] > 0
     assert list(tmp_path.joinpath("cache").glob("*.npy"))  # the members' features, for the next run

@@ -22,10 +22,11 @@ a temperature fitted to val's vote shares is baked in after it. The member weigh
 tau are chosen on a grid: among the candidates whose val accuracy is within --accuracy-kept of the
 first member's, the one with the best val mean per-class recall, plus, with --posed (a labelled
 set of posed faces, used only to choose, never to fit), the posed faces' accuracy and mean
-per-class recall. With --class-offsets, one more logit offset per emotion is chosen the same way
-(by coordinate ascent); seven numbers fitted to val fit it better than new faces, so leave
---accuracy-kept a margin. The features come from each trunk's int8 conversion, as the app runs
-it; --cache keeps them between runs.
+per-class recall, and the same of --acted (faces of people acting at a camera, as the pipeline
+cuts them from video frames: `scripts/measure_model.py --save-crops`). With --class-offsets, one
+more logit offset per emotion is chosen the same way (by coordinate ascent); seven numbers fitted
+to val fit it better than new faces, so leave --accuracy-kept a margin. The features come from
+each trunk's int8 conversion, as the app runs it; --cache keeps them between runs.
 """
 
 from __future__ import annotations
@@ -185,18 +186,20 @@ def retrained_head(
 
 
 class Judge:
-    """Scores a head: its val mean per-class recall, plus, where there are posed faces, their
-    accuracy and mean per-class recall; minus infinity where its val accuracy is below `floor`."""
+    """Scores a head: its val mean per-class recall, plus each choosing set's (posed or acted
+    faces) accuracy and mean per-class recall; minus infinity where its val accuracy is below
+    `floor`."""
 
-    def __init__(self, val: tuple[np.ndarray, Split], posed: tuple[np.ndarray, Split] | None, floor: float):
-        self.val, self.posed, self.floor = val, posed, floor
+    def __init__(
+        self, val: tuple[np.ndarray, Split], choosing: dict[str, tuple[np.ndarray, Split]], floor: float
+    ):
+        self.val, self.choosing, self.floor = val, choosing, floor
 
     def figures(self, candidate: Candidate) -> dict:
         (features, faces), row = self.val, dict(candidate.description)
         row["val"] = recall_figures(softmax(candidate.logits(features)), faces.labels)
-        if self.posed is not None:
-            features, faces = self.posed
-            row["posed"] = recall_figures(softmax(candidate.logits(features)), faces.labels)
+        for name, (features, faces) in self.choosing.items():
+            row[name] = recall_figures(softmax(candidate.logits(features)), faces.labels)
         return row
 
     def score(self, candidate: Candidate) -> float:
@@ -204,7 +207,7 @@ class Judge:
         if row["val"]["accuracy"] < self.floor:
             return -np.inf
         return row["val"]["mean_recall"] + sum(
-            row["posed"][key] for key in ("accuracy", "mean_recall") if "posed" in row
+            row[name][key] for name in self.choosing for key in ("accuracy", "mean_recall")
         )
 
 
@@ -248,6 +251,7 @@ def ensemble(
     posed_path: Path | None = None,
     cache: Path | None = None,
     threads: int = 1,
+    acted_path: Path | None = None,
 ) -> dict:
     """Join the members, set and choose the head, write `out_path`; return its metrics."""
     import keras
@@ -258,10 +262,15 @@ def ensemble(
 
     members = [keras.saving.load_model(path, compile=False) for path in member_paths]
     train_faces, val_faces = load_split(data_dir, "train"), load_split(data_dir, "val")
-    posed_faces = load_split(posed_path.parent, posed_path.stem) if posed_path else None
+    # The sets that choose the head besides val, by the name their figures are stored under.
+    choosing_faces = {
+        name: load_split(path.parent, path.stem)
+        for name, path in (("posed", posed_path), ("acted", acted_path))
+        if path is not None
+    }
     features = Features(members, cache, threads)
     val = (features(val_faces.images), val_faces)
-    posed = (features(posed_faces.images), posed_faces) if posed_faces else None
+    choosing = {name: (features(faces.images), faces) for name, faces in choosing_faces.items()}
     prior = train_faces.targets.mean(axis=0)  # (7,) the vote shares of the training faces
     heads = member_heads(members)
 
@@ -285,7 +294,7 @@ def ensemble(
         bases = [Candidate(*retrained_head(train_features, targets, start, recipe), {})]
     alone = Candidate(*averaged_head(heads, [1.0] + [0.0] * (len(members) - 1)), {})
     first_member = recall_figures(softmax(alone.logits(val[0])), val_faces.labels)
-    judge = Judge(val, posed, floor=first_member["accuracy"] - recipe.accuracy_kept)
+    judge = Judge(val, choosing, floor=first_member["accuracy"] - recipe.accuracy_kept)
     chosen = max(
         (base.corrected(tau, prior) for base, tau in itertools.product(bases, TAU_GRID)), key=judge.score
     )
@@ -305,16 +314,13 @@ def ensemble(
     runtime = convert_to_tflite(final)
     classifier = EmotionClassifier(runtime, {}, out_path)
     metrics["runtime"] = evaluate_classifier(classifier, val_faces)
-    if posed_faces is not None:  # the posed faces' figures, of the Keras model and of its runtime
-        keras_answers = final.predict(as_model_input(posed_faces.images), verbose=0)
+    for name, faces in choosing_faces.items():  # their figures, of the Keras model and of its runtime
+        keras_answers = final.predict(as_model_input(faces.images), verbose=0)
         for figures, answers in (
             (metrics, keras_answers),
-            (metrics["runtime"], classifier.predict_proba(posed_faces.images)),
+            (metrics["runtime"], classifier.predict_proba(faces.images)),
         ):
-            figures["posed"] = {
-                **recall_figures(answers, posed_faces.labels),
-                "images": len(posed_faces.labels),
-            }
+            figures[name] = {**recall_figures(answers, faces.labels), "images": len(faces.labels)}
     metrics.update(
         temperature=temperature,
         prior_correction=chosen.description["tau"],
@@ -349,6 +355,11 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--posed", type=Path, help="an .npz of labelled posed faces, to choose with (never to fit)"
     )
+    parser.add_argument(
+        "--acted",
+        type=Path,
+        help="an .npz of faces acted at a camera as the pipeline cuts them, to choose with (never to fit)",
+    )
     parser.add_argument("--cache", type=Path, help="folder that keeps the members' features between runs")
     parser.add_argument(
         "--threads", type=int, default=1, help="CPU threads of the runtime that reads the features"
@@ -370,7 +381,9 @@ def main(argv=None) -> None:
         accuracy_kept=args.accuracy_kept,
         seed=args.seed,
     )
-    metrics = ensemble(args.data, args.member, args.out, recipe, args.posed, args.cache, args.threads)
+    metrics = ensemble(
+        args.data, args.member, args.out, recipe, args.posed, args.cache, args.threads, args.acted
+    )
     metrics_path = args.metrics or args.out.with_name("metrics.json")
     metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
     runtime = metrics["runtime"]
