@@ -4,6 +4,7 @@
     python scripts/load.py --soak --minutes 10                      # one webcam, memory over time
     python scripts/load.py --webcams 1 --photos 0 --seconds 30      # the server's CPU per webcam frame
     python scripts/load.py --webcams 4 --seconds 60 --profile       # and where the server spends its time
+    python scripts/load.py --mode device --webcams 4 --photos 0     # the webcam on the visitors' devices
 
 Load: K headless-Chromium pages stream the benchmark's face clip (face_clip.avi under
 $EMOTION_DATA, else one made from skimage's astronaut) through Chromium's fake camera in the
@@ -13,6 +14,11 @@ FPS the page shows), each upload's time to its result, the errors seen (exceptio
 pages, uncaught errors in the browser, tracebacks in the server's log), the server's CPU use
 and its peak resident memory (VmHWM), and the server's CPU time (from /proc, every thread) per
 frame analysed in the window: the cost of one webcam visitor, whatever else shares the machine.
+
+--mode picks the Webcam tab's mode: "server" (streamlit-webrtc; the default here, as the figures
+before the on-device mode were measured) or "device" (each page analyses its frames with
+LiteRT.js and sends the server only their results): then the server's CPU per visitor is its
+cost, whatever frame rate the visitors' browsers reach on this machine's cores.
 
 Soak: one webcam session for --minutes after --warm-up, printing the server's resident memory
 (VmRSS) and the session's frame rate every --interval seconds, then the growth since the first
@@ -115,9 +121,12 @@ def shown_fps(visitor: Visitor) -> str:
     return "-"
 
 
-def start_streams(webcams: list[Visitor]) -> None:
+def start_streams(webcams: list[Visitor], mode: str = "server") -> None:
     for visitor in webcams:
-        web.start_webcam(visitor.page)
+        if mode == "device":
+            web.start_device_webcam(visitor.page)
+        else:
+            web.start_webcam(visitor.page)
     deadline = time.monotonic() + STREAM_START_TIMEOUT_S
     for visitor in webcams:
         while True:
@@ -341,10 +350,11 @@ def load(args, browser_factory, folder: Path) -> None:
     log_path = folder / "streamlit.log"
     clip = web.write_y4m(args.clip or benchmark_clip(folder), folder / "clip.y4m")
     photo = write_photo(folder)
-    with web.serve_app(log_path) as server, browser_factory(web.fake_camera_args(clip)) as browser:
+    env = {"WEBCAM_MODE": args.mode}
+    with web.serve_app(log_path, env=env) as server, browser_factory(web.fake_camera_args(clip)) as browser:
         webcams = [new_visitor(browser, server.url) for _ in range(args.webcams)]
         uploaders = [new_visitor(browser, server.url) for _ in range(args.photos)]
-        start_streams(webcams)
+        start_streams(webcams, args.mode)
         time.sleep(args.warm_up)  # past the first frames, which include the streams' set-up
         started, cpu_started = time.monotonic(), cpu_seconds(server.process.pid)
         threads_started = thread_cpu_seconds(server.process.pid)
@@ -386,6 +396,11 @@ def load(args, browser_factory, folder: Path) -> None:
         for line in logged[:20]:
             print(f"    {line}")
         print(f"server peak resident memory: {peak_mb:.0f} MB")
+        if webcams:
+            print(
+                f"server CPU per webcam visitor ({args.mode} mode): "
+                f"{cpu_used / elapsed / len(webcams):.3f} of a core"
+            )
         analysed = sum(counts) - sum(counts_started)
         if analysed:
             frame_ms = 1000 * cpu_used / analysed
@@ -403,9 +418,10 @@ def load(args, browser_factory, folder: Path) -> None:
 def soak(args, browser_factory, folder: Path) -> None:
     log_path = folder / "streamlit.log"
     clip = web.write_y4m(args.clip or benchmark_clip(folder), folder / "clip.y4m")
-    with web.serve_app(log_path) as server, browser_factory(web.fake_camera_args(clip)) as browser:
+    env = {"WEBCAM_MODE": args.mode}
+    with web.serve_app(log_path, env=env) as server, browser_factory(web.fake_camera_args(clip)) as browser:
         visitor = new_visitor(browser, server.url)
-        start_streams([visitor])
+        start_streams([visitor], args.mode)
         time.sleep(args.warm_up)  # the first sample is taken streaming steadily
         started = time.monotonic()
         first_mb = None
@@ -441,6 +457,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the soak")
     parser.add_argument("--interval", type=float, default=30.0, help="seconds between soak samples")
     parser.add_argument("--profile", action="store_true", help="sample the server with py-spy")
+    parser.add_argument(
+        "--mode", choices=("server", "device"), default="server", help="where webcam frames are analysed"
+    )
     parser.add_argument(
         "--clip", type=Path, help="video played by the fake cameras (default: the benchmark's face clip)"
     )

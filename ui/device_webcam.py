@@ -47,7 +47,7 @@ from emotion.tflite_shapes import ModelShapeError, with_input_shape
 logger = get_logger(__name__)
 
 COMPONENT_NAME = "device_webcam"
-BATCH_MS = 250  # the browser sends its frames' results four times a second
+BATCH_MS = 500  # the browser sends its frames' results twice a second
 INPUT_STEP = blazeface.INPUT_STEP
 # BlazeFace's input shapes the browser may ask for: sides multiples of INPUT_STEP from the model's
 # own 128 to just over the finders' longest picture side, and at most this many per server.
@@ -180,9 +180,9 @@ class DeviceSession:
 def take(
     state: DeviceSession, value: Any, assets: DeviceAssets, source: Callable[[str], EventSource]
 ) -> bool:
-    """One message from the browser into the session; True when the page must be drawn again
-    (a session began or ended, a problem appeared or went). `source(name)` is the detection
-    events' source for a new session."""
+    """One message from the browser into the session; True when what the page shows besides
+    the statistics changes (a session began or ended, a problem appeared or went).
+    `source(name)` is the detection events' source for a new session."""
     if not isinstance(value, dict):
         return False
     batch, session_id, status = value.get("batch"), value.get("session"), value.get("status")
@@ -216,7 +216,6 @@ def take(
     state.status = status if isinstance(status, str) else state.status
     error = value.get("error")
     state.problem = error[:500] if isinstance(error, str) and error else None
-    # A session that ends, and a problem that appears or goes, are drawn by the page, not the fragment.
     return changed or (was_playing and not state.playing) or state.problem != had_problem
 
 
@@ -249,10 +248,13 @@ def show(
     settings: LiveSettings,
     detection_log: DetectionLog | None,
     source: Callable[[str], EventSource],
+    draw: Callable[[DeviceSession], None],
 ) -> DeviceSession | None:
     """The component, always (so that a session goes on while another tab is open), in a
-    fragment that takes in the browser's messages; the visitor's DeviceSession, or None where
-    the model cannot be served to a browser."""
+    fragment that takes in the browser's messages and then calls `draw` with the session: each
+    message reruns that fragment alone, whatever it shows (a session's statistics, its summary,
+    a problem), never the page. The visitor's DeviceSession, or None where the model cannot be
+    served to a browser."""
     assets = device_assets(classifier.sha256, classifier)
     if assets is None:
         return None
@@ -260,7 +262,7 @@ def show(
     state.recorder.log = detection_log  # None: switched off, from the next frame on
     if state.recorder.source is not None:
         state.recorder.source = state.recorder.source._replace(preset=settings.engagement_preset)
-    st.fragment(_component)(assets, state, detection_log, source)
+    st.fragment(_component)(assets, state, detection_log, source, draw)
     return state
 
 
@@ -269,6 +271,7 @@ def _component(
     state: DeviceSession,
     detection_log: DetectionLog | None,
     source: Callable[[str], EventSource],
+    draw: Callable[[DeviceSession], None],
 ) -> None:
     value = assets.component(
         key="device-webcam",
@@ -279,7 +282,7 @@ def _component(
         default=None,
     )
     was_playing = state.playing
-    if take(state, value, assets, source):
-        if was_playing and not state.playing and detection_log is not None:
-            detection_log.flush()  # STOP: the session is in the History tab at once
-        st.rerun(scope="app")  # the live panel starts (or stops) refreshing
+    take(state, value, assets, source)
+    if was_playing and not state.playing and detection_log is not None:
+        detection_log.flush()  # STOP: the session is in the History tab at once
+    draw(state)

@@ -155,27 +155,35 @@ def show(classifier: EmotionClassifier, settings: PageSettings, visible: bool) -
 def show_on_device(
     classifier: EmotionClassifier, settings: PageSettings, visible: bool, source: Callable[[str], EventSource]
 ) -> None:
-    """The on-device camera, and its session's statistics; where the model cannot run in this
-    browser, why, and the server mode offered."""
+    """The on-device camera, and with it (redrawn as its results arrive) any problem it has and,
+    while this tab is open, its session's statistics; where the model cannot be served to a
+    browser, the server mode offered."""
     wanted = replace(settings.live_settings(), classify_every=WEBCAM_CLASSIFY_EVERY)
-    state = device_webcam.show(classifier, wanted, settings.detection_log, source)
-    if state is None:
+
+    def draw(state: device_webcam.DeviceSession) -> None:
+        device_problem(state)
+        if visible:
+            live_panel(state.stats, state.playing, state.sessions, settings.detection_log)
+
+    if device_webcam.show(classifier, wanted, settings.detection_log, source, draw) is None:
         st.warning("This model carries no runtime a browser can run: the webcam runs on the server.")
         st.button("Use the server mode", on_click=use_server_mode, key="webcam-use-server")
+
+
+def device_problem(state: device_webcam.DeviceSession) -> None:
+    """What keeps the on-device webcam from running, or running well; and where the device
+    cannot run the model (or runs it too slowly), the server mode offered."""
+    if not state.problem:
         return
-    if state.problem:
-        problem = device_webcam.PROBLEMS.get(state.status)
-        if problem is None:
-            st.info(state.problem)  # a slow device: it goes on, dropping frames
-        else:
-            st.error(f"{problem}: {state.problem}")
-        if state.status in ("unavailable", "checksum", "slow"):
-            st.button("Use the server mode", on_click=use_server_mode, key="webcam-use-server")
-    if not visible:
-        return
-    st.fragment(live_panel, run_every=LIVE_REFRESH_S if state.playing else None)(
-        state.stats, state.playing, state.sessions, settings.detection_log
-    )
+    problem = device_webcam.PROBLEMS.get(state.status)
+    if problem is None:
+        st.info(state.problem)  # a slow device: it goes on, dropping frames
+    else:
+        st.error(f"{problem}: {state.problem}")
+    offered = state.status in ("unavailable", "checksum", "slow")
+    # In the fragment: the mode, outside it, changes with a run of the whole page.
+    if offered and st.button("Use the server mode", on_click=use_server_mode, key="webcam-use-server"):
+        st.rerun(scope="app")
 
 
 def live_panel(stats: SessionStats, playing: bool, session: int, log: DetectionLog | None) -> None:

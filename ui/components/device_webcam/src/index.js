@@ -51,6 +51,9 @@ class DeviceWebcam {
     this.busy = false;
     this.need = null;
     this.shapeWaiters = [];
+    // What scripts/benchmark_device.py reads: load times, and this session's frames, drops and stage times.
+    this.measured = { loadMs: {}, frames: 0, dropped: 0, stagesMs: {}, firstFrameMs: null };
+    window.deviceWebcam = this;
     new ResizeObserver(() => setFrameHeight(document.body.scrollHeight)).observe(document.body);
     document.addEventListener("visibilitychange", () => this.visibility());
     window.addEventListener("pagehide", () => this.end("stopped"));
@@ -99,7 +102,10 @@ class DeviceWebcam {
     }
     try {
       this.say("Loading the runtime (LiteRT.js, WebAssembly)... step 1 of 3");
+      let started = performance.now();
       await loadRuntime(new URL(files.runtime, document.baseURI).href);
+      this.measured.loadMs.runtime = performance.now() - started;
+      started = performance.now();
       const progress = (step, name) => (received, total) => this.say(
         `Loading ${name}... step ${step} of 3: ${Math.round(received / 1024)} of ${Math.round((total || received) / 1024)} KB`,
       );
@@ -108,6 +114,7 @@ class DeviceWebcam {
       const upright = files.blazeface["128x128"];
       this.blazeface = new BlazeFace((height, width) => this.blazefaceFor(height, width));
       this.blazeface.models.set("128x128", await loadModel(upright, progress(3, "the face finder")));
+      this.measured.loadMs.models = performance.now() - started;
       this.say("Ready: press START and allow the camera. Frames are analysed on this device and never leave it.");
       this.start.disabled = false;
       this.report("ready");
@@ -158,6 +165,7 @@ class DeviceWebcam {
     this.analyzer = new LiveAnalyzer(this.classifier, this.blazeface, this.args.settings);
     this.started = performance.now();
     this.dropped = 0;
+    this.measured = { ...this.measured, frames: 0, dropped: 0, stagesMs: {}, firstFrameMs: null };
     this.stop.disabled = false;
     this.say("Analysing on this device: no frame leaves it.");
     this.report("playing");
@@ -200,6 +208,7 @@ class DeviceWebcam {
     if (this.paused) return;
     if (this.busy) {
       this.dropped += 1; // the device is behind: this frame is skipped, never queued
+      this.measured.dropped += 1;
       return;
     }
     const width = this.video.videoWidth;
@@ -210,14 +219,22 @@ class DeviceWebcam {
       if (this.grab.width !== width || this.grab.height !== height) {
         [this.grab.width, this.grab.height, this.overlay.width, this.overlay.height] = [width, height, width, height];
       }
+      const grabStarted = performance.now();
       this.grabContext.drawImage(this.video, 0, 0, width, height);
       const rgba = this.grabContext.getImageData(0, 0, width, height).data;
+      const grabMs = performance.now() - grabStarted;
       const timeS = (performance.now() - this.started) / 1000;
       const result = await this.analyzer.process(rgba, width, height);
+      result.stages.grab = grabMs;
       const drawStarted = performance.now();
       const fps = this.analyzer.fps();
       drawLiveOverlay(this.overlayContext, result.faces, this.args.settings.showFps ? fps : null);
       result.stages.draw = performance.now() - drawStarted;
+      this.measured.frames += 1;
+      if (this.measured.firstFrameMs === null) this.measured.firstFrameMs = performance.now() - this.started;
+      for (const [stage, ms] of Object.entries({ ...result.stages, total: grabMs + result.latencyMs + result.stages.draw })) {
+        this.measured.stagesMs[stage] = (this.measured.stagesMs[stage] || 0) + ms;
+      }
       if (this.session) this.pending.push(frameMessage(timeS, width, height, result));
     } catch (error) {
       this.end("error", `The analysis stopped: ${error.message || error}`);

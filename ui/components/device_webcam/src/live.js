@@ -6,7 +6,7 @@ import { toGray } from "./faces/common.js";
 import { detectFaces } from "./faces/index.js";
 import { FaceTracker } from "./tracking.js";
 
-export const STAGES = ["gray", "detect", "follow", "crop", "classify", "draw"];
+export const STAGES = ["grab", "gray", "detect", "follow", "crop", "classify", "draw"];
 export const RATE_WINDOW_FRAMES = 30; // as emotion/session.py: the fps over about a second of frames
 
 class StageTimer {
