@@ -21,8 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from scripts import browser as web
-from scripts.benchmark import benchmark_clip
+import browser as web
+from benchmark import benchmark_clip
 
 STAGE_ORDER = ("grab", "gray", "detect", "follow", "crop", "classify", "draw", "total")
 READ_MEASURED = "() => JSON.parse(JSON.stringify(window.deviceWebcam.measured))"
