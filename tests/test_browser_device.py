@@ -189,3 +189,13 @@ def test_a_slow_device_drops_frames_and_is_offered_the_server_mode(app_url, play
         assert page.locator("[data-testid='stException']").count() == 0
         cdp.send("Emulation.setCPUThrottlingRate", {"rate": 1})
         stop_device_webcam(page)
+
+
+def test_webassembly_that_fails_to_load_is_said_and_the_server_mode_offered(app_url, playwright):
+    with chromium(playwright) as page:
+        page.route("**/litert_wasm*", lambda route: route.fulfill(status=404, body=b""))
+        open_app(page, app_url)
+        choose_webcam_mode(page, "On this device")
+        page.get_by_text("The model cannot run on this device").first.wait_for()
+        assert page.locator("[data-testid='stException']").count() == 0
+        page.get_by_role("button", name="Use the server mode").wait_for()

@@ -16,16 +16,11 @@ HAPPY = [0.01, 0.01, 0.01, 0.9, 0.02, 0.02, 0.03]
 
 
 @pytest.fixture(scope="module")
-def assets(classifier, tmp_path_factory, monkeypatch_module):
-    monkeypatch_module.setattr(device_webcam.components, "declare_component", lambda name, path: (name, path))
-    runtime = read_runtime(classifier.source, classifier.metadata)
-    return DeviceAssets(runtime, tmp_path_factory.mktemp("served"))
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
+def assets(classifier, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
-        yield patch
+        patch.setattr(device_webcam.components, "declare_component", lambda name, path: (name, path))
+        runtime = read_runtime(classifier.source, classifier.metadata)
+        return DeviceAssets(runtime, tmp_path_factory.mktemp("served"))
 
 
 def test_the_folder_holds_the_bundle_and_the_model_files_named_by_their_checksums(assets):
@@ -96,3 +91,36 @@ def test_the_browser_gets_the_sidebars_live_settings():
     settings = device_webcam.browser_settings(LiveSettings(smoothing=0.3, detect_every=5))
     assert settings["smoothing"] == 0.3 and settings["detectEvery"] == 5
     assert settings["detector"]["minSizeFraction"] == LiveSettings().detector.min_size_fraction
+
+
+class FakeLog:
+    def __init__(self):
+        self.frames = []
+
+    def submit(self, source, frames):
+        self.frames.extend(frames)
+
+
+def test_with_the_log_on_each_frame_with_faces_goes_to_the_detection_log(assets):
+    state = DeviceSession(SessionStats(), LiveSettings())
+    state.recorder.log = FakeLog()
+    take(state, message(1), assets, source)  # START, no face
+    face = {"id": 2, "box": [10, 10, 100, 100], "p": HAPPY}
+    take(state, message(2, frames=[{**message(2)["frames"][0], "faces": [face]}] * 3), assets, source)
+    logged = state.recorder.log.frames
+    assert [frame.frame for frame in logged] == [1, 2, 3]
+    assert logged[0].faces[0].id == 2 and (logged[0].width, logged[0].height) == (640, 480)
+
+
+def test_the_page_opens_the_webcam_on_this_device_by_default(monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import REPO
+
+    monkeypatch.setenv("WEBCAM_MODE", "device")
+    page = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
+    page.session_state["tab"] = "Webcam"
+    page.run()
+    assert not page.exception, page.exception
+    assert page.radio(key="webcam_mode").value == "device"
+    assert not page.error
