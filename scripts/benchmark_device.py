@@ -74,7 +74,8 @@ def main() -> None:
         f"{frames / elapsed:.1f} frames a second analysed, {dropped / elapsed:.1f} dropped "
         f"({frames} and {dropped} in {elapsed:.0f} s)"
     )
-    print("browser time a frame, by stage:")
+    presented = (frames + dropped) / elapsed
+    print(f"the video presented {presented:.1f} frames a second; browser time a frame, by stage:")
     for stage in STAGE_ORDER:
         spent = after["stagesMs"].get(stage, 0.0) - before["stagesMs"].get(stage, 0.0)
         print(f"    {stage:<9} {spent / max(frames, 1):6.2f} ms")

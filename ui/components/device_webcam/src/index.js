@@ -166,6 +166,7 @@ class DeviceWebcam {
     this.started = performance.now();
     this.dropped = 0;
     this.measured = { ...this.measured, frames: 0, dropped: 0, stagesMs: {}, firstFrameMs: null };
+    this.lastPresented = undefined;
     this.stop.disabled = false;
     this.say("Analysing on this device: no frame leaves it.");
     this.report("playing");
@@ -198,14 +199,24 @@ class DeviceWebcam {
 
   nextFrame() {
     if (!this.session) return;
-    if (this.video.requestVideoFrameCallback) this.video.requestVideoFrameCallback(() => this.onFrame());
+    if (this.video.requestVideoFrameCallback) {
+      this.video.requestVideoFrameCallback((now, metadata) => this.onFrame(metadata.presentedFrames));
+    }
     else requestAnimationFrame(() => this.onFrame());
   }
 
-  async onFrame() {
+  // presented: the video's count of frames shown so far, where the browser gives it; frames shown
+  // while the page was busy (no callback came for them) are dropped frames too.
+  async onFrame(presented) {
     if (!this.session) return;
     this.nextFrame();
     if (this.paused) return;
+    if (presented !== undefined) {
+      const missed = this.lastPresented === undefined ? 0 : Math.max(0, presented - this.lastPresented - 1);
+      this.lastPresented = presented;
+      this.dropped += missed;
+      this.measured.dropped += missed;
+    }
     if (this.busy) {
       this.dropped += 1; // the device is behind: this frame is skipped, never queued
       this.measured.dropped += 1;
@@ -247,6 +258,7 @@ class DeviceWebcam {
     if (!this.session) return;
     this.paused = document.visibilityState !== "visible";
     if (!this.paused) this.analyzer.reset(); // the faces may have moved meanwhile: look again
+    this.lastPresented = undefined; // the frames shown while hidden were not dropped
     this.report(...this.running());
   }
 
