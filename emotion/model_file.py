@@ -134,12 +134,31 @@ class ClassFigures(NamedTuple):
 
 @dataclass(frozen=True)
 class PosedFigures:
-    """On posed faces (CK+): photos of people acting six emotions, read as the emotion acted."""
+    """On faces of people acting emotions, read as the emotion acted: posed photos (CK+) or
+    frames of people acting at a camera (KDEF-dyn, as the pipeline cuts them)."""
 
     accuracy: float | None
     mean_recall: float | None
     recall: Mapping[str, float]  # per emotion acted
     images: int | None
+
+    @classmethod
+    def from_stored(cls, stored: Any) -> PosedFigures | None:
+        stored = _mapping(stored)
+        if not stored:
+            return None
+        return cls(
+            accuracy=_number(stored.get("accuracy")),
+            mean_recall=_number(stored.get("mean_recall")),
+            recall=MappingProxyType(
+                {
+                    emotion: recall
+                    for emotion, value in _mapping(stored.get("recall")).items()
+                    if (recall := _number(value)) is not None
+                }
+            ),
+            images=_count(stored.get("images")),
+        )
 
 
 @dataclass(frozen=True)
@@ -151,11 +170,11 @@ class ModelFigures:
     ece_votes: float | None  # calibration: distance of the probabilities from the vote shares
     labelled_images: int | None
     per_class: Mapping[str, ClassFigures]  # in EMOTIONS order; empty when not stored
-    posed: PosedFigures | None
+    posed: PosedFigures | None  # posed photos (CK+)
+    acted: PosedFigures | None  # people acting at a camera (KDEF-dyn frames)
 
     @classmethod
     def from_stored(cls, stored: Mapping[str, Any]) -> ModelFigures:
-        posed = _mapping(stored.get("posed"))
         per_class = _mapping(stored.get("per_class"))
         return cls(
             accuracy=_number(stored.get("val_accuracy")),
@@ -173,20 +192,8 @@ class ModelFigures:
                     if (figures := _mapping(per_class.get(emotion)))
                 }
             ),
-            posed=None
-            if not posed
-            else PosedFigures(
-                accuracy=_number(posed.get("accuracy")),
-                mean_recall=_number(posed.get("mean_recall")),
-                recall=MappingProxyType(
-                    {
-                        emotion: recall
-                        for emotion, value in _mapping(posed.get("recall")).items()
-                        if (recall := _number(value)) is not None
-                    }
-                ),
-                images=_count(posed.get("images")),
-            ),
+            posed=PosedFigures.from_stored(stored.get("posed")),
+            acted=PosedFigures.from_stored(stored.get("acted")),
         )
 
 

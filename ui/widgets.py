@@ -47,6 +47,7 @@ def download_row(*downloads: Download) -> None:
 def about_the_model(classifier: EmotionClassifier) -> None:
     figures = classifier.metadata.figures  # None: the file carries no evaluation
     posed = figures.posed if figures is not None else None
+    acted = figures.acted if figures is not None else None
     with st.expander("About the model"):
         st.markdown(
             "A small convolutional network reads each face (48x48 grayscale, found by the face "
@@ -74,15 +75,23 @@ def about_the_model(classifier: EmotionClassifier) -> None:
                 "emotions in a lab (CK+, none of them in the training data), read as the emotion they "
                 "acted."
             )
+        if acted is not None:
+            st.markdown(
+                f"*Acted at a camera*: {acted.images or 'a set of'} frames of people facing a camera "
+                "(KDEF-dyn, none of them in the training data): the last frame of each clip, the peak "
+                "of one acted emotion, read as acted, and the first frame, read as neutral."
+            )
         if figures is not None and figures.per_class:
             table = pd.DataFrame.from_dict(
                 {emotion: row._asdict() for emotion, row in figures.per_class.items()}, orient="index"
             )
             if posed is not None and posed.recall:
                 table["posed recall"] = pd.Series(dict(posed.recall), dtype="float64")
+            if acted is not None and acted.recall:
+                table["acted recall"] = pd.Series(dict(acted.recall), dtype="float64")
             st.markdown(
                 "Per emotion, on the validation faces, against what most of their ten readers "
-                "said, and on the posed faces (the model card has the details):"
+                "said, and on the posed and acted faces (the model card has the details):"
             )
             st.dataframe(
                 table,
@@ -91,6 +100,7 @@ def about_the_model(classifier: EmotionClassifier) -> None:
                     "precision": st.column_config.NumberColumn(format="percent"),
                     "recall": st.column_config.NumberColumn(format="percent"),
                     "posed recall": st.column_config.NumberColumn(format="percent"),
+                    "acted recall": st.column_config.NumberColumn(format="percent"),
                 },
             )
         st.markdown(
@@ -109,11 +119,13 @@ def headline_figures(metadata: ModelMetadata) -> dict[str, float | int]:
     the file has them (ModelMetadata.figures), fractions as floats and counts as ints."""
     figures = metadata.figures
     posed = figures.posed if figures is not None else None
+    acted = figures.acted if figures is not None else None
     candidates = {
         "Agreement with most people": figures and figures.accuracy,
         "Mean recall per emotion": figures and figures.mean_recall,
         "Posed faces read as meant": posed and posed.accuracy,
         "Posed faces: mean recall": posed and posed.mean_recall,
+        "Acted at a camera, read as meant": acted and acted.accuracy,
         "Distance from the vote shares": figures and figures.ece_votes,
         "Validation faces": figures and figures.labelled_images,
         "Training faces": metadata.train_images,
