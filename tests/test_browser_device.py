@@ -174,6 +174,10 @@ def test_a_hidden_tab_pauses_and_a_reload_mid_stream_starts_afresh(app_url, play
         device_webcam(page).get_by_text("Ready").wait_for()
         assert page.locator("[data-testid='stException']").count() == 0
         assert webcam.get_by_role("button", name="START").is_enabled()
+        # The model files, checked, are kept in the browser's cache for the next page.
+        frame = next(frame for frame in page.frames if "device_webcam" in frame.url)
+        kept = frame.evaluate("caches.open('emotion-lens-models').then((cache) => cache.keys())")
+        assert len(kept) >= 2
 
 
 def test_a_slow_device_drops_frames_and_is_offered_the_server_mode(app_url, playwright, camera_clip):

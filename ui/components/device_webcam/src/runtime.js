@@ -45,12 +45,23 @@ export async function fetchBytes(url, progress = () => {}) {
   return bytes;
 }
 
+export const CACHE_NAME = "emotion-lens-models";
+
 // A served model file {url, sha256}, checked and compiled: run(Float32Array, shape) -> [Float32Array].
+// Checked files are kept in the browser's cache (each name carries its SHA-256, so a kept copy
+// is never stale) and the next page takes them from there, checked again.
 export async function loadModel(file, progress) {
-  const bytes = await fetchBytes(file.url, progress);
-  const sha256 = await sha256Hex(bytes);
-  if (sha256 !== file.sha256) {
-    throw new ChecksumError(`${file.url} has SHA-256 ${sha256.slice(0, 12)}..., not the ${file.sha256.slice(0, 12)}... the server announced`);
+  const url = new URL(file.url, document.baseURI).href;
+  const storage = globalThis.caches ? await caches.open(CACHE_NAME).catch(() => null) : null;
+  const kept = storage ? await storage.match(url).catch(() => null) : null;
+  let bytes = kept ? new Uint8Array(await kept.arrayBuffer()) : null;
+  if (!bytes || (await sha256Hex(bytes)) !== file.sha256) {
+    bytes = await fetchBytes(url, progress);
+    const sha256 = await sha256Hex(bytes);
+    if (sha256 !== file.sha256) {
+      throw new ChecksumError(`${file.url} has SHA-256 ${sha256.slice(0, 12)}..., not the ${file.sha256.slice(0, 12)}... the server announced`);
+    }
+    if (storage) await storage.put(url, new Response(bytes)).catch(() => {}); // a full cache: fetched next time
   }
   const compiled = await loadAndCompile(bytes, { accelerator: "wasm" });
   return {
