@@ -63,7 +63,7 @@ def message(batch: int, status: str = "playing", session: str = "abc", frames=No
 def test_messages_start_feed_and_stop_a_session_once_each(assets):
     state = DeviceSession(SessionStats(), LiveSettings())
     assert not take(state, {"session": None, "batch": 1, "status": "ready", "frames": []}, assets, source)
-    assert take(state, message(2), assets, source)  # START: the page is drawn again
+    assert not take(state, message(2), assets, source)  # START
     assert state.playing and state.sessions == 1 and state.recorder.source.name.startswith("webcam ")
     face = {"id": 1, "box": [10, 10, 100, 100], "p": HAPPY}
     assert not take(state, message(3, frames=[{**message(3)["frames"][0], "faces": [face]}]), assets, source)
@@ -72,7 +72,7 @@ def test_messages_start_feed_and_stop_a_session_once_each(assets):
     assert state.stage_means() == {"detect": 5.0}
     assert not take(state, message(4, frames=[{"t": "soon"}]), assets, source)  # refused, and no exception
     assert state.stats.snapshot().frames == 2
-    assert take(state, message(5, status="stopped"), assets, source)  # STOP: the summary is drawn
+    assert take(state, message(5, status="stopped"), assets, source)  # STOP: the session ends
     assert not state.playing and state.stats.snapshot().frames == 3
 
 

@@ -180,9 +180,8 @@ class DeviceSession:
 def take(
     state: DeviceSession, value: Any, assets: DeviceAssets, source: Callable[[str], EventSource]
 ) -> bool:
-    """One message from the browser into the session; True when what the page shows besides
-    the statistics changes (a session began or ended, a problem appeared or went).
-    `source(name)` is the detection events' source for a new session."""
+    """One message from the browser into the session; True when it ends a session (STOP, or
+    the analysis stopped). `source(name)` is the detection events' source for a new session."""
     if not isinstance(value, dict):
         return False
     batch, session_id, status = value.get("batch"), value.get("session"), value.get("status")
@@ -191,7 +190,6 @@ def take(
     need = value.get("need")
     if isinstance(need, list) and len(need) == 2 and all(isinstance(side, int) for side in need):
         assets.blazeface(*need)
-    changed = False
     if isinstance(session_id, str) and session_id != state.session_id and status in RUNNING:
         state.session_id = session_id[:32]
         state.stats.reset()
@@ -199,7 +197,6 @@ def take(
         state.sessions += 1
         name = f"webcam {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S} {secrets.token_hex(3)}"
         state.recorder.restart(source(name))
-        changed = True
     state.last_batch = batch
     if session_id is not None and session_id == state.session_id:
         try:
@@ -212,11 +209,11 @@ def take(
             for stage, ms in frame.stages_ms.items():
                 state.stage_ms[stage] = state.stage_ms.get(stage, 0.0) + ms
         state.stage_frames += len(frames)
-    was_playing, had_problem = state.playing, state.problem
+    was_playing = state.playing
     state.status = status if isinstance(status, str) else state.status
     error = value.get("error")
     state.problem = error[:500] if isinstance(error, str) and error else None
-    return changed or (was_playing and not state.playing) or state.problem != had_problem
+    return was_playing and not state.playing
 
 
 # The visitor's on-device webcam, made with the sidebar's live settings when first asked for.
@@ -281,8 +278,6 @@ def _component(
         batchMs=BATCH_MS,
         default=None,
     )
-    was_playing = state.playing
-    take(state, value, assets, source)
-    if was_playing and not state.playing and detection_log is not None:
+    if take(state, value, assets, source) and detection_log is not None:
         detection_log.flush()  # STOP: the session is in the History tab at once
     draw(state)

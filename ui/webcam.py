@@ -164,6 +164,10 @@ def show_on_device(
         device_problem(state)
         if visible:
             live_panel(state.stats, state.playing, state.sessions, settings.detection_log)
+            stages = state.stage_means()
+            if stages and not state.playing:
+                steps = ", ".join(f"{stage} {ms:.1f}" for stage, ms in stages.items() if stage != "total")
+                st.caption(f"This device's time a frame, in ms: {steps}.")
 
     if device_webcam.show(classifier, wanted, settings.detection_log, source, draw) is None:
         st.warning("This model carries no runtime a browser can run: the webcam runs on the server.")
