@@ -18,6 +18,7 @@ the fragment, not the page.
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import hashlib
 import secrets
@@ -50,7 +51,7 @@ COMPONENT_NAME = "device_webcam"
 BATCH_MS = 500  # the browser sends its frames' results twice a second
 INPUT_STEP = blazeface.INPUT_STEP
 # BlazeFace's input shapes the browser may ask for: sides multiples of INPUT_STEP from the model's
-# own 128 to just over the finders' longest picture side, and at most this many per server.
+# own 128 to well over the finders' longest picture side (640), and at most this many per server.
 MIN_INPUT_SIDE = blazeface.SHORT_RANGE.input_size
 MAX_INPUT_SIDE = 1024
 MAX_BLAZEFACE_SHAPES = 16
@@ -123,7 +124,9 @@ def device_assets(model_sha256: str, _classifier: EmotionClassifier) -> DeviceAs
         logger.warning("%s carries no LiteRT runtime: the webcam runs on the server only", _classifier.source)
         return None
     try:
-        return DeviceAssets(runtime, Path(tempfile.mkdtemp(prefix="emotion-lens-device-")))
+        folder = Path(tempfile.mkdtemp(prefix="emotion-lens-device-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)  # the server's own copy, gone with it
+        return DeviceAssets(runtime, folder)
     except (ModelShapeError, OSError) as error:
         logger.warning("The on-device webcam cannot be prepared: %s", error)
         return None
