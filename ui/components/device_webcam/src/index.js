@@ -3,7 +3,7 @@
 import { EmotionClassifier } from "./classifier.js";
 import { drawLiveOverlay } from "./draw.js";
 import { BlazeFace } from "./faces/blazeface.js";
-import { frameMessage, LiveAnalyzer } from "./live.js";
+import { frameMessage, LiveAnalyzer, lumaGray } from "./live.js";
 import { ChecksumError, loadModel, loadRuntime } from "./runtime.js";
 import { onRender, setComponentValue, setFrameHeight } from "./streamlit.js";
 
@@ -231,11 +231,10 @@ class DeviceWebcam {
         [this.grab.width, this.grab.height, this.overlay.width, this.overlay.height] = [width, height, width, height];
       }
       const grabStarted = performance.now();
-      this.grabContext.drawImage(this.video, 0, 0, width, height);
-      const rgba = this.grabContext.getImageData(0, 0, width, height).data;
+      const pixels = (await this.grabLuma()) || this.grabRgba(width, height);
       const grabMs = performance.now() - grabStarted;
       const timeS = (performance.now() - this.started) / 1000;
-      const result = await this.analyzer.process(rgba, width, height);
+      const result = await this.analyzer.process(pixels, width, height);
       result.stages.grab = grabMs;
       const drawStarted = performance.now();
       const fps = this.analyzer.fps();
@@ -252,6 +251,28 @@ class DeviceWebcam {
     } finally {
       this.busy = false;
     }
+  }
+
+  // The frame's luma plane (WebCodecs' VideoFrame, where the browser has it), else null.
+  async grabLuma() {
+    if (typeof VideoFrame !== "function" || this.noLuma) return null;
+    let frame;
+    try {
+      frame = new VideoFrame(this.video);
+      const gray = await lumaGray(frame);
+      if (gray === null) this.noLuma = true; // another format: the RGB path from now on
+      return gray;
+    } catch {
+      this.noLuma = true;
+      return null;
+    } finally {
+      if (frame) frame.close();
+    }
+  }
+
+  grabRgba(width, height) {
+    this.grabContext.drawImage(this.video, 0, 0, width, height);
+    return this.grabContext.getImageData(0, 0, width, height).data;
   }
 
   visibility() {
