@@ -201,3 +201,10 @@ def test_a_tracked_clip_gives_the_engines_ids_boxes_and_smoothed_probabilities(p
     assert len(boxes) >= CLIP_FRAMES - 1
     assert worst(boxes) <= BOX_TOLERANCE_PX
     assert worst(probabilities) <= PROBABILITY_TOLERANCE
+
+
+def test_a_camera_frames_luma_becomes_the_grey_picture_the_server_takes_from_webrtc(page):
+    from emotion.live import VIDEO_TO_FULL_RANGE
+
+    table = page.evaluate("Array.from(window.lens.live.VIDEO_TO_FULL_RANGE)")
+    assert table == VIDEO_TO_FULL_RANGE.tolist()

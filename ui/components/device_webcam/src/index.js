@@ -12,6 +12,7 @@ export * as common from "./faces/common.js";
 export * as faces from "./faces/index.js";
 export * as tracking from "./tracking.js";
 export * as blazeface from "./faces/blazeface.js";
+export * as live from "./live.js";
 
 const SLOW_FPS = 8; // below this many frames a second, after SLOW_AFTER_S, the page suggests the server mode
 const SLOW_AFTER_S = 5;
