@@ -154,14 +154,6 @@ async function detect(model, gray, scale, minScore, margin = 0) {
   }));
 }
 
-function boxIou(first, second) {
-  const width = Math.max(0, Math.min(first[2], second[2]) - Math.max(first[0], second[0]));
-  const height = Math.max(0, Math.min(first[3], second[3]) - Math.max(first[1], second[1]));
-  const intersection = width * height;
-  const areas = (first[2] - first[0]) * (first[3] - first[1]) + (second[2] - second[0]) * (second[3] - second[1]);
-  return intersection / Math.max(areas - intersection, 1e-12);
-}
-
 export function keypointFrame(face) {
   const p = face.points;
   const right = [p[4], p[5]];
@@ -254,18 +246,15 @@ export function lookScales(height, width, settings) {
   return { scale, closeUp: scale > closeUp ? closeUp : null };
 }
 
-// Faces with their keypoints: a look at the whole picture (and a close-up one), then one upright
-// look at each face; a face of the close-up that overlaps none of the first look's is added.
+// Faces with their keypoints: a look at the whole picture and, where it finds none (a face
+// larger than the model's window, filling the picture), a close-up look at it whole with a
+// black border; then one upright look at each face.
 export async function locate(model, gray, settings) {
   const { scale, closeUp } = lookScales(gray.height, gray.width, settings);
   const faces = await refinedAll(model, gray, await detect(model, gray, scale, settings.minScore), settings.minScore);
-  if (closeUp !== null) {
-    const closeUps = await detect(model, gray, closeUp, settings.minScore, CLOSE_UP_MARGIN);
-    const added = await refinedAll(model, gray, closeUps, settings.minScore);
-    const first = [...faces];
-    faces.push(...added.filter((face) => first.every((other) => boxIou(face.points, other.points) <= SUPPRESSION_IOU)));
-  }
-  return faces;
+  if (faces.length || closeUp === null) return faces;
+  const closeUps = await detect(model, gray, closeUp, settings.minScore, CLOSE_UP_MARGIN);
+  return refinedAll(model, gray, closeUps, settings.minScore);
 }
 
 // Faces in a grey picture: each one's square placed by its eyes and box, turned as its eyes are.
