@@ -190,3 +190,17 @@ class CallsAtOnce:
         finally:
             with self._lock:
                 self._running -= 1
+
+
+@pytest.fixture(scope="module")
+def browser_available():
+    """Skips the module's tests where no browser can be driven; fails them instead where
+    REQUIRE_BROWSER=1 (CI)."""
+    from scripts.browser import browser_missing_reason
+
+    reason = browser_missing_reason()
+    if reason is None:
+        return
+    if os.environ.get("REQUIRE_BROWSER") == "1":
+        pytest.fail(f"REQUIRE_BROWSER=1 but {reason}")
+    pytest.skip(reason)

@@ -20,7 +20,6 @@ from PIL import Image
 from scripts import samples
 from scripts.browser import (
     EMOTION_PATTERN,
-    browser_missing_reason,
     chromium,
     fake_camera_args,
     metric_value,
@@ -41,17 +40,7 @@ STREAM_MORE_MS = 5_000  # then the stream runs this much longer before the FPS f
 WEBCAM_SESSION_S = 6  # the History test's webcam session, once its first frames are analysed
 DOCS = REPO / "docs"
 
-pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _browser_available():
-    reason = browser_missing_reason()
-    if reason is None:
-        return
-    if os.environ.get("REQUIRE_BROWSER") == "1":
-        pytest.fail(f"REQUIRE_BROWSER=1 but {reason}")
-    pytest.skip(reason)
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("browser_available")]
 
 
 try:

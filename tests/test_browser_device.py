@@ -19,7 +19,6 @@ import pytest
 from scripts.browser import (
     COUNT_PEER_CONNECTIONS,
     EMOTION_PATTERN,
-    browser_missing_reason,
     choose_webcam_mode,
     chromium,
     device_webcam,
@@ -38,17 +37,7 @@ LIVE_TIMEOUT_S = 30  # from START to the first live statistics
 STREAM_MORE_MS = 4_000  # then the statistics must have moved on
 DOCS = REPO / "docs"
 
-pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _browser_available():
-    reason = browser_missing_reason()
-    if reason is None:
-        return
-    if os.environ.get("REQUIRE_BROWSER") == "1":
-        pytest.fail(f"REQUIRE_BROWSER=1 but {reason}")
-    pytest.skip(reason)
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("browser_available")]
 
 
 try:

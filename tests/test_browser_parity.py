@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import functools
 import http.server
-import os
 import threading
 
 import cv2
@@ -29,7 +28,7 @@ from emotion.live import LiveSettings
 from emotion.model_file import read_runtime
 from emotion.tracking import FaceTracker
 from scripts import samples
-from scripts.browser import CHROMIUM, CHROMIUM_ARGS, browser_missing_reason
+from scripts.browser import CHROMIUM, CHROMIUM_ARGS
 from ui import device_webcam
 from ui.device_webcam import DeviceAssets
 
@@ -39,17 +38,7 @@ PROBABILITY_TOLERANCE = 0.02
 CLIP_FRAMES = 24  # tracked: detections on frames 0, 10 and 20, template matching between
 CAMERA_SIZE = (640, 480)
 
-pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _browser_available():
-    reason = browser_missing_reason()
-    if reason is None:
-        return
-    if os.environ.get("REQUIRE_BROWSER") == "1":
-        pytest.fail(f"REQUIRE_BROWSER=1 but {reason}")
-    pytest.skip(reason)
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("browser_available")]
 
 
 @pytest.fixture(scope="module")

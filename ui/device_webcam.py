@@ -44,6 +44,7 @@ from emotion.live import LiveRecorder, LiveSettings
 from emotion.model_file import read_runtime, shipped_file
 from emotion.session import SessionStats
 from emotion.tflite_shapes import ModelShapeError, with_input_shape
+from ui.context import SessionValue
 
 logger = get_logger(__name__)
 
@@ -220,13 +221,13 @@ def take(
 
 
 # The visitor's on-device webcam, made with the sidebar's live settings when first asked for.
-DEVICE_SESSION_KEY = "device_webcam"
+DEVICE_SESSION: SessionValue[DeviceSession | None] = SessionValue("device_webcam", lambda: None)
 
 
 def device_session(settings: LiveSettings) -> DeviceSession:
     """The visitor's DeviceSession; a new one (statistics started again) when the settings
     that shape the statistics change."""
-    state = st.session_state.get(DEVICE_SESSION_KEY)
+    state = DEVICE_SESSION.get()
     stats_settings = (settings.engagement_preset, settings.log_max_rows, settings.log_interval_s)
     if (
         state is None
@@ -238,7 +239,7 @@ def device_session(settings: LiveSettings) -> DeviceSession:
         != stats_settings
     ):
         state = DeviceSession(SessionStats(*stats_settings), settings)
-        st.session_state[DEVICE_SESSION_KEY] = state
+        DEVICE_SESSION.set(state)
     state.settings = settings
     return state
 

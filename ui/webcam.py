@@ -46,7 +46,8 @@ WEBCAM_SESSION = SessionValue("webcam_session", int)
 # environment) makes the server the default, for visitors whose devices are too slow.
 WEBCAM_MODES = {"device": "On this device", "server": "On the server"}
 DEFAULT_WEBCAM_MODE = "device"
-WEBCAM_MODE_KEY = "webcam_mode"
+# The mode radio's value, under its widget key: "device" or "server".
+WEBCAM_MODE: SessionValue[str] = SessionValue("webcam_mode", lambda: default_webcam_mode())
 MODE_HELP = (
     "On this device: your browser finds and reads the faces with the app's own model files; no "
     "frame leaves it, and no server time or TURN relay is needed. On the server: frames travel "
@@ -87,7 +88,7 @@ def default_webcam_mode() -> str:
 
 
 def use_server_mode() -> None:
-    st.session_state[WEBCAM_MODE_KEY] = "server"
+    WEBCAM_MODE.set("server")
 
 
 def show(classifier: EmotionClassifier, settings: PageSettings, visible: bool) -> None:
@@ -99,7 +100,7 @@ def show(classifier: EmotionClassifier, settings: PageSettings, visible: bool) -
         index=list(WEBCAM_MODES).index(default_webcam_mode()),
         format_func=WEBCAM_MODES.get,
         horizontal=True,
-        key=WEBCAM_MODE_KEY,
+        key=WEBCAM_MODE.key,
         help=MODE_HELP,
     )
     if mode == "device":
