@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import importlib.util
 import re
 import resource
 import statistics
@@ -102,7 +103,11 @@ def webcam_encoder_figures(pictures: list) -> None:
     from aiortc.jitterbuffer import JitterFrame
     from aiortc.mediastreams import VIDEO_TIME_BASE
 
-    from ui.encoder import ServerH264Encoder, ServerVp8Encoder
+    # The page's code is not part of the installed engine: its encoders are read from the checkout.
+    spec = importlib.util.spec_from_file_location("webcam_encoders", REPO / "ui" / "encoder.py")
+    encoders = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(encoders)
+    ServerH264Encoder, ServerVp8Encoder = encoders.ServerH264Encoder, encoders.ServerVp8Encoder
 
     ticks = 3000  # of VIDEO_TIME_BASE (90 kHz) between frames: 30 fps
     codecs = (

@@ -295,16 +295,21 @@ def ensemble(
     alone = Candidate(*averaged_head(heads, [1.0] + [0.0] * (len(members) - 1)), {})
     first_member = recall_figures(softmax(alone.logits(val[0])), val_faces.labels)
     judge = Judge(val, choosing, floor=first_member["accuracy"] - recipe.accuracy_kept)
-    chosen = max(
-        (base.corrected(tau, prior) for base, tau in itertools.product(bases, TAU_GRID)), key=judge.score
-    )
+    # Each base (member weights) at its best prior correction; with offsets, each of those with
+    # its own offsets, since the best offsets of one weighting need not suit another.
+    candidates = [max((base.corrected(tau, prior) for tau in TAU_GRID), key=judge.score) for base in bases]
+    if recipe.class_offsets:
+        candidates = [
+            with_class_offsets(candidate, judge) if judge.score(candidate) > -np.inf else candidate
+            for candidate in candidates
+        ]
+    chosen = max(candidates, key=judge.score)
     if judge.score(chosen) == -np.inf:
+        chosen = candidates[0]
         logger.warning(
             "No head keeps val accuracy within %s of the first member's: kept the first tried, uncorrected",
             recipe.accuracy_kept,
         )
-    elif recipe.class_offsets:
-        chosen = with_class_offsets(chosen, judge)
     logits = chosen.logits(val[0])
     temperature = fit_temperature(logits, val_faces.targets)
     logger.info("Chose %s, temperature %.3f", json.dumps(judge.figures(chosen)), temperature)
