@@ -44,6 +44,14 @@ def test_the_classifier_holds_its_files_metadata_typed_with_the_runtimes_figures
     assert metadata.train_images == stored["metrics"]["train_images"]
 
 
+def test_metadata_keeps_the_acted_faces_figures_beside_the_posed_ones():
+    acted = {"accuracy": 0.75, "mean_recall": 0.7, "recall": {"fear": 0.25, "happy": "all"}, "images": 240}
+    metadata = ModelMetadata.from_stored({"metrics": {"runtime": {"val_accuracy": 0.88, "acted": acted}}})
+    figures = metadata.figures
+    assert figures.posed is None and figures.acted.images == 240
+    assert (figures.acted.accuracy, dict(figures.acted.recall)) == (0.75, {"fear": 0.25})
+
+
 def test_metadata_of_unexpected_types_leaves_those_figures_out():
     metadata = ModelMetadata.from_stored(
         {
