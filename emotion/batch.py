@@ -355,10 +355,14 @@ def _analyse_contents(batches, model_name: str, preset: str, detect_every: int, 
 
 
 def _package_zip(folder: Path) -> Path:
-    """The emotion package as a zip for SparkContext.addPyFile, so executors import this code."""
+    """The emotion package's modules as a zip for SparkContext.addPyFile, so executors import this
+    code. Not emotion.model, where the engine is installed: files inside a zip have no path that
+    the face finder's runtime can open (see emotion.model_file.shipped_file)."""
     archive = folder / "emotion.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zip_file:
         for file in sorted(PACKAGE.rglob("*.py")):
+            if file.parent.name == "model" and file.parent.parent == PACKAGE:
+                continue
             zip_file.write(file, file.relative_to(PACKAGE.parent))
     return archive
 
