@@ -204,3 +204,33 @@ def browser_available():
     if os.environ.get("REQUIRE_BROWSER") == "1":
         pytest.fail(f"REQUIRE_BROWSER=1 but {reason}")
     pytest.skip(reason)
+
+
+try:
+    from playwright.sync_api import Error as PlaywrightError
+except ImportError:  # the browser modules' tests are skipped (or fail) by browser_available
+    PlaywrightError = Exception
+
+
+@pytest.fixture(scope="module")
+def playwright():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as driver:
+        yield driver
+
+
+@contextlib.contextmanager
+def served_app(tmp_path_factory, env: Mapping[str, str] | None = None):
+    """The app served by `streamlit run` on a free port, with a detection log of its own and
+    `env` set; yields its URL and stops it after. Its log's path is printed for a failure."""
+    from scripts.browser import serve_app
+
+    folder = tmp_path_factory.mktemp("server")
+    log_path = folder / "streamlit.log"
+    settings = {"HISTORY_PATH": str(folder / "detections.duckdb"), **(env or {})}
+    try:
+        with serve_app(log_path, env=settings) as server:
+            yield server.url
+    finally:
+        print(f"server log: {log_path}")

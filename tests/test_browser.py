@@ -33,7 +33,7 @@ from scripts.browser import (
     upload_photo,
     write_y4m,
 )
-from tests.conftest import REPO
+from tests.conftest import REPO, PlaywrightError, served_app
 
 LIVE_TIMEOUT_MS = 20_000  # from pressing START to the first live statistics
 STREAM_MORE_MS = 5_000  # then the stream runs this much longer before the FPS figure is read
@@ -43,30 +43,10 @@ DOCS = REPO / "docs"
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("browser_available")]
 
 
-try:
-    from playwright.sync_api import Error as PlaywrightError
-except ImportError:  # the module's tests are skipped (or fail) by _browser_available
-    PlaywrightError = Exception
-
-
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    """The app served by `streamlit run` on a free port; stopped after the module's tests."""
-    folder = tmp_path_factory.mktemp("server")
-    log_path = folder / "streamlit.log"
-    try:
-        with serve_app(log_path, env={"HISTORY_PATH": str(folder / "detections.duckdb")}) as server:
-            yield server.url
-    finally:
-        print(f"server log: {log_path}")
-
-
-@pytest.fixture(scope="module")
-def playwright():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as driver:
-        yield driver
+    with served_app(tmp_path_factory) as url:
+        yield url
 
 
 def screenshot_path(tmp_path: Path, name: str) -> Path:

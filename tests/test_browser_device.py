@@ -26,12 +26,11 @@ from scripts.browser import (
     metric_value,
     open_app,
     peer_connections,
-    serve_app,
     start_device_webcam,
     stop_device_webcam,
     write_y4m,
 )
-from tests.conftest import REPO
+from tests.conftest import REPO, PlaywrightError, served_app
 
 LIVE_TIMEOUT_S = 30  # from START to the first live statistics
 STREAM_MORE_MS = 4_000  # then the statistics must have moved on
@@ -40,30 +39,10 @@ DOCS = REPO / "docs"
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("browser_available")]
 
 
-try:
-    from playwright.sync_api import Error as PlaywrightError
-except ImportError:  # the module's tests are skipped (or fail) by _browser_available
-    PlaywrightError = Exception
-
-
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("server")
-    log_path = folder / "streamlit.log"
-    env = {"HISTORY_PATH": str(folder / "detections.duckdb"), "WEBCAM_MODE": "device"}
-    try:
-        with serve_app(log_path, env=env) as server:
-            yield server.url
-    finally:
-        print(f"server log: {log_path}")
-
-
-@pytest.fixture(scope="module")
-def playwright():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as driver:
-        yield driver
+    with served_app(tmp_path_factory, {"WEBCAM_MODE": "device"}) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
