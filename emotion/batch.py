@@ -361,7 +361,7 @@ def _package_zip(folder: Path) -> Path:
     archive = folder / "emotion.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zip_file:
         for file in sorted(PACKAGE.rglob("*.py")):
-            if file.parent.name == "model" and file.parent.parent == PACKAGE:
+            if file.parent == PACKAGE / "model":
                 continue
             zip_file.write(file, file.relative_to(PACKAGE.parent))
     return archive

@@ -304,8 +304,7 @@ def ensemble(
             for candidate in candidates
         ]
     chosen = max(candidates, key=judge.score)
-    if judge.score(chosen) == -np.inf:
-        chosen = candidates[0]
+    if judge.score(chosen) == -np.inf:  # max kept the first of them
         logger.warning(
             "No head keeps val accuracy within %s of the first member's: kept the first tried, uncorrected",
             recipe.accuracy_kept,
